@@ -1,0 +1,656 @@
+//! Configuration: the TOML file an operator writes, loaded through figment with
+//! `SWITCHYARD_`-prefixed environment overrides (`SWITCHYARD_FLOWS__CAPACITY_PER_CORE=4096`),
+//! parsed with `deny_unknown_fields`, then validated into errors that name the key.
+//!
+//! Every key and its default is documented in `conf/switchyard.toml`. Keys that only take effect
+//! at start (`[dpdk]`, `[cores]`, interface ports) are marked "startup-only" there; the rest are
+//! the ones a later reload may change.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A whole Switchyard configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dpdk: DpdkConfig,
+    pub cores: CoresConfig,
+    #[serde(default)]
+    pub flows: FlowsConfig,
+    #[serde(default)]
+    pub arp: ArpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub interfaces: Vec<InterfaceConfig>,
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourConfig>,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[dpdk]`: EAL and memory. Startup-only.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// EAL arguments. Switchyard adds `--lcores`/`--main-lcore` from `[cores]` unless they are
+    /// given here.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    /// Mbufs in the packet pool (2^n - 1 is most memory-efficient).
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    #[serde(default = "default_mbuf_cache")]
+    pub mbuf_cache: u32,
+    /// Rx/tx descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub rx_descriptors: u16,
+    #[serde(default = "default_desc")]
+    pub tx_descriptors: u16,
+}
+
+fn default_mbufs() -> u32 {
+    16383
+}
+fn default_mbuf_cache() -> u32 {
+    256
+}
+fn default_desc() -> u16 {
+    1024
+}
+
+/// `[cores]`: which CPU runs what. Startup-only.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoresConfig {
+    /// CPU of the management thread (EAL main lcore).
+    pub management: u32,
+    /// CPUs of the worker threads; worker i owns rx/tx queue i of every port.
+    pub workers: Vec<u32>,
+    /// Microseconds a worker sleeps after an empty poll round; 0 spins (production).
+    #[serde(default)]
+    pub idle_sleep_us: u32,
+}
+
+/// `[flows]`: per-core connection tables.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsConfig {
+    #[serde(default = "default_capacity")]
+    pub capacity_per_core: u32,
+    #[serde(default)]
+    pub timeouts: FlowTimeouts,
+}
+
+fn default_capacity() -> u32 {
+    1 << 20
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            capacity_per_core: default_capacity(),
+            timeouts: FlowTimeouts::default(),
+        }
+    }
+}
+
+/// `[flows.timeouts]`: idle timeouts by state, in seconds.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowTimeouts {
+    pub tcp_syn_s: u32,
+    pub tcp_established_s: u32,
+    pub tcp_closing_s: u32,
+    pub udp_s: u32,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_syn_s: 30,
+            tcp_established_s: 900,
+            tcp_closing_s: 10,
+            udp_s: 60,
+        }
+    }
+}
+
+/// `[arp]`: neighbour resolution for backends.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArpConfig {
+    /// Re-resolve a reachable neighbour this often.
+    pub refresh_s: u32,
+    /// Retry an unanswered request this often.
+    pub retry_ms: u32,
+    /// Forget a neighbour that has not answered for this long.
+    pub expire_s: u32,
+    /// Announce each VIP with a gratuitous ARP at start.
+    pub gratuitous: bool,
+}
+
+impl Default for ArpConfig {
+    fn default() -> Self {
+        Self {
+            refresh_s: 30,
+            retry_ms: 1000,
+            expire_s: 120,
+            gratuitous: true,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter (overridden by `RUST_LOG`).
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Log the aggregated counters this often (0 = never; they are always logged at exit).
+    pub stats_interval_s: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            json: false,
+            stats_interval_s: 0,
+        }
+    }
+}
+
+/// `[[interfaces]]`: a DPDK port with an address of the balancer's.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub name: String,
+    /// DPDK device name (`net_af_packet0`) or PCI address. Startup-only.
+    pub port: String,
+    /// The balancer's own address and prefix length, `a.b.c.d/len`.
+    pub address: String,
+    /// Override the port's MAC address (`02:00:00:00:00:10`).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// 802.1Q VLAN id this interface lives on; frames with another tag are dropped.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+}
+
+/// `[[neighbours]]`: a static ARP entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    pub address: String,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IPv4 protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dsr,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    Maglev,
+}
+
+/// `[[services]]`: VIP + port + protocol balanced over backends.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    #[serde(default = "default_scheduler")]
+    pub scheduler: Scheduler,
+    /// Interface that announces the VIP; default: the one whose subnet holds it, else the first.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Maglev lookup table size; must be a prime >= 65537.
+    #[serde(default = "default_maglev_size")]
+    pub maglev_table_size: u32,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_scheduler() -> Scheduler {
+    Scheduler::Maglev
+}
+fn default_maglev_size() -> u32 {
+    65537
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A configuration error naming the key (`services[1].vip`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// An IPv4 prefix, `addr/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Ipv4Cidr {
+    pub fn mask(self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.len)
+        }
+    }
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) & self.mask()) == (u32::from(self.addr) & self.mask())
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
+    let (a, l) = s.split_once('/')?;
+    let addr: Ipv4Addr = a.parse().ok()?;
+    let len: u8 = l.parse().ok()?;
+    (len <= 32).then_some(Ipv4Cidr { addr, len })
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u64;
+    while d * d <= n as u64 {
+        if n as u64 % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+impl Config {
+    /// Reads `path`, applies `SWITCHYARD_*` overrides (`__` separates nested keys) and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(err("config", format!("file {} not found", path.display())));
+        }
+        let fig = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("SWITCHYARD_").split("__"));
+        let cfg: Config = fig.extract().map_err(figment_error)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string (no environment overrides) and validates; used by tests.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(figment_error)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything serde cannot: addresses, references, uniqueness, core layout.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cores.workers.is_empty() {
+            return Err(err("cores.workers", "at least one worker core is needed"));
+        }
+        let mut seen = HashSet::new();
+        for (i, w) in self.cores.workers.iter().enumerate() {
+            if *w == self.cores.management {
+                return Err(err(
+                    format!("cores.workers[{i}]"),
+                    format!("core {w} is also the management core"),
+                ));
+            }
+            if !seen.insert(*w) {
+                return Err(err(
+                    format!("cores.workers[{i}]"),
+                    format!("core {w} listed twice"),
+                ));
+            }
+        }
+        if self.flows.capacity_per_core == 0 {
+            return Err(err("flows.capacity_per_core", "must be > 0"));
+        }
+        if self.dpdk.mbufs < 1024 {
+            return Err(err("dpdk.mbufs", "must be >= 1024"));
+        }
+        if self.interfaces.is_empty() {
+            return Err(err("interfaces", "at least one interface is needed"));
+        }
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        let mut subnets = Vec::new();
+        for (i, ifc) in self.interfaces.iter().enumerate() {
+            let k = |f: &str| format!("interfaces[{i}].{f}");
+            if ifc.name.is_empty() {
+                return Err(err(k("name"), "must not be empty"));
+            }
+            if !names.insert(ifc.name.as_str()) {
+                return Err(err(k("name"), format!("duplicate interface {:?}", ifc.name)));
+            }
+            if !ports.insert(ifc.port.as_str()) {
+                return Err(err(
+                    k("port"),
+                    format!("port {:?} used by two interfaces", ifc.port),
+                ));
+            }
+            let cidr = parse_cidr(&ifc.address).ok_or_else(|| {
+                err(
+                    k("address"),
+                    format!("{:?} is not an IPv4 address/prefix", ifc.address),
+                )
+            })?;
+            subnets.push(cidr);
+            if let Some(m) = &ifc.mac {
+                if parse_mac(m).is_none() {
+                    return Err(err(k("mac"), format!("{m:?} is not a MAC address")));
+                }
+            }
+            if let Some(v) = ifc.vlan {
+                if v == 0 || v > 4094 {
+                    return Err(err(k("vlan"), format!("{v} is not a VLAN id (1-4094)")));
+                }
+            }
+        }
+        for (i, n) in self.neighbours.iter().enumerate() {
+            let ip: Ipv4Addr = n.address.parse().map_err(|_| {
+                err(
+                    format!("neighbours[{i}].address"),
+                    format!("{:?} is not an IPv4 address", n.address),
+                )
+            })?;
+            if !subnets.iter().any(|s| s.contains(ip)) {
+                return Err(err(
+                    format!("neighbours[{i}].address"),
+                    format!("{ip} is in no interface's subnet"),
+                ));
+            }
+            if parse_mac(&n.mac).is_none() {
+                return Err(err(
+                    format!("neighbours[{i}].mac"),
+                    format!("{:?} is not a MAC address", n.mac),
+                ));
+            }
+        }
+        let mut svc_names = HashSet::new();
+        let mut svc_keys = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let k = |f: &str| format!("services[{i}].{f}");
+            if s.name.is_empty() {
+                return Err(err(k("name"), "must not be empty"));
+            }
+            if !svc_names.insert(s.name.as_str()) {
+                return Err(err(k("name"), format!("duplicate service {:?}", s.name)));
+            }
+            let vip: Ipv4Addr = s.vip.parse().map_err(|_| {
+                err(k("vip"), format!("{:?} is not an IPv4 address", s.vip))
+            })?;
+            if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
+                return Err(err(k("vip"), format!("{vip} cannot be a VIP")));
+            }
+            if s.port == 0 {
+                return Err(err(k("port"), "must be 1-65535"));
+            }
+            if !svc_keys.insert((vip, s.port, s.protocol)) {
+                return Err(err(
+                    k("vip"),
+                    format!(
+                        "duplicate service {vip}:{} {:?} (also defined earlier)",
+                        s.port, s.protocol
+                    ),
+                ));
+            }
+            if let Some(ifn) = &s.interface {
+                if !self.interfaces.iter().any(|x| &x.name == ifn) {
+                    return Err(err(k("interface"), format!("no interface named {ifn:?}")));
+                }
+            }
+            if s.maglev_table_size < 65537 || !is_prime(s.maglev_table_size) {
+                return Err(err(
+                    k("maglev_table_size"),
+                    format!("{} is not a prime >= 65537", s.maglev_table_size),
+                ));
+            }
+            if s.backends.is_empty() {
+                return Err(err(k("backends"), "a service needs at least one backend"));
+            }
+            let mut bset = HashSet::new();
+            for (j, b) in s.backends.iter().enumerate() {
+                let bk = format!("services[{i}].backends[{j}].address");
+                let ip: Ipv4Addr = b
+                    .address
+                    .parse()
+                    .map_err(|_| err(&bk, format!("{:?} is not an IPv4 address", b.address)))?;
+                if !bset.insert(ip) {
+                    return Err(err(&bk, format!("backend {ip} listed twice")));
+                }
+                if s.mode == Mode::Dsr && !subnets.iter().any(|c| c.contains(ip)) {
+                    return Err(err(
+                        &bk,
+                        format!("{ip} is in no interface's subnet (dsr needs the backend on-link)"),
+                    ));
+                }
+                if b.weight > 65535 {
+                    return Err(err(
+                        format!("services[{i}].backends[{j}].weight"),
+                        "must be 0-65535",
+                    ));
+                }
+            }
+            if s.backends.iter().all(|b| b.weight == 0) {
+                return Err(err(k("backends"), "all backend weights are 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// figment's path sometimes already ends in the offending field, sometimes not.
+fn with_field(path: &str, field: &str) -> String {
+    if path == "config" {
+        field.to_string()
+    } else if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// Turns figment's error into one naming the key path.
+fn figment_error(e: figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() {
+        "config".to_string()
+    } else {
+        e.path.join(".")
+    };
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownField(f, _) => {
+            return err(with_field(&key, f), "unknown key");
+        }
+        figment::error::Kind::MissingField(f) => {
+            return err(with_field(&key, f), "missing required key");
+        }
+        _ => e.kind.to_string(),
+    };
+    err(key, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const GOOD: &str = r#"
+[dpdk]
+eal_args = ["--no-huge", "-m", "512", "--no-pci"]
+[cores]
+management = 0
+workers = [1]
+[flows]
+capacity_per_core = 1048576
+[[interfaces]]
+name = "lan"
+port = "net_af_packet0"
+address = "10.20.0.10/24"
+[[services]]
+name = "web"
+vip = "10.20.0.100"
+port = 80
+protocol = "tcp"
+mode = "dsr"
+scheduler = "maglev"
+  [[services.backends]]
+  address = "10.20.0.11"
+  weight = 1
+"#;
+
+    fn broken(from: &str, to: &str) -> ConfigError {
+        let text = GOOD.replacen(from, to, 1);
+        assert_ne!(text, GOOD, "fixture replacement {from:?} did not apply");
+        Config::from_toml(&text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn contract_example_is_valid() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.flows.capacity_per_core, 1 << 20);
+        assert_eq!(c.services[0].backends[0].weight, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = broken("capacity_per_core", "capacity_per_cor");
+        assert_eq!(e.key, "flows.capacity_per_cor");
+        assert!(e.problem.contains("unknown"));
+    }
+
+    #[test]
+    fn vip_that_is_not_an_address_is_named() {
+        let e = broken("10.20.0.100", "10.20.0.300");
+        assert_eq!(e.key, "services[0].vip");
+    }
+
+    #[test]
+    fn duplicate_service_is_named() {
+        let dup = format!(
+            "{GOOD}\n[[services]]\nname = \"web2\"\nvip = \"10.20.0.100\"\nport = 80\nprotocol = \"tcp\"\nmode = \"dsr\"\n  [[services.backends]]\n  address = \"10.20.0.12\"\n"
+        );
+        let e = Config::from_toml(&dup).unwrap_err();
+        assert_eq!(e.key, "services[1].vip");
+        assert!(e.problem.contains("duplicate"));
+    }
+
+    #[test]
+    fn service_without_backends_is_named() {
+        let text = GOOD.split("  [[services.backends]]").next().unwrap();
+        let e = Config::from_toml(text).unwrap_err();
+        assert_eq!(e.key, "services[0].backends");
+    }
+
+    #[test]
+    fn all_weights_zero_is_named() {
+        let e = broken("weight = 1", "weight = 0");
+        assert_eq!(e.key, "services[0].backends");
+        assert!(e.problem.contains("weights"));
+    }
+
+    #[test]
+    fn worker_on_management_core_is_named() {
+        let e = broken("workers = [1]", "workers = [0]");
+        assert_eq!(e.key, "cores.workers[0]");
+    }
+
+    #[test]
+    fn env_style_nested_keys_reach_the_struct() {
+        // figment's Env provider is what `load` layers on; check a nested key round-trips.
+        let fig = Figment::new()
+            .merge(Toml::string(GOOD))
+            .merge(("flows.capacity_per_core", 4096));
+        let c: Config = fig.extract().unwrap();
+        assert_eq!(c.flows.capacity_per_core, 4096);
+    }
+
+    #[test]
+    fn cidr_and_mac_parse() {
+        let c = parse_cidr("10.20.0.10/24").unwrap();
+        assert!(c.contains("10.20.0.200".parse().unwrap()));
+        assert!(!c.contains("10.20.1.1".parse().unwrap()));
+        assert_eq!(parse_mac("02:00:00:00:00:1f"), Some([2, 0, 0, 0, 0, 0x1f]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert!(is_prime(65537) && !is_prime(65536));
+    }
+}

@@ -1,0 +1,6 @@
+mod config;
+mod dpdk;
+mod flow;
+mod lb;
+mod wire;
+fn main() {}

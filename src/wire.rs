@@ -1,0 +1,577 @@
+//! Wire formats: zero-copy views over frame bytes. No DPDK type appears here, so everything
+//! is unit-tested on byte slices.
+//!
+//! The field accessors are smoltcp's `wire` module (Ethernet, ARP, IPv4, ICMPv4, TCP, UDP);
+//! this module adds what smoltcp leaves out and what the data plane needs on top: 802.1Q,
+//! a single validation pass that sorts malformed frames into [`DropReason`]s, and builders
+//! for the frames the balancer originates (ARP requests, gratuitous ARP).
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
+    Ipv4Packet, TcpPacket,
+};
+
+pub const ETH_HDR: usize = 14;
+pub const VLAN_HDR: usize = 4;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+/// Length of an ARP frame the balancer builds (no VLAN tag): Ethernet + 28 bytes of ARP.
+pub const ARP_FRAME_LEN: usize = ETH_HDR + 28;
+
+/// Why a frame was dropped. Each reason is a counter; see `stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet (+ VLAN) header.
+    TruncatedEthernet = 0,
+    /// Ethertype the balancer does not handle (IPv6, LLDP, QinQ, ...).
+    UnsupportedEthertype,
+    /// 802.1Q tag absent/present/different from the interface's VLAN.
+    VlanMismatch,
+    /// ARP that is not Ethernet/IPv4 or is truncated.
+    MalformedArp,
+    /// ARP request for an address that is not ours, or an ARP we do not act on.
+    ArpNotForUs,
+    /// IPv4 header shorter than 20 bytes or than the frame.
+    TruncatedIpv4,
+    /// Version not 4 or IHL < 5.
+    BadIpv4Header,
+    /// Total length smaller than the header or larger than the frame.
+    BadIpv4Length,
+    /// IPv4 header checksum wrong.
+    BadIpv4Checksum,
+    /// TCP/UDP/ICMP header cut short or TCP data offset invalid.
+    TruncatedL4,
+    /// Non-first IPv4 fragment (no ports to balance on).
+    Fragment,
+    /// ICMP checksum wrong on a message we would answer.
+    BadIcmpChecksum,
+    /// ICMP to one of our addresses that we do not answer.
+    IcmpNotHandled,
+    /// Addressed to the balancer itself but not something the data plane answers.
+    LocalNotHandled,
+    /// Not for the balancer and matching no service.
+    NoService,
+    /// Service exists but no backend can take the flow.
+    NoBackend,
+    /// Backend's MAC not (yet) resolved.
+    NoNeighbour,
+    /// Per-core flow table has no room for a new flow.
+    FlowTableFull,
+    /// Frame spans several mbufs (jumbo): not handled.
+    MultiSegment,
+    /// The tx queue did not take the frame.
+    TxFull,
+}
+
+impl DropReason {
+    pub const COUNT: usize = DropReason::TxFull as usize + 1;
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::TruncatedEthernet,
+        DropReason::UnsupportedEthertype,
+        DropReason::VlanMismatch,
+        DropReason::MalformedArp,
+        DropReason::ArpNotForUs,
+        DropReason::TruncatedIpv4,
+        DropReason::BadIpv4Header,
+        DropReason::BadIpv4Length,
+        DropReason::BadIpv4Checksum,
+        DropReason::TruncatedL4,
+        DropReason::Fragment,
+        DropReason::BadIcmpChecksum,
+        DropReason::IcmpNotHandled,
+        DropReason::LocalNotHandled,
+        DropReason::NoService,
+        DropReason::NoBackend,
+        DropReason::NoNeighbour,
+        DropReason::FlowTableFull,
+        DropReason::MultiSegment,
+        DropReason::TxFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TruncatedEthernet => "truncated_ethernet",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::VlanMismatch => "vlan_mismatch",
+            DropReason::MalformedArp => "malformed_arp",
+            DropReason::ArpNotForUs => "arp_not_for_us",
+            DropReason::TruncatedIpv4 => "truncated_ipv4",
+            DropReason::BadIpv4Header => "bad_ipv4_header",
+            DropReason::BadIpv4Length => "bad_ipv4_length",
+            DropReason::BadIpv4Checksum => "bad_ipv4_checksum",
+            DropReason::TruncatedL4 => "truncated_l4",
+            DropReason::Fragment => "fragment",
+            DropReason::BadIcmpChecksum => "bad_icmp_checksum",
+            DropReason::IcmpNotHandled => "icmp_not_handled",
+            DropReason::LocalNotHandled => "local_not_handled",
+            DropReason::NoService => "no_service",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::MultiSegment => "multi_segment",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// Layer 2 of a frame: where layer 3 starts and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2 {
+    /// 802.1Q VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    pub ethertype: u16,
+    /// Offset of the layer-3 header.
+    pub l3: usize,
+}
+
+/// Parses Ethernet and at most one 802.1Q tag.
+pub fn parse_l2(frame: &[u8]) -> Result<L2, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::TruncatedEthernet)?;
+    let ethertype = u16::from(eth.ethertype());
+    if ethertype != ETHERTYPE_VLAN {
+        return Ok(L2 {
+            vlan: None,
+            ethertype,
+            l3: ETH_HDR,
+        });
+    }
+    if frame.len() < ETH_HDR + VLAN_HDR {
+        return Err(DropReason::TruncatedEthernet);
+    }
+    let tci = u16::from_be_bytes([frame[14], frame[15]]);
+    let inner = u16::from_be_bytes([frame[16], frame[17]]);
+    Ok(L2 {
+        vlan: Some(tci & 0x0fff),
+        ethertype: inner,
+        l3: ETH_HDR + VLAN_HDR,
+    })
+}
+
+/// Rewrites the Ethernet addresses of a frame (the only change a DSR forward makes).
+pub fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
+    let mut eth = EthernetFrame::new_unchecked(frame);
+    eth.set_dst_addr(EthernetAddress(dst));
+    eth.set_src_addr(EthernetAddress(src));
+}
+
+/// The facts about a validated IPv4 packet the data plane decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Meta {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// Offset of the L4 header in the frame.
+    pub l4: usize,
+    /// Offset one past the last IPv4 byte (frames may carry Ethernet padding after it).
+    pub end: usize,
+    /// More-fragments set or a non-zero offset.
+    pub is_fragment: bool,
+    /// Non-zero fragment offset: no L4 header here.
+    pub is_later_fragment: bool,
+}
+
+/// Validates the IPv4 header at `l3` (length, version, IHL, total length, checksum).
+pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4Meta, DropReason> {
+    let buf = &frame[l3..];
+    if buf.len() < 20 {
+        return Err(DropReason::TruncatedIpv4);
+    }
+    let version = buf[0] >> 4;
+    let ihl = usize::from(buf[0] & 0x0f) * 4;
+    if version != 4 || ihl < 20 {
+        return Err(DropReason::BadIpv4Header);
+    }
+    if ihl > buf.len() {
+        return Err(DropReason::TruncatedIpv4);
+    }
+    let total = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    if total < ihl || total > buf.len() {
+        return Err(DropReason::BadIpv4Length);
+    }
+    // The checks above are exactly smoltcp's `check_len`, so its accessors cannot panic now.
+    let ip = Ipv4Packet::new_unchecked(&buf[..total]);
+    if !ip.verify_checksum() {
+        return Err(DropReason::BadIpv4Checksum);
+    }
+    let frag_offset = ip.frag_offset();
+    Ok(Ipv4Meta {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        proto: u8::from(ip.next_header()),
+        l4: l3 + ihl,
+        end: l3 + total,
+        is_fragment: ip.more_frags() || frag_offset != 0,
+        is_later_fragment: frag_offset != 0,
+    })
+}
+
+/// TCP flags the flow state machine needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// Ports (and TCP flags) of the L4 header in `frame[l4..end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L4Meta {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp: TcpFlags,
+}
+
+pub fn parse_l4(frame: &[u8], ip: &Ipv4Meta) -> Result<L4Meta, DropReason> {
+    let seg = &frame[ip.l4..ip.end];
+    match ip.proto {
+        PROTO_TCP => {
+            let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::TruncatedL4)?;
+            if usize::from(tcp.header_len()) < 20 {
+                return Err(DropReason::TruncatedL4);
+            }
+            Ok(L4Meta {
+                src_port: tcp.src_port(),
+                dst_port: tcp.dst_port(),
+                tcp: TcpFlags {
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                },
+            })
+        }
+        PROTO_UDP => {
+            if seg.len() < 8 {
+                return Err(DropReason::TruncatedL4);
+            }
+            Ok(L4Meta {
+                src_port: u16::from_be_bytes([seg[0], seg[1]]),
+                dst_port: u16::from_be_bytes([seg[2], seg[3]]),
+                tcp: TcpFlags::default(),
+            })
+        }
+        _ => Ok(L4Meta {
+            src_port: 0,
+            dst_port: 0,
+            tcp: TcpFlags::default(),
+        }),
+    }
+}
+
+/// An ARP packet's fields the neighbour logic needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpMeta {
+    pub is_request: bool,
+    pub sender_mac: [u8; 6],
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
+pub fn parse_arp(frame: &[u8], l3: usize) -> Result<ArpMeta, DropReason> {
+    let arp = ArpPacket::new_checked(&frame[l3..]).map_err(|_| DropReason::MalformedArp)?;
+    if u16::from(arp.hardware_type()) != 1
+        || u16::from(arp.protocol_type()) != ETHERTYPE_IPV4
+        || arp.hardware_len() != 6
+        || arp.protocol_len() != 4
+    {
+        return Err(DropReason::MalformedArp);
+    }
+    let is_request = match arp.operation() {
+        ArpOperation::Request => true,
+        ArpOperation::Reply => false,
+        _ => return Err(DropReason::MalformedArp),
+    };
+    let ip = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let mut sender_mac = [0u8; 6];
+    sender_mac.copy_from_slice(arp.source_hardware_addr());
+    Ok(ArpMeta {
+        is_request,
+        sender_mac,
+        sender_ip: ip(arp.source_protocol_addr()),
+        target_ip: ip(arp.target_protocol_addr()),
+    })
+}
+
+/// Turns an ARP request (already parsed as `req`) into the reply for `our_mac`, in place.
+pub fn arp_request_to_reply(frame: &mut [u8], l3: usize, req: &ArpMeta, our_mac: [u8; 6]) {
+    set_macs(frame, our_mac, req.sender_mac);
+    let mut arp = ArpPacket::new_unchecked(&mut frame[l3..]);
+    arp.set_operation(ArpOperation::Reply);
+    arp.set_source_hardware_addr(&our_mac);
+    arp.set_source_protocol_addr(&req.target_ip.octets());
+    arp.set_target_hardware_addr(&req.sender_mac);
+    arp.set_target_protocol_addr(&req.sender_ip.octets());
+}
+
+/// Length of an ARP frame built by [`build_arp`] for an interface with or without a VLAN.
+pub fn arp_frame_len(vlan: Option<u16>) -> usize {
+    ARP_FRAME_LEN + if vlan.is_some() { VLAN_HDR } else { 0 }
+}
+
+/// Builds an ARP request into `buf` (which must be `arp_frame_len(vlan)` long): a resolution
+/// request for `target` when `target != sender_ip`, a gratuitous announcement when equal.
+pub fn build_arp_request(
+    buf: &mut [u8],
+    vlan: Option<u16>,
+    our_mac: [u8; 6],
+    sender_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) {
+    buf[0..6].copy_from_slice(&BROADCAST);
+    buf[6..12].copy_from_slice(&our_mac);
+    let l3 = match vlan {
+        Some(v) => {
+            buf[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+            buf[14..16].copy_from_slice(&(v & 0x0fff).to_be_bytes());
+            buf[16..18].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+            ETH_HDR + VLAN_HDR
+        }
+        None => {
+            buf[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+            ETH_HDR
+        }
+    };
+    let mut arp = ArpPacket::new_unchecked(&mut buf[l3..]);
+    arp.set_hardware_type(smoltcp::wire::ArpHardware::Ethernet);
+    arp.set_protocol_type(smoltcp::wire::EthernetProtocol::Ipv4);
+    arp.set_hardware_len(6);
+    arp.set_protocol_len(4);
+    arp.set_operation(ArpOperation::Request);
+    arp.set_source_hardware_addr(&our_mac);
+    arp.set_source_protocol_addr(&sender_ip.octets());
+    arp.set_target_hardware_addr(&[0; 6]);
+    arp.set_target_protocol_addr(&target.octets());
+}
+
+/// Turns an ICMP echo request into the echo reply in place: MACs and IPs swapped, TTL reset,
+/// checksums recomputed. Returns `Err` (and leaves the frame alone) for anything that is not
+/// a well-formed echo request.
+pub fn icmp_echo_to_reply(
+    frame: &mut [u8],
+    l3: usize,
+    ip: &Ipv4Meta,
+    our_mac: [u8; 6],
+) -> Result<(), DropReason> {
+    {
+        let icmp = Icmpv4Packet::new_checked(&frame[ip.l4..ip.end])
+            .map_err(|_| DropReason::TruncatedL4)?;
+        if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
+            return Err(DropReason::IcmpNotHandled);
+        }
+        if !icmp.verify_checksum() {
+            return Err(DropReason::BadIcmpChecksum);
+        }
+    }
+    let peer_mac = {
+        let eth = EthernetFrame::new_unchecked(&frame[..]);
+        eth.src_addr().0
+    };
+    set_macs(frame, our_mac, peer_mac);
+    {
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut frame[ip.l4..ip.end]);
+        icmp.set_msg_type(Icmpv4Message::EchoReply);
+        icmp.fill_checksum();
+    }
+    let mut pkt = Ipv4Packet::new_unchecked(&mut frame[l3..ip.end]);
+    pkt.set_src_addr(ip.dst);
+    pkt.set_dst_addr(ip.src);
+    pkt.set_hop_limit(64);
+    pkt.fill_checksum();
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// TCP SYN 10.20.9.2:40000 -> 10.20.0.100:80, valid checksums, no options.
+    pub const TCP_SYN: [u8; 54] = [
+        0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, // eth
+        0x45, 0x00, 0x00, 0x28, 0x00, 0x01, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, // ip (csum 0)
+        10, 20, 9, 2, 10, 20, 0, 100, // addrs
+        0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+
+    pub fn with_ip_checksum(mut f: Vec<u8>, l3: usize) -> Vec<u8> {
+        let ihl = usize::from(f[l3] & 0x0f) * 4;
+        let mut p = Ipv4Packet::new_unchecked(&mut f[l3..l3 + ihl.max(20)]);
+        p.fill_checksum();
+        f
+    }
+
+    fn syn() -> Vec<u8> {
+        with_ip_checksum(TCP_SYN.to_vec(), ETH_HDR)
+    }
+
+    #[test]
+    fn valid_syn_parses() {
+        let f = syn();
+        let l2 = parse_l2(&f).unwrap();
+        assert_eq!(l2.ethertype, ETHERTYPE_IPV4);
+        let ip = parse_ipv4(&f, l2.l3).unwrap();
+        assert_eq!(ip.dst, Ipv4Addr::new(10, 20, 0, 100));
+        assert_eq!(ip.proto, PROTO_TCP);
+        let l4 = parse_l4(&f, &ip).unwrap();
+        assert_eq!((l4.src_port, l4.dst_port), (40000, 80));
+        assert!(l4.tcp.syn && !l4.tcp.ack);
+    }
+
+    #[test]
+    fn vlan_tag_is_seen_through() {
+        let f = syn();
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        t.extend_from_slice(&f[12..]);
+        let l2 = parse_l2(&t).unwrap();
+        assert_eq!(l2.vlan, Some(42));
+        assert_eq!(l2.l3, 18);
+        assert!(parse_ipv4(&t, l2.l3).is_ok());
+    }
+
+    #[test]
+    fn truncated_frames_are_sorted_by_reason() {
+        let f = syn();
+        assert_eq!(parse_l2(&f[..10]), Err(DropReason::TruncatedEthernet));
+        assert_eq!(
+            parse_ipv4(&f[..ETH_HDR + 10], ETH_HDR),
+            Err(DropReason::TruncatedIpv4)
+        );
+        // Total length claims more than the frame holds.
+        assert_eq!(
+            parse_ipv4(&f[..f.len() - 4], ETH_HDR),
+            Err(DropReason::BadIpv4Length)
+        );
+        // TCP header cut short (total length fixed to match, checksum recomputed).
+        let mut t = f[..ETH_HDR + 20 + 10].to_vec();
+        t[ETH_HDR + 3] = 30;
+        let t = with_ip_checksum(t, ETH_HDR);
+        let ip = parse_ipv4(&t, ETH_HDR).unwrap();
+        assert_eq!(parse_l4(&t, &ip), Err(DropReason::TruncatedL4));
+    }
+
+    #[test]
+    fn bad_ihl_and_version_are_rejected() {
+        let mut f = syn();
+        f[ETH_HDR] = 0x44;
+        assert_eq!(parse_ipv4(&f, ETH_HDR), Err(DropReason::BadIpv4Header));
+        f[ETH_HDR] = 0x65;
+        assert_eq!(parse_ipv4(&f, ETH_HDR), Err(DropReason::BadIpv4Header));
+        // IHL says 60 bytes of header, more than the 40-byte packet.
+        f[ETH_HDR] = 0x4f;
+        assert_eq!(parse_ipv4(&f, ETH_HDR), Err(DropReason::TruncatedIpv4));
+        // IHL 24 is fine for the frame but larger than the total length 20.
+        f[ETH_HDR] = 0x46;
+        f[ETH_HDR + 3] = 20;
+        assert_eq!(parse_ipv4(&f, ETH_HDR), Err(DropReason::BadIpv4Length));
+    }
+
+    #[test]
+    fn bad_ip_checksum_is_rejected() {
+        let mut f = syn();
+        f[ETH_HDR + 10] ^= 0xff;
+        assert_eq!(parse_ipv4(&f, ETH_HDR), Err(DropReason::BadIpv4Checksum));
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_ip_payload() {
+        let mut f = syn();
+        f.extend_from_slice(&[0u8; 6]);
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        assert_eq!(ip.end, 54);
+    }
+
+    #[test]
+    fn fragments_are_flagged() {
+        let mut f = syn();
+        f[ETH_HDR + 6] = 0x00;
+        f[ETH_HDR + 7] = 0x10; // offset 16*8
+        let f = with_ip_checksum(f, ETH_HDR);
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        assert!(ip.is_fragment && ip.is_later_fragment);
+    }
+
+    #[test]
+    fn arp_request_becomes_reply_in_place() {
+        let mut f = vec![0u8; ARP_FRAME_LEN];
+        let router_mac = [2, 0, 0, 0, 0, 1];
+        build_arp_request(
+            &mut f,
+            None,
+            router_mac,
+            Ipv4Addr::new(10, 20, 0, 1),
+            Ipv4Addr::new(10, 20, 0, 100),
+        );
+        let req = parse_arp(&f, ETH_HDR).unwrap();
+        assert!(req.is_request);
+        assert_eq!(req.target_ip, Ipv4Addr::new(10, 20, 0, 100));
+        let ours = [2, 0, 0, 0, 0, 0x10];
+        arp_request_to_reply(&mut f, ETH_HDR, &req, ours);
+        let rep = parse_arp(&f, ETH_HDR).unwrap();
+        assert!(!rep.is_request);
+        assert_eq!(rep.sender_mac, ours);
+        assert_eq!(rep.sender_ip, Ipv4Addr::new(10, 20, 0, 100));
+        assert_eq!(rep.target_ip, Ipv4Addr::new(10, 20, 0, 1));
+        assert_eq!(&f[0..6], &router_mac);
+    }
+
+    #[test]
+    fn malformed_arp_is_rejected() {
+        let mut f = vec![0u8; ARP_FRAME_LEN];
+        build_arp_request(&mut f, None, [2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
+        assert_eq!(parse_arp(&f[..30], ETH_HDR), Err(DropReason::MalformedArp));
+        f[ETH_HDR + 5] = 16; // protocol length 16: not IPv4
+        assert_eq!(parse_arp(&f, ETH_HDR), Err(DropReason::MalformedArp));
+    }
+
+    #[test]
+    fn vlan_arp_request_is_tagged() {
+        let mut f = vec![0u8; arp_frame_len(Some(7))];
+        build_arp_request(&mut f, Some(7), [2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
+        let l2 = parse_l2(&f).unwrap();
+        assert_eq!((l2.vlan, l2.ethertype), (Some(7), ETHERTYPE_ARP));
+        assert!(parse_arp(&f, l2.l3).is_ok());
+    }
+
+    #[test]
+    fn echo_request_becomes_reply() {
+        // 10.20.9.2 -> 10.20.0.100 echo request id 1 seq 1, 4 bytes payload.
+        let mut f = vec![
+            0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, 0x45, 0, 0, 32, 0, 7, 0,
+            0, 63, 1, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100, 8, 0, 0, 0, 0, 1, 0, 1, b'a', b'b',
+            b'c', b'd',
+        ];
+        {
+            let mut i = Icmpv4Packet::new_unchecked(&mut f[34..]);
+            i.fill_checksum();
+        }
+        let f0 = with_ip_checksum(f.clone(), ETH_HDR);
+        f = f0;
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        icmp_echo_to_reply(&mut f, ETH_HDR, &ip, [2, 0, 0, 0, 0, 0x10]).unwrap();
+        let ip2 = parse_ipv4(&f, ETH_HDR).unwrap();
+        assert_eq!(ip2.src, Ipv4Addr::new(10, 20, 0, 100));
+        assert_eq!(ip2.dst, Ipv4Addr::new(10, 20, 9, 2));
+        let icmp = Icmpv4Packet::new_checked(&f[34..]).unwrap();
+        assert_eq!(icmp.msg_type(), Icmpv4Message::EchoReply);
+        assert!(icmp.verify_checksum());
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 1]);
+        // A corrupted request is refused, not answered.
+        let mut bad = f.clone();
+        bad[34] = 8;
+        bad[40] ^= 1;
+        let ip = parse_ipv4(&bad, ETH_HDR).unwrap();
+        assert_eq!(
+            icmp_echo_to_reply(&mut bad, ETH_HDR, &ip, [2; 6]),
+            Err(DropReason::BadIcmpChecksum)
+        );
+    }
+}
