@@ -69,7 +69,7 @@ fn main() {
         )
         .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_link|rte_eth_stats")
         .allowlist_type("rte_eth_xstat|rte_eth_xstat_name|rte_ether_addr")
-        .allowlist_var("RTE_ETH_.*|RTE_MAX_LCORE|RTE_MBUF_DEFAULT_BUF_SIZE|RING_F_.*|SOCKET_ID_ANY")
+        .allowlist_var("RTE_ETH_.*|RTE_MAX_LCORE|RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RING_F_.*|SOCKET_ID_ANY")
         .allowlist_var("RTE_PKTMBUF_HEADROOM")
         // Packed structs that hold aligned ones trip rustc (E0588); keep them opaque.
         .opaque_type("rte_arp_hdr|rte_arp_ipv4|rte_l2tpv2_combined_msg_hdr")

@@ -383,6 +383,15 @@ impl Config {
                 ));
             }
         }
+        for (i, a) in self.dpdk.eal_args.iter().enumerate() {
+            let flag = a.split('=').next().unwrap_or("");
+            if ["-l", "-c", "--lcores", "--main-lcore", "--master-lcore"].contains(&flag) {
+                return Err(err(
+                    format!("dpdk.eal_args[{i}]"),
+                    format!("{a:?} sets lcores; Switchyard derives them from [cores]"),
+                ));
+            }
+        }
         if self.flows.capacity_per_core == 0 {
             return Err(err("flows.capacity_per_core", "must be > 0"));
         }

@@ -57,7 +57,9 @@ pub enum DropReason {
     IcmpNotHandled,
     /// Addressed to the balancer itself but not something the data plane answers.
     LocalNotHandled,
-    /// Not for the balancer and matching no service.
+    /// Not addressed to the balancer or any VIP.
+    NotForUs,
+    /// To a VIP, but no service on that port/protocol.
     NoService,
     /// Service exists but no backend can take the flow.
     NoBackend,
@@ -88,6 +90,7 @@ impl DropReason {
         DropReason::BadIcmpChecksum,
         DropReason::IcmpNotHandled,
         DropReason::LocalNotHandled,
+        DropReason::NotForUs,
         DropReason::NoService,
         DropReason::NoBackend,
         DropReason::NoNeighbour,
@@ -112,6 +115,7 @@ impl DropReason {
             DropReason::BadIcmpChecksum => "bad_icmp_checksum",
             DropReason::IcmpNotHandled => "icmp_not_handled",
             DropReason::LocalNotHandled => "local_not_handled",
+            DropReason::NotForUs => "not_for_us",
             DropReason::NoService => "no_service",
             DropReason::NoBackend => "no_backend",
             DropReason::NoNeighbour => "no_neighbour",

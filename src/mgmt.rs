@@ -1,0 +1,311 @@
+//! The management core: everything that is not per-packet. It owns the authoritative
+//! neighbour table (resolving backend MACs by ARP through worker 0's tx queues, refreshing and
+//! expiring them), reads and sums the workers' counters, and decides when to stop.
+//!
+//! It talks to workers only through their control queues (SPSC use of a lock-free bounded
+//! queue: management is the only producer, the worker the only consumer) and their events
+//! queue (the reverse).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::config::ArpConfig;
+use crate::datapath::{Control, Event};
+use crate::dpdk::MacAddr;
+use crate::lb::{NeighIdx, Snapshot};
+use crate::stats::{Counters, Ctr, WorkerStats};
+
+/// Management's handles on one worker.
+pub struct WorkerLink {
+    pub control: Arc<ArrayQueue<Control>>,
+    pub events: Arc<ArrayQueue<Event>>,
+    pub retired: Arc<ArrayQueue<Arc<Snapshot>>>,
+    pub stats: Arc<WorkerStats>,
+}
+
+struct NeighState {
+    mac: Option<[u8; 6]>,
+    is_static: bool,
+    last_heard: Option<Instant>,
+    next_probe: Instant,
+}
+
+/// Resolves and keeps fresh the MAC of every neighbour in the snapshot.
+pub struct Neighbours {
+    state: Vec<NeighState>,
+    cfg: ArpConfig,
+}
+
+impl Neighbours {
+    pub fn new(snap: &Snapshot, cfg: &ArpConfig, now: Instant) -> Self {
+        let state = snap
+            .neighbours
+            .iter()
+            .map(|n| NeighState {
+                mac: n.static_mac,
+                is_static: n.static_mac.is_some(),
+                last_heard: None,
+                next_probe: now,
+            })
+            .collect();
+        Neighbours {
+            state,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Control messages that seed the workers before they start: static MACs.
+    pub fn initial(&self) -> Vec<Control> {
+        self.state
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_static)
+            .map(|(i, s)| Control::SetNeighbour {
+                idx: NeighIdx(i as u32),
+                mac: s.mac,
+            })
+            .collect()
+    }
+
+    /// Applies a learned MAC; returns the broadcast to send if the workers' view changes.
+    pub fn learned(
+        &mut self,
+        snap: &Snapshot,
+        idx: NeighIdx,
+        mac: [u8; 6],
+        now: Instant,
+    ) -> Option<Control> {
+        let s = self.state.get_mut(idx.0 as usize)?;
+        if s.is_static {
+            return None;
+        }
+        s.last_heard = Some(now);
+        if s.mac == Some(mac) {
+            return None;
+        }
+        let n = &snap.neighbours[idx.0 as usize];
+        match s.mac {
+            None => tracing::info!(neighbour = %n.addr, mac = %MacAddr(mac), "neighbour resolved"),
+            Some(old) => tracing::warn!(
+                neighbour = %n.addr, old = %MacAddr(old), new = %MacAddr(mac),
+                "neighbour MAC changed"
+            ),
+        }
+        s.mac = Some(mac);
+        s.next_probe = now + Duration::from_secs(u64::from(self.cfg.refresh_s));
+        Some(Control::SetNeighbour {
+            idx,
+            mac: Some(mac),
+        })
+    }
+
+    /// Probes due neighbours and expires silent ones. `probe` gets ARP requests to send,
+    /// `broadcast` neighbour changes for every worker.
+    pub fn tick(
+        &mut self,
+        snap: &Snapshot,
+        now: Instant,
+        probe: &mut Vec<Control>,
+        broadcast: &mut Vec<Control>,
+    ) {
+        let retry = Duration::from_millis(u64::from(self.cfg.retry_ms.max(10)));
+        let refresh = Duration::from_secs(u64::from(self.cfg.refresh_s.max(1)));
+        let expire = Duration::from_secs(u64::from(self.cfg.expire_s.max(1)));
+        for (i, s) in self.state.iter_mut().enumerate() {
+            if s.is_static {
+                continue;
+            }
+            let n = &snap.neighbours[i];
+            if let (Some(_), Some(heard)) = (s.mac, s.last_heard) {
+                if now.duration_since(heard) > expire {
+                    tracing::warn!(neighbour = %n.addr, "neighbour expired: no ARP answer");
+                    s.mac = None;
+                    broadcast.push(Control::SetNeighbour {
+                        idx: NeighIdx(i as u32),
+                        mac: None,
+                    });
+                }
+            }
+            if now >= s.next_probe {
+                let ifc = &snap.interfaces[usize::from(n.iface.0)];
+                probe.push(Control::SendArp {
+                    iface: n.iface,
+                    sender: ifc.addr,
+                    target: n.addr,
+                });
+                s.next_probe = now + if s.mac.is_some() { refresh } else { retry };
+            }
+        }
+    }
+
+    /// Resolved MAC of a neighbour (management view).
+    pub fn mac(&self, idx: NeighIdx) -> Option<[u8; 6]> {
+        self.state.get(idx.0 as usize).and_then(|s| s.mac)
+    }
+}
+
+/// Sums every worker's published counters.
+pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {
+    let per: Vec<Counters> = links.iter().map(|l| l.stats.load()).collect();
+    let mut sum = Counters::default();
+    for c in &per {
+        sum.sum(c);
+    }
+    (sum, per)
+}
+
+/// Options of the management loop.
+pub struct MgmtOptions {
+    /// Stop once no frame has arrived for this long (pcap replay and tests).
+    pub stop_after_idle: Option<Duration>,
+    pub stats_interval: Option<Duration>,
+}
+
+/// Runs until `stop` is set (signal) or the idle limit is reached; then sets `stop` so the
+/// workers leave their loops.
+pub fn run(
+    snap: &Arc<Snapshot>,
+    neigh: &mut Neighbours,
+    links: &[WorkerLink],
+    stop: &AtomicBool,
+    opts: &MgmtOptions,
+) {
+    let tick = Duration::from_millis(10);
+    let mut pending: Vec<(usize, Control)> = Vec::new();
+    let mut probe = Vec::new();
+    let mut broadcast = Vec::new();
+    let mut last_rx = 0u64;
+    let mut last_rx_change = Instant::now();
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        for l in links {
+            while let Some(ev) = l.events.pop() {
+                match ev {
+                    Event::Neighbour { idx, mac } => {
+                        if let Some(c) = neigh.learned(snap, idx, mac, now) {
+                            broadcast.push(c);
+                        }
+                    }
+                }
+            }
+            while l.retired.pop().is_some() {}
+        }
+        neigh.tick(snap, now, &mut probe, &mut broadcast);
+        // ARP requests go out through worker 0; neighbour changes to every worker.
+        pending.extend(probe.drain(..).map(|c| (0, c)));
+        for c in broadcast.drain(..) {
+            pending.extend((0..links.len()).map(|w| (w, c.clone())));
+        }
+        // A full control queue keeps the message for the next tick instead of losing it.
+        pending.retain(|(w, c)| links[*w].control.push(c.clone()).is_err());
+
+        let (sum, _) = totals(links);
+        let rx = sum.get(Ctr::RxPackets);
+        if rx != last_rx {
+            last_rx = rx;
+            last_rx_change = now;
+        }
+        if let Some(idle) = opts.stop_after_idle {
+            if now.duration_since(last_rx_change) >= idle && pending.is_empty() {
+                tracing::info!(rx_packets = rx, "idle limit reached; stopping");
+                break;
+            }
+        }
+        if let Some(iv) = opts.stats_interval {
+            if now.duration_since(last_stats) >= iv {
+                last_stats = now;
+                tracing::info!(counters = %sum.to_json(), "stats");
+            }
+        }
+        std::thread::sleep(tick);
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::net::Ipv4Addr;
+
+    fn snap() -> Snapshot {
+        let cfg = Config::from_toml(
+            r#"
+[dpdk]
+eal_args = []
+[cores]
+management = 0
+workers = [1]
+[[interfaces]]
+name = "lan"
+port = "p0"
+address = "10.20.0.10/24"
+[[neighbours]]
+address = "10.20.0.12"
+mac = "02:00:00:00:00:12"
+[[services]]
+name = "web"
+vip = "10.20.0.100"
+port = 80
+protocol = "tcp"
+mode = "dsr"
+  [[services.backends]]
+  address = "10.20.0.11"
+  [[services.backends]]
+  address = "10.20.0.12"
+"#,
+        )
+        .unwrap();
+        Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]])
+    }
+
+    #[test]
+    fn unresolved_neighbour_is_probed_then_refreshed_then_expired() {
+        let s = snap();
+        let cfg = ArpConfig {
+            refresh_s: 30,
+            retry_ms: 1000,
+            expire_s: 120,
+            gratuitous: true,
+        };
+        let t0 = Instant::now();
+        let mut n = Neighbours::new(&s, &cfg, t0);
+        assert_eq!(n.initial().len(), 1, "static .12 seeds the workers");
+        let (mut p, mut b) = (Vec::new(), Vec::new());
+        n.tick(&s, t0, &mut p, &mut b);
+        // Only the dynamic neighbour (.11) is probed, from the interface address.
+        assert_eq!(p.len(), 1);
+        match &p[0] {
+            Control::SendArp { sender, target, .. } => {
+                assert_eq!(*sender, Ipv4Addr::new(10, 20, 0, 10));
+                assert_eq!(*target, Ipv4Addr::new(10, 20, 0, 11));
+            }
+            other => panic!("{other:?}"),
+        }
+        p.clear();
+        // Retry after retry_ms while unresolved.
+        n.tick(&s, t0 + Duration::from_millis(500), &mut p, &mut b);
+        assert!(p.is_empty());
+        n.tick(&s, t0 + Duration::from_millis(1001), &mut p, &mut b);
+        assert_eq!(p.len(), 1);
+        p.clear();
+        let idx = s.neighbour(Ipv4Addr::new(10, 20, 0, 11)).unwrap();
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(n.learned(&s, idx, [2, 0, 0, 0, 0, 0x11], t1).is_some());
+        assert!(n.learned(&s, idx, [2, 0, 0, 0, 0, 0x11], t1).is_none());
+        assert_eq!(n.mac(idx), Some([2, 0, 0, 0, 0, 0x11]));
+        // Next probe only at refresh time.
+        n.tick(&s, t1 + Duration::from_secs(29), &mut p, &mut b);
+        assert!(p.is_empty());
+        n.tick(&s, t1 + Duration::from_secs(31), &mut p, &mut b);
+        assert_eq!(p.len(), 1);
+        // Silent past expire_s: cleared in every worker.
+        n.tick(&s, t1 + Duration::from_secs(121), &mut p, &mut b);
+        assert_eq!(b.len(), 1);
+        assert_eq!(n.mac(idx), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! Counters. Each worker counts into a plain array it owns and, once per poll round, stores
+//! it into its cache-line-aligned [`WorkerStats`] (one writer, relaxed atomics); the
+//! management core reads and sums them. No counter is ever written by two cores.
+//!
+//! Invariants (asserted by the golden tests, per worker and summed):
+//! - `rx_packets = forwarded + replied + consumed + Σ drop_*` except `drop_tx_full`:
+//!   every received frame ends in exactly one verdict.
+//! - `tx_packets + drop_tx_full = forwarded + replied + generated`: every frame handed to a
+//!   tx queue is either taken by the device or counted as a tx drop.
+//! - `flows_active = flows_created - flows_expired` (per worker).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+
+use crate::wire::DropReason;
+
+/// Counter indices. Drops follow at `DROP_BASE + reason`.
+#[derive(Debug, Clone, Copy)]
+#[repr(usize)]
+pub enum Ctr {
+    RxPackets = 0,
+    RxBytes,
+    Forwarded,
+    Replied,
+    Consumed,
+    TxPackets,
+    Generated,
+    GeneratedFailed,
+    FlowsCreated,
+    FlowsExpired,
+    FlowsActive,
+    EventsLost,
+}
+
+const FIXED: usize = Ctr::EventsLost as usize + 1;
+pub const DROP_BASE: usize = FIXED;
+pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
+
+const NAMES: [&str; FIXED] = [
+    "rx_packets",
+    "rx_bytes",
+    "forwarded",
+    "replied",
+    "consumed",
+    "tx_packets",
+    "generated",
+    "generated_failed",
+    "flows_created",
+    "flows_expired",
+    "flows_active",
+    "events_lost",
+];
+
+/// A worker's own counters (plain integers, hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters(pub [u64; N_COUNTERS]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters([0; N_COUNTERS])
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn inc(&mut self, c: Ctr) {
+        self.0[c as usize] += 1;
+    }
+    #[inline]
+    pub fn add(&mut self, c: Ctr, n: u64) {
+        self.0[c as usize] += n;
+    }
+    #[inline]
+    pub fn set(&mut self, c: Ctr, v: u64) {
+        self.0[c as usize] = v;
+    }
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.0[DROP_BASE + r as usize] += 1;
+    }
+    pub fn get(&self, c: Ctr) -> u64 {
+        self.0[c as usize]
+    }
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.0[DROP_BASE + r as usize]
+    }
+    pub fn sum(&mut self, other: &Counters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += *b;
+        }
+    }
+    /// Name -> value, drops as `drop_<reason>`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        for (i, n) in NAMES.iter().enumerate() {
+            m.insert((*n).into(), self.0[i].into());
+        }
+        for r in DropReason::ALL {
+            m.insert(format!("drop_{}", r.name()), self.dropped(r).into());
+        }
+        Value::Object(m)
+    }
+    /// Checks the invariants written at the top of this module.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let drops: u64 = DropReason::ALL
+            .iter()
+            .filter(|r| **r != DropReason::TxFull)
+            .map(|r| self.dropped(*r))
+            .sum();
+        let verdicts =
+            self.get(Ctr::Forwarded) + self.get(Ctr::Replied) + self.get(Ctr::Consumed) + drops;
+        if self.get(Ctr::RxPackets) != verdicts {
+            return Err(format!(
+                "rx_packets {} != forwarded+replied+consumed+drops {verdicts}",
+                self.get(Ctr::RxPackets)
+            ));
+        }
+        let handed = self.get(Ctr::Forwarded) + self.get(Ctr::Replied) + self.get(Ctr::Generated);
+        let out = self.get(Ctr::TxPackets) + self.dropped(DropReason::TxFull);
+        if handed != out {
+            return Err(format!(
+                "tx_packets+drop_tx_full {out} != forwarded+replied+generated {handed}"
+            ));
+        }
+        if self.get(Ctr::FlowsActive) != self.get(Ctr::FlowsCreated) - self.get(Ctr::FlowsExpired)
+        {
+            return Err("flows_active != flows_created - flows_expired".into());
+        }
+        Ok(())
+    }
+}
+
+/// The published copy of one worker's counters, on its own cache lines.
+#[repr(align(64))]
+pub struct WorkerStats {
+    c: [AtomicU64; N_COUNTERS],
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            c: [const { AtomicU64::new(0) }; N_COUNTERS],
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Called by the owning worker only.
+    #[inline]
+    pub fn publish(&self, c: &Counters) {
+        for (a, v) in self.c.iter().zip(c.0.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+    pub fn load(&self) -> Counters {
+        let mut c = Counters::default();
+        for (d, a) in c.0.iter_mut().zip(self.c.iter()) {
+            *d = a.load(Ordering::Relaxed);
+        }
+        c
+    }
+}
