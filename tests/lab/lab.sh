@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# Switchyard DSR lab: a client, a router, a switch (Linux bridge), N HTTP
+# backends, all in network namespaces, plus ONE veth end ($LAB_PORT) left in
+# the root namespace for DPDK's net_af_packet PMD to open.
+#
+#   client ns            router ns                    lan ns (bridge)          root ns
+#   10.20.9.2/24 ---- 10.20.9.1/24                  +-----------+
+#   gw 10.20.9.1         10.20.0.1/24 ------------- |           | ------------ $LAB_PORT (no IP; DPDK owns it;
+#                                                   |  ${P}-br  |               balancer = 10.20.0.10 + VIP .100)
+#   backend ns ${P}-bI   10.20.0.(10+I)/24 -------- |           |
+#                        VIP 10.20.0.100/32 on lo   +-----------+
+#                        gw 10.20.0.1 (replies go straight to the router: DSR)
+#
+# Usage:
+#   lab.sh up | down | status
+#   lab.sh exec NAME cmd...      # = ip netns exec ${LAB_PREFIX}-NAME cmd...
+#                                #   NAME: client, router, lan, b1, b2, ...
+# Environment (defaults):
+#   LAB_PREFIX=sy          prefix of every namespace / bridge / veth name
+#   LAB_PORT=yard0         root-namespace veth end for DPDK (must be unique
+#                          per parallel lab too, it lives in the shared root ns)
+#   LAB_BACKENDS=2         number of backends
+#   LAB_LOGDIR=/tmp/${LAB_PREFIX}-lab   backend request logs (bN.log), server
+#                          stderr (bN.err) and pid files (bN.pid)
+#   LAB_WAIT_SECS=10       how long `up` waits for each backend to accept
+#
+# Needs root, iproute2, ethtool, curl and Debian's /usr/bin/python3.
+# Backend request logs are kept after `down` (handy post-mortem); `up`
+# truncates them.
+set -Eeuo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
+readonly P="${LAB_PREFIX:-sy}"
+readonly PORT="${LAB_PORT:-yard0}"
+readonly NB="${LAB_BACKENDS:-2}"
+readonly LOGDIR="${LAB_LOGDIR:-/tmp/${P}-lab}"
+readonly WAIT_SECS="${LAB_WAIT_SECS:-10}"
+readonly PY=/usr/bin/python3 # system python: stdlib only, not the pyenv one
+readonly BACKEND_PY="$SCRIPT_DIR/http_backend.py"
+
+# Fixed lab addressing. Every address lives inside our own namespaces, so
+# parallel labs with different prefixes do not collide.
+readonly CLIENT_IP=10.20.9.2 ROUTER_CLIENT_IP=10.20.9.1
+readonly ROUTER_LAN_IP=10.20.0.1 VIP=10.20.0.100
+
+# Namespace names.
+readonly NS_CLIENT="$P-client" NS_ROUTER="$P-router" NS_LAN="$P-lan"
+# Interface names (kernel limit: 15 chars, IFNAMSIZ-1). Each veth is created
+# with both ends directly in their target namespaces, so apart from $PORT no
+# name ever appears in the root namespace.
+readonly IF_CLIENT="$P-cl"     # client ns, towards router
+readonly IF_ROUTER_C="$P-rc"   # router ns, towards client
+readonly IF_ROUTER_L="$P-rl"   # router ns, towards the LAN
+readonly IF_LAN_R="$P-lr"      # lan ns bridge port for the router
+readonly IF_LAN_PORT="$P-lp"   # lan ns bridge port, peer of $PORT
+readonly IF_BRIDGE="$P-br"     # the switch
+if_backend() { echo "$P-b$1"; }   # backend ns, towards the LAN
+if_lan_backend() { echo "$P-lb$1"; } # lan ns bridge port for backend $1
+ns_backend() { echo "$P-b$1"; }
+
+# Written as the root veth's ifalias so `down` only ever deletes a $PORT that
+# this script created (never, say, a real NIC that happens to be named so).
+readonly PORT_ALIAS="switchyard-lab:$P"
+
+log() { printf 'lab[%s]: %s\n' "$P" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- checks ---
+validate() {
+	[[ "$P" =~ ^[A-Za-z0-9_-]+$ ]] || die "LAB_PREFIX '$P' must match [A-Za-z0-9_-]+"
+	[[ "$NB" =~ ^[1-9][0-9]*$ ]] || die "LAB_BACKENDS '$NB' must be a positive integer"
+	((NB <= 89)) || die "LAB_BACKENDS must be <= 89 (backend addresses are 10.20.0.11..99, .100 is the VIP)"
+	[[ "$WAIT_SECS" =~ ^[0-9]+$ ]] || die "LAB_WAIT_SECS '$WAIT_SECS' must be an integer"
+	local n
+	for n in "$PORT" "$IF_CLIENT" "$IF_ROUTER_C" "$IF_ROUTER_L" "$IF_LAN_R" \
+		"$IF_LAN_PORT" "$IF_BRIDGE" "$(if_backend "$NB")" "$(if_lan_backend "$NB")"; do
+		((${#n} <= 15)) || die "interface name '$n' is longer than 15 chars; use a shorter LAB_PREFIX/LAB_PORT"
+	done
+	[[ "$PORT" =~ ^[A-Za-z0-9_.-]+$ ]] || die "LAB_PORT '$PORT' is not a valid interface name"
+}
+
+need_root() {
+	((EUID == 0)) || die "must run as root (network namespaces, veths, sysctls)"
+	command -v ip >/dev/null || die "missing tool: ip (iproute2)"
+}
+
+need_root_and_tools() {
+	need_root
+	local t
+	for t in ip ethtool curl sysctl; do
+		command -v "$t" >/dev/null || die "missing tool: $t"
+	done
+	[[ -x "$PY" ]] || die "missing $PY (Debian's system python)"
+	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
+}
+
+# --------------------------------------------------------------- helpers ---
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# sysctl inside a namespace. `ip netns exec` remounts /sys and gives us the
+# namespace's own /proc/sys/net, so plain sysctl sees per-netns values.
+nsysctl() { local ns=$1; shift; local kv; for kv in "$@"; do nsx "$ns" sysctl -qw "$kv" >/dev/null; done; }
+
+have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
+
+# Our namespaces, whatever LAB_BACKENDS was when `up` ran.
+our_namespaces() {
+	ip netns list 2>/dev/null | awk '{print $1}' |
+		grep -E "^${P}-(client|router|lan|b[0-9]+)\$" | sort -V || true
+}
+
+# Root-namespace veths this lab created, found by ifalias, so `down` also
+# cleans up when it is run without the LAB_PORT that `up` was given.
+our_root_ports() {
+	local f
+	for f in /sys/class/net/*/ifalias; do
+		[[ -r "$f" && "$(cat "$f" 2>/dev/null)" == "$PORT_ALIAS" ]] || continue
+		basename "$(dirname "$f")"
+	done
+}
+
+port_is_ours() {
+	[[ -e "/sys/class/net/$PORT" ]] || return 1
+	[[ "$(cat "/sys/class/net/$PORT/ifalias" 2>/dev/null)" == "$PORT_ALIAS" ]]
+}
+
+new_ns() {
+	local ns=$1
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	if have_ipv6; then
+		# Before any interface exists, so every veth is born with IPv6 off:
+		# no router solicitations / MLD / DAD packets polluting captures.
+		nsysctl "$ns" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	fi
+}
+
+# "ns dev" of every veth end we create; `up` waits for all of them to be
+# operationally up (carrier is propagated asynchronously after `link set up`).
+LINKS=()
+
+# Settings every lab veth end gets, before it is brought up.
+prep_if() {
+	local ns=$1 dev=$2
+	LINKS+=("$ns $dev")
+	if have_ipv6; then
+		nsysctl "$ns" "net.ipv6.conf.$dev.disable_ipv6=1"
+	fi
+	ip -n "$ns" link set dev "$dev" mtu 1500
+	# veths default to checksum offload: packets then carry CHECKSUM_PARTIAL
+	# and AF_PACKET hands DPDK frames whose L4 checksum is only a pseudo-
+	# header seed. Turning tx checksumming off makes every sender compute
+	# full checksums; it also turns TSO off (it depends on tx csum), so GSO
+	# segments in software and DPDK never sees frames above the MTU.
+	nsx "$ns" ethtool -K "$dev" tx off >/dev/null
+}
+
+# veth pair with both ends created straight in their namespaces.
+veth() {
+	local ns_a=$1 a=$2 ns_b=$3 b=$4
+	ip -n "$ns_a" link add "$a" type veth peer name "$b" netns "$ns_b"
+	prep_if "$ns_a" "$a"
+	prep_if "$ns_b" "$b"
+}
+
+# Kill every process inside a namespace. A namespace that still holds a
+# process survives `ip netns del` (and so do its veths), so this comes first.
+kill_ns_pids() {
+	local ns=$1 pids i
+	pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
+	[[ -n "${pids// /}" ]] || return 0
+	# shellcheck disable=SC2086 # word splitting of the pid list is intended
+	kill -TERM $pids 2>/dev/null || true
+	for ((i = 0; i < 30; i++)); do
+		pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
+		[[ -n "${pids// /}" ]] || return 0
+		sleep 0.1
+	done
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null || true
+}
+
+# ------------------------------------------------------------------ down ---
+cmd_down() {
+	local ns i
+	# Backend servers started by us: pid files first (checked to really be our
+	# server before signalling), then anything still inside our namespaces.
+	if [[ -d "$LOGDIR" ]]; then
+		local pf pid
+		for pf in "$LOGDIR"/b*.pid; do
+			[[ -e "$pf" ]] || continue
+			pid=$(cat "$pf" 2>/dev/null || true)
+			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "http_backend.py"; then
+				kill -TERM "$pid" 2>/dev/null || true
+			fi
+			rm -f "$pf"
+		done
+	fi
+	for ns in $(our_namespaces); do
+		kill_ns_pids "$ns"
+	done
+	# Deleting our root veth end also deletes its peer inside $P-lan.
+	local dev
+	for dev in $(our_root_ports); do
+		ip link del "$dev" 2>/dev/null || true
+	done
+	for ns in $(our_namespaces); do
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	# Namespace teardown is asynchronous in the kernel; make sure our root
+	# veth is really gone so an immediate `up` can recreate it.
+	for ((i = 0; i < 50; i++)); do
+		[[ -z "$(our_root_ports)" ]] && break
+		sleep 0.1
+	done
+	dev=$(our_root_ports | tr '\n' ' ')
+	if [[ -n "$dev" ]]; then
+		log "warning: root-namespace veth(s) still present after down: $dev"
+	fi
+	return 0
+}
+
+# -------------------------------------------------------------------- up ---
+UP_OK=0
+on_up_exit() {
+	local rc=$?
+	if ((UP_OK == 0)); then
+		log "up failed (rc=$rc); tearing down partial lab"
+		trap - EXIT ERR INT TERM HUP
+		cmd_down || true
+	fi
+}
+
+BACKEND_PIDS=()
+start_backend() {
+	local i=$1 ns name
+	ns=$(ns_backend "$i")
+	name="b$i"
+	: >"$LOGDIR/$name.log"
+	: >"$LOGDIR/$name.err"
+	rm -f "$LOGDIR/$name.pid"
+	# `ip netns exec` execs (no fork); setsid detaches the server from our
+	# session so it outlives this script and ignores terminal ^C. All fds are
+	# redirected so callers that capture our output do not hang on them.
+	setsid -w ip netns exec "$ns" "$PY" "$BACKEND_PY" "$name" --bind 0.0.0.0 --port 80 \
+		--log "$LOGDIR/$name.log" --pidfile "$LOGDIR/$name.pid" \
+		</dev/null >>"$LOGDIR/$name.err" 2>&1 &
+	# Only used to notice an early death; the pid file is authoritative.
+	BACKEND_PIDS[i]=$!
+}
+
+wait_backend() {
+	local i=$1 ns name addr deadline
+	ns=$(ns_backend "$i")
+	name="b$i"
+	addr="10.20.0.$((10 + i))"
+	deadline=$((SECONDS + WAIT_SECS))
+	while ((SECONDS < deadline)); do
+		# Probe from inside the backend's own namespace, to its own address:
+		# no dependency on the bridge/router, and it also proves the veth is up.
+		# The pid file is written only after bind(), so wait for it first; its
+		# absence after startup would mean the server died.
+		if [[ -s "$LOGDIR/$name.pid" ]] &&
+			nsx "$ns" curl -fsS --max-time 1 -o /dev/null "http://$addr/health" 2>/dev/null; then
+			return 0
+		fi
+		if [[ ! -s "$LOGDIR/$name.pid" ]] && ! kill -0 "${BACKEND_PIDS[i]}" 2>/dev/null; then
+			log "backend $name exited during startup; its stderr:"
+			sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	log "backend $name did not accept connections within ${WAIT_SECS}s; its stderr:"
+	sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
+	return 1
+}
+
+wait_links() {
+	local l ns dev state deadline=$((SECONDS + WAIT_SECS))
+	for l in "${LINKS[@]}"; do
+		ns=${l% *}
+		dev=${l#* }
+		while :; do
+			# The root-namespace end ($PORT) is recorded with ns "-".
+			if [[ "$ns" == "-" ]]; then
+				state=$(cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
+			else
+				state=$(nsx "$ns" cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
+			fi
+			[[ "$state" == "up" ]] && break
+			((SECONDS < deadline)) || die "link $dev (ns $ns) is not up (operstate '$state')"
+			sleep 0.05
+		done
+	done
+}
+
+cmd_up() {
+	need_root_and_tools
+	cmd_down
+	# Any failure or interruption from here on tears the partial lab down.
+	# Signals are turned into a plain exit so that the EXIT trap runs.
+	trap on_up_exit EXIT
+	trap 'log "command failed at line $LINENO: $BASH_COMMAND"' ERR
+	trap 'exit 130' INT
+	trap 'exit 143' TERM HUP
+
+	if [[ -e "/sys/class/net/$PORT" ]]; then
+		local owner
+		owner=$(cat "/sys/class/net/$PORT/ifalias" 2>/dev/null || true)
+		if [[ "$owner" == switchyard-lab:* ]]; then
+			die "interface $PORT belongs to the lab with LAB_PREFIX=${owner#switchyard-lab:}; pick another LAB_PORT"
+		fi
+		die "interface $PORT already exists in the root namespace and was not created by this lab; pick another LAB_PORT"
+	fi
+	mkdir -p "$LOGDIR"
+
+	log "creating namespaces"
+	new_ns "$NS_CLIENT"
+	new_ns "$NS_ROUTER"
+	new_ns "$NS_LAN"
+
+	# The switch: a plain bridge, no STP (nothing to loop), no forward delay,
+	# no multicast snooping (flood like a dumb switch), no IPv6.
+	ip -n "$NS_LAN" link add "$IF_BRIDGE" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+	if have_ipv6; then nsysctl "$NS_LAN" "net.ipv6.conf.$IF_BRIDGE.disable_ipv6=1"; fi
+	ip -n "$NS_LAN" link set "$IF_BRIDGE" up
+
+	log "client <-> router"
+	veth "$NS_CLIENT" "$IF_CLIENT" "$NS_ROUTER" "$IF_ROUTER_C"
+	ip -n "$NS_CLIENT" addr add "$CLIENT_IP/24" dev "$IF_CLIENT"
+	ip -n "$NS_CLIENT" link set "$IF_CLIENT" up
+	ip -n "$NS_CLIENT" route add default via "$ROUTER_CLIENT_IP"
+
+	log "router <-> lan"
+	veth "$NS_ROUTER" "$IF_ROUTER_L" "$NS_LAN" "$IF_LAN_R"
+	ip -n "$NS_ROUTER" addr add "$ROUTER_CLIENT_IP/24" dev "$IF_ROUTER_C"
+	ip -n "$NS_ROUTER" addr add "$ROUTER_LAN_IP/24" dev "$IF_ROUTER_L"
+	# Router: forward; no reverse-path filtering (DSR is asymmetric: requests
+	# leave via the LAN towards the balancer, replies come back from the
+	# backends); no ICMP redirects (nothing should be "optimised" behind the
+	# balancer's back). Set all/default and per device: the effective
+	# rp_filter is max(all, dev).
+	nsysctl "$NS_ROUTER" net.ipv4.ip_forward=1 \
+		net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		"net.ipv4.conf.$IF_ROUTER_C.rp_filter=0" "net.ipv4.conf.$IF_ROUTER_L.rp_filter=0" \
+		net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
+		"net.ipv4.conf.$IF_ROUTER_C.send_redirects=0" "net.ipv4.conf.$IF_ROUTER_L.send_redirects=0"
+	ip -n "$NS_ROUTER" link set "$IF_ROUTER_C" up
+	ip -n "$NS_ROUTER" link set "$IF_ROUTER_L" up
+	ip -n "$NS_LAN" link set "$IF_LAN_R" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$IF_LAN_R" up
+
+	log "$PORT (root ns) <-> lan"
+	ip link add "$PORT" type veth peer name "$IF_LAN_PORT" netns "$NS_LAN"
+	ip link set dev "$PORT" alias "$PORT_ALIAS"
+	# Root end: no IP (DPDK owns it), IPv6 off so the kernel never emits
+	# RS/DAD/MLD on it, promisc so AF_PACKET sees frames for the balancer's
+	# MAC even if DPDK's view of the MAC differs, MTU 1500.
+	if have_ipv6; then sysctl -qw "net.ipv6.conf.$PORT.disable_ipv6=1" >/dev/null; fi
+	ip link set dev "$PORT" mtu 1500
+	ethtool -K "$PORT" tx off >/dev/null
+	LINKS+=("- $PORT")
+	prep_if "$NS_LAN" "$IF_LAN_PORT"
+	ip -n "$NS_LAN" link set "$IF_LAN_PORT" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$IF_LAN_PORT" up
+	ip link set dev "$PORT" promisc on
+	ip link set dev "$PORT" up
+
+	local i ns dev lan addr
+	for ((i = 1; i <= NB; i++)); do
+		ns=$(ns_backend "$i")
+		dev=$(if_backend "$i")
+		lan=$(if_lan_backend "$i")
+		addr="10.20.0.$((10 + i))"
+		log "backend b$i ($addr)"
+		new_ns "$ns"
+		veth "$ns" "$dev" "$NS_LAN" "$lan"
+		ip -n "$NS_LAN" link set "$lan" master "$IF_BRIDGE"
+		ip -n "$NS_LAN" link set "$lan" up
+		# Classic LVS-DR real-server setup: the VIP on lo so the kernel accepts
+		# packets addressed to it, but never answers ARP for it (arp_ignore=1:
+		# only answer for addresses on the receiving interface) nor uses it as
+		# an ARP source (arp_announce=2). Only the balancer owns the VIP on the
+		# wire. The effective value is max(all, dev), so set both.
+		nsysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+			"net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
+		ip -n "$ns" addr add "$VIP/32" dev lo
+		ip -n "$ns" addr add "$addr/24" dev "$dev"
+		ip -n "$ns" link set "$dev" up
+		ip -n "$ns" route add default via "$ROUTER_LAN_IP"
+		start_backend "$i"
+	done
+
+	wait_links
+	for ((i = 1; i <= NB; i++)); do
+		wait_backend "$i"
+	done
+	# Start with empty request logs: the readiness probes above are not
+	# traffic the tests sent.
+	for ((i = 1; i <= NB; i++)); do
+		: >"$LOGDIR/b$i.log"
+	done
+
+	UP_OK=1
+	trap - EXIT ERR INT TERM HUP
+	log "up: client $CLIENT_IP -> router -> LAN 10.20.0.0/24; balancer port '$PORT' (root ns); VIP $VIP; $NB backend(s); logs in $LOGDIR"
+}
+
+# ---------------------------------------------------------------- status ---
+cmd_status() {
+	local ns pf pid name
+	echo "== lab '$P' (LAB_PORT=$PORT, logs in $LOGDIR)"
+	echo "== namespaces"
+	our_namespaces | sed 's/^/  /'
+	echo "== root namespace: $PORT"
+	if [[ -e "/sys/class/net/$PORT" ]]; then
+		ip -d -br link show dev "$PORT" | sed 's/^/  /'
+		port_is_ours || echo "  (not created by this lab: ifalias is not '$PORT_ALIAS')"
+	else
+		echo "  absent"
+	fi
+	for ns in $(our_namespaces); do
+		echo "== $ns"
+		ip -n "$ns" -br addr show | sed 's/^/  /'
+		if [[ "$ns" == "$NS_LAN" ]]; then
+			ip -n "$ns" -br link show master "$IF_BRIDGE" 2>/dev/null | sed 's/^/  port: /'
+		fi
+	done
+	echo "== backend servers"
+	for pf in "$LOGDIR"/b*.pid; do
+		[[ -e "$pf" ]] || { echo "  none"; break; }
+		name=$(basename "$pf" .pid)
+		pid=$(cat "$pf" 2>/dev/null || true)
+		if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+			echo "  $name pid $pid running ($(wc -l <"$LOGDIR/$name.log") requests logged)"
+		else
+			echo "  $name pid ${pid:-?} NOT running"
+		fi
+	done
+}
+
+usage() {
+	sed -n '2,/^set -Eeuo/{/^set -Eeuo/d;s/^# \{0,1\}//;p}' "$0" >&2
+	exit 2
+}
+
+main() {
+	validate
+	case "${1:-}" in
+	up) cmd_up ;;
+	down)
+		need_root
+		cmd_down
+		log "down"
+		;;
+	status) cmd_status ;;
+	exec)
+		[[ $# -ge 3 ]] || die "usage: lab.sh exec NAME cmd..."
+		local name=$2
+		shift 2
+		exec ip netns exec "$P-$name" "$@"
+		;;
+	-h | --help | help) usage ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"
