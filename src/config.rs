@@ -331,7 +331,7 @@ pub fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u64;
     while d * d <= n as u64 {
-        if n as u64 % d == 0 {
+        if (n as u64).is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -410,7 +410,10 @@ impl Config {
                 return Err(err(k("name"), "must not be empty"));
             }
             if !names.insert(ifc.name.as_str()) {
-                return Err(err(k("name"), format!("duplicate interface {:?}", ifc.name)));
+                return Err(err(
+                    k("name"),
+                    format!("duplicate interface {:?}", ifc.name),
+                ));
             }
             if !ports.insert(ifc.port.as_str()) {
                 return Err(err(
@@ -425,15 +428,15 @@ impl Config {
                 )
             })?;
             subnets.push(cidr);
-            if let Some(m) = &ifc.mac {
-                if parse_mac(m).is_none() {
-                    return Err(err(k("mac"), format!("{m:?} is not a MAC address")));
-                }
+            if let Some(m) = &ifc.mac
+                && parse_mac(m).is_none()
+            {
+                return Err(err(k("mac"), format!("{m:?} is not a MAC address")));
             }
-            if let Some(v) = ifc.vlan {
-                if v == 0 || v > 4094 {
-                    return Err(err(k("vlan"), format!("{v} is not a VLAN id (1-4094)")));
-                }
+            if let Some(v) = ifc.vlan
+                && (v == 0 || v > 4094)
+            {
+                return Err(err(k("vlan"), format!("{v} is not a VLAN id (1-4094)")));
             }
         }
         for (i, n) in self.neighbours.iter().enumerate() {
@@ -466,9 +469,10 @@ impl Config {
             if !svc_names.insert(s.name.as_str()) {
                 return Err(err(k("name"), format!("duplicate service {:?}", s.name)));
             }
-            let vip: Ipv4Addr = s.vip.parse().map_err(|_| {
-                err(k("vip"), format!("{:?} is not an IPv4 address", s.vip))
-            })?;
+            let vip: Ipv4Addr = s
+                .vip
+                .parse()
+                .map_err(|_| err(k("vip"), format!("{:?} is not an IPv4 address", s.vip)))?;
             if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
                 return Err(err(k("vip"), format!("{vip} cannot be a VIP")));
             }
@@ -484,10 +488,10 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(ifn) = &s.interface {
-                if !self.interfaces.iter().any(|x| &x.name == ifn) {
-                    return Err(err(k("interface"), format!("no interface named {ifn:?}")));
-                }
+            if let Some(ifn) = &s.interface
+                && !self.interfaces.iter().any(|x| &x.name == ifn)
+            {
+                return Err(err(k("interface"), format!("no interface named {ifn:?}")));
             }
             if s.maglev_table_size < 65537 || !is_prime(s.maglev_table_size) {
                 return Err(err(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::config::Mode;
-use crate::flow::{FlowKey, FlowState, FlowTable};
+use crate::flow::{FlowKey, FlowState, FlowTable, NewFlow};
 use crate::lb::{BackendId, IfIdx, LocalKind, NeighIdx, Snapshot};
 use crate::mode::{Xmit, dsr};
 use crate::stats::{Counters, Ctr};
@@ -144,17 +144,16 @@ impl Datapath {
         // requests), but tell management only when something changed or it answered us.
         if let Some(idx) = self.snap.neighbour(a.sender_ip) {
             let known = self.neigh.get(idx.0 as usize).copied().flatten();
-            if !a.is_request || known != Some(a.sender_mac) {
-                if self
+            if (!a.is_request || known != Some(a.sender_mac))
+                && self
                     .events
                     .push(Event::Neighbour {
                         idx,
                         mac: a.sender_mac,
                     })
                     .is_err()
-                {
-                    self.ctr.inc(Ctr::EventsLost);
-                }
+            {
+                self.ctr.inc(Ctr::EventsLost);
             }
         }
         let ours = matches!(self.snap.local(a.target_ip), Some((i, _)) if i == in_if);
@@ -243,7 +242,17 @@ impl Datapath {
                 };
                 if self
                     .flows
-                    .insert(&key, hash, now, t, state, si, id.0)
+                    .insert(
+                        &key,
+                        hash,
+                        now,
+                        t,
+                        NewFlow {
+                            state,
+                            service: si,
+                            backend: id.0,
+                        },
+                    )
                     .is_err()
                 {
                     return Verdict::Drop(DropReason::FlowTableFull);
@@ -468,7 +477,10 @@ mode = "dsr"
             }
         }
         assert!(ok.len() <= 8 && !ok.is_empty());
-        assert_eq!(d.ctr.dropped(DropReason::FlowTableFull), 100 - ok.len() as u64);
+        assert_eq!(
+            d.ctr.dropped(DropReason::FlowTableFull),
+            100 - ok.len() as u64
+        );
         for p in ok {
             let mut f = syn_from(20000 + p);
             assert_eq!(d.process(&mut f, IfIdx(0), 1), Verdict::Forward(IfIdx(0)));

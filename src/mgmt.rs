@@ -119,15 +119,15 @@ impl Neighbours {
                 continue;
             }
             let n = &snap.neighbours[i];
-            if let (Some(_), Some(heard)) = (s.mac, s.last_heard) {
-                if now.duration_since(heard) > expire {
-                    tracing::warn!(neighbour = %n.addr, "neighbour expired: no ARP answer");
-                    s.mac = None;
-                    broadcast.push(Control::SetNeighbour {
-                        idx: NeighIdx(i as u32),
-                        mac: None,
-                    });
-                }
+            if let (Some(_), Some(heard)) = (s.mac, s.last_heard)
+                && now.duration_since(heard) > expire
+            {
+                tracing::warn!(neighbour = %n.addr, "neighbour expired: no ARP answer");
+                s.mac = None;
+                broadcast.push(Control::SetNeighbour {
+                    idx: NeighIdx(i as u32),
+                    mac: None,
+                });
             }
             if now >= s.next_probe {
                 let ifc = &snap.interfaces[usize::from(n.iface.0)];
@@ -209,17 +209,18 @@ pub fn run(
             last_rx = rx;
             last_rx_change = now;
         }
-        if let Some(idle) = opts.stop_after_idle {
-            if now.duration_since(last_rx_change) >= idle && pending.is_empty() {
-                tracing::info!(rx_packets = rx, "idle limit reached; stopping");
-                break;
-            }
+        if let Some(idle) = opts.stop_after_idle
+            && now.duration_since(last_rx_change) >= idle
+            && pending.is_empty()
+        {
+            tracing::info!(rx_packets = rx, "idle limit reached; stopping");
+            break;
         }
-        if let Some(iv) = opts.stats_interval {
-            if now.duration_since(last_stats) >= iv {
-                last_stats = now;
-                tracing::info!(counters = %sum.to_json(), "stats");
-            }
+        if let Some(iv) = opts.stats_interval
+            && now.duration_since(last_stats) >= iv
+        {
+            last_stats = now;
+            tracing::info!(counters = %sum.to_json(), "stats");
         }
         std::thread::sleep(tick);
     }

@@ -123,8 +123,7 @@ impl Counters {
                 "tx_packets+drop_tx_full {out} != forwarded+replied+generated {handed}"
             ));
         }
-        if self.get(Ctr::FlowsActive) != self.get(Ctr::FlowsCreated) - self.get(Ctr::FlowsExpired)
-        {
+        if self.get(Ctr::FlowsActive) != self.get(Ctr::FlowsCreated) - self.get(Ctr::FlowsExpired) {
             return Err("flows_active != flows_created - flows_expired".into());
         }
         Ok(())

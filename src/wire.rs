@@ -530,7 +530,13 @@ pub(crate) mod tests {
     #[test]
     fn malformed_arp_is_rejected() {
         let mut f = vec![0u8; ARP_FRAME_LEN];
-        build_arp_request(&mut f, None, [2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
+        build_arp_request(
+            &mut f,
+            None,
+            [2; 6],
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+        );
         assert_eq!(parse_arp(&f[..30], ETH_HDR), Err(DropReason::MalformedArp));
         f[ETH_HDR + 5] = 16; // protocol length 16: not IPv4
         assert_eq!(parse_arp(&f, ETH_HDR), Err(DropReason::MalformedArp));
@@ -539,7 +545,13 @@ pub(crate) mod tests {
     #[test]
     fn vlan_arp_request_is_tagged() {
         let mut f = vec![0u8; arp_frame_len(Some(7))];
-        build_arp_request(&mut f, Some(7), [2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
+        build_arp_request(
+            &mut f,
+            Some(7),
+            [2; 6],
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+        );
         let l2 = parse_l2(&f).unwrap();
         assert_eq!((l2.vlan, l2.ethertype), (Some(7), ETHERTYPE_ARP));
         assert!(parse_arp(&f, l2.l3).is_ok());
@@ -549,9 +561,9 @@ pub(crate) mod tests {
     fn echo_request_becomes_reply() {
         // 10.20.9.2 -> 10.20.0.100 echo request id 1 seq 1, 4 bytes payload.
         let mut f = vec![
-            0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, 0x45, 0, 0, 32, 0, 7, 0,
-            0, 63, 1, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100, 8, 0, 0, 0, 0, 1, 0, 1, b'a', b'b',
-            b'c', b'd',
+            0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, 0x45, 0, 0, 32, 0, 7, 0, 0,
+            63, 1, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100, 8, 0, 0, 0, 0, 1, 0, 1, b'a', b'b', b'c',
+            b'd',
         ];
         {
             let mut i = Icmpv4Packet::new_unchecked(&mut f[34..]);

@@ -56,10 +56,16 @@ fn vip_that_is_not_an_address_is_named() {
 #[test]
 fn duplicate_service_is_named() {
     let svc = &GOOD[GOOD.find("[[services]]").unwrap()..];
-    let text = format!("{GOOD}\n{}", svc.replacen("name = \"web\"", "name = \"web2\"", 1));
+    let text = format!(
+        "{GOOD}\n{}",
+        svc.replacen("name = \"web\"", "name = \"web2\"", 1)
+    );
     let (code, err) = check(&text);
     assert_eq!(code, 2);
-    assert!(err.contains("services[1].vip") && err.contains("duplicate"), "{err}");
+    assert!(
+        err.contains("services[1].vip") && err.contains("duplicate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,7 +81,10 @@ fn all_weights_zero_is_named() {
     let text = GOOD.replace("weight = 1", "weight = 0");
     let (code, err) = check(&text);
     assert_eq!(code, 2);
-    assert!(err.contains("services[0].backends: all backend weights are 0"), "{err}");
+    assert!(
+        err.contains("services[0].backends: all backend weights are 0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,10 +106,7 @@ fn run_with_an_unusable_port_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
     let text = GOOD
-        .replace(
-            "--vdev=net_af_packet0,iface=yard0",
-            "--vdev=net_null0",
-        )
+        .replace("--vdev=net_af_packet0,iface=yard0", "--vdev=net_null0")
         .replace("port = \"net_af_packet0\"", "port = \"net_nosuch7\"")
         .replace("switchyard-lab", &format!("sy-cli-{}", std::process::id()));
     std::fs::write(&p, text).unwrap();

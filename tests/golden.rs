@@ -52,7 +52,10 @@ fn replay(name: &str, input: &str) -> (Vec<Vec<u8>>, serde_json::Value) {
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
     let cfg = CONFIG
-        .replace("PREFIX", &format!("sy-golden-{name}-{}", std::process::id()))
+        .replace(
+            "PREFIX",
+            &format!("sy-golden-{name}-{}", std::process::id()),
+        )
         .replace("INPUT", data(input).to_str().unwrap())
         .replace("OUTPUT", out.to_str().unwrap());
     let cfg_path = dir.path().join("golden.toml");

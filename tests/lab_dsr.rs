@@ -55,7 +55,10 @@ impl Lab {
     }
 
     fn curl_vip(&self) -> Option<String> {
-        let o = self.exec("client", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        let o = self.exec(
+            "client",
+            &["curl", "-s", "-m", "3", &format!("http://{VIP}/")],
+        );
         o.status
             .success()
             .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -83,7 +86,10 @@ impl Balancer {
         )
         .unwrap()
         .replace("iface=yard0", &format!("iface={port}"))
-        .replace("switchyard-lab", &format!("{prefix}-{}", std::process::id()));
+        .replace(
+            "switchyard-lab",
+            &format!("{prefix}-{}", std::process::id()),
+        );
         let cfg_path = dir.path().join("lab.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let stats = dir.path().join("stats.json");
@@ -188,10 +194,7 @@ fn dsr_lab_balances_200_curls_and_replies_bypass_the_balancer() {
     // The router learns the VIP's MAC from our ARP reply; wait until the service answers.
     let t = Instant::now();
     while lab.curl_vip().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "VIP never answered"
-        );
+        assert!(t.elapsed() < Duration::from_secs(20), "VIP never answered");
         std::thread::sleep(Duration::from_millis(200));
     }
     // Fresh logs: only the 200 measured requests count.
@@ -234,10 +237,21 @@ fn dsr_lab_balances_200_curls_and_replies_bypass_the_balancer() {
     let frames = cap.stop();
     let vip = [10u8, 20, 0, 100];
     let ipv4_tcp = |f: &&Vec<u8>| f.len() > 34 && f[12..14] == [8, 0] && f[23] == 6;
-    let to_vip = frames.iter().filter(ipv4_tcp).filter(|f| f[30..34] == vip).count();
-    let from_vip = frames.iter().filter(ipv4_tcp).filter(|f| f[26..30] == vip).count();
+    let to_vip = frames
+        .iter()
+        .filter(ipv4_tcp)
+        .filter(|f| f[30..34] == vip)
+        .count();
+    let from_vip = frames
+        .iter()
+        .filter(ipv4_tcp)
+        .filter(|f| f[26..30] == vip)
+        .count();
     assert!(to_vip >= 200 * 5, "capture saw only {to_vip} client frames");
-    assert_eq!(from_vip, 0, "VIP-sourced replies crossed the balancer's port");
+    assert_eq!(
+        from_vip, 0,
+        "VIP-sourced replies crossed the balancer's port"
+    );
 
     // SIGINT stops everything cleanly within a second.
     let (ok, took) = lb.interrupt();
@@ -245,5 +259,8 @@ fn dsr_lab_balances_200_curls_and_replies_bypass_the_balancer() {
     assert!(took <= Duration::from_secs(1), "shutdown took {took:?}");
     let t = totals(&lb.stats);
     assert!(t["forwarded"].as_u64().unwrap() >= 1000);
-    assert!(t["generated"].as_u64().unwrap() >= 3, "GARP + ARP requests for both backends");
+    assert!(
+        t["generated"].as_u64().unwrap() >= 3,
+        "GARP + ARP requests for both backends"
+    );
 }

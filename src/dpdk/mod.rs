@@ -428,7 +428,11 @@ pub fn port_names() -> Vec<String> {
         // SAFETY: buf has RTE_ETH_NAME_MAX_LEN bytes as the API requires.
         if unsafe { ffi::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
             // SAFETY: DPDK NUL-terminates the name inside buf.
-            v.push(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into());
+            v.push(
+                unsafe { CStr::from_ptr(buf.as_ptr()) }
+                    .to_string_lossy()
+                    .into(),
+            );
         }
     }
     v
@@ -536,7 +540,10 @@ impl Port {
             // SAFETY: valid port and address struct.
             let rc = unsafe { ffi::rte_eth_dev_default_mac_addr_set(id, &mut a) };
             if rc == -(libc_enotsup()) {
-                tracing::warn!(port = name, "device cannot set its MAC; using it in software only");
+                tracing::warn!(
+                    port = name,
+                    "device cannot set its MAC; using it in software only"
+                );
                 soft_mac = Some(m);
             } else if rc != 0 {
                 return Err(perr("setting the MAC address", rc));
@@ -552,7 +559,11 @@ impl Port {
         // SAFETY: started port.
         let prc = unsafe { ffi::rte_eth_promiscuous_enable(id) };
         if prc != 0 {
-            tracing::debug!(port = name, "promiscuous mode not supported: {}", errno_str(prc));
+            tracing::debug!(
+                port = name,
+                "promiscuous mode not supported: {}",
+                errno_str(prc)
+            );
         }
         let mut a = ffi::rte_ether_addr::default();
         // SAFETY: valid port and out-struct.

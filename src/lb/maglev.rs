@@ -132,7 +132,10 @@ mod tests {
         for (i, s) in t.shares(b.len()).into_iter().enumerate() {
             let share = s as f64 / f64::from(M);
             let want = f64::from(b[i].weight) / f64::from(total);
-            assert!((share - want).abs() < 0.01, "backend {i}: {share} vs {want}");
+            assert!(
+                (share - want).abs() < 0.01,
+                "backend {i}: {share} vs {want}"
+            );
         }
     }
 

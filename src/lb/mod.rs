@@ -153,7 +153,9 @@ impl Snapshot {
                 ),
                 None => iface_for(vip).unwrap_or(IfIdx(0)),
             };
-            local.entry(u32::from(vip)).or_insert((iface, LocalKind::Vip));
+            local
+                .entry(u32::from(vip))
+                .or_insert((iface, LocalKind::Vip));
             let mut ids = Vec::new();
             let mut mb = Vec::new();
             for b in &s.backends {

@@ -37,8 +37,17 @@ pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
 
 /// Hex dump with a caret under the first differing byte, for assertion messages.
 pub fn diff(a: &[u8], b: &[u8]) -> String {
-    let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-    let hex = |v: &[u8]| v.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    let at = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let hex = |v: &[u8]| {
+        v.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     format!(
         "first difference at byte {at} (lengths {} vs {})\n got: {}\nwant: {}",
         a.len(),

@@ -1,0 +1,184 @@
+//! Start-up and shutdown: EAL, mempool, ports, snapshot, workers on their lcores, the
+//! management loop on the main lcore, and the orderly teardown after a stop signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::config::{Config, parse_mac};
+use crate::datapath::{Control, Datapath};
+use crate::dpdk::{Eal, LcoreId, Mempool, Port, QueueId};
+use crate::lb::Snapshot;
+use crate::mgmt::{self, MgmtOptions, Neighbours, WorkerLink};
+use crate::stats::WorkerStats;
+use crate::worker::Worker;
+
+pub fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// EAL arguments: the configured ones plus the lcore layout from `[cores]` (lcore 0 = the
+/// management core, lcore i+1 = worker i), which is why `eal_args` may not set lcores itself.
+fn eal_args(cfg: &Config) -> Vec<String> {
+    let mut lcores = vec![format!("0@{}", cfg.cores.management)];
+    for (i, c) in cfg.cores.workers.iter().enumerate() {
+        lcores.push(format!("{}@{}", i + 1, c));
+    }
+    let mut a = vec![
+        "--lcores".to_string(),
+        lcores.join(","),
+        "--main-lcore".into(),
+        "0".into(),
+    ];
+    a.extend(cfg.dpdk.eal_args.iter().cloned());
+    a
+}
+
+pub fn run(
+    cfg: &Config,
+    stats_json: Option<PathBuf>,
+    stop_after_idle: Option<Duration>,
+) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+    }
+    let eal = Eal::init(&eal_args(cfg)).map_err(|e| e.to_string())?;
+    let n_workers = cfg.cores.workers.len() as u16;
+    let pool = Arc::new(
+        Mempool::new("sy_pkts", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?,
+    );
+    let mut ports = Vec::new();
+    for ifc in &cfg.interfaces {
+        let port = Port::open(
+            &ifc.port,
+            n_workers,
+            &pool,
+            cfg.dpdk.rx_descriptors,
+            cfg.dpdk.tx_descriptors,
+            ifc.mac.as_deref().and_then(parse_mac),
+        )
+        .map_err(|e| format!("interface {:?}: {e}", ifc.name))?;
+        let link = port.link();
+        tracing::info!(
+            interface = %ifc.name, port = %port.name, id = port.id.0, mac = %port.mac,
+            queues = port.queues, rss = port.rss, link_up = link.up, speed = link.speed_mbps,
+            "port started"
+        );
+        ports.push(port);
+    }
+    let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac.0).collect();
+    let snap = Arc::new(Snapshot::build(cfg, &macs));
+    let mut neigh = Neighbours::new(&snap, &cfg.arp, Instant::now());
+
+    let mut links = Vec::new();
+    for w in 0..usize::from(n_workers) {
+        let link = WorkerLink {
+            control: Arc::new(ArrayQueue::new(4096)),
+            events: Arc::new(ArrayQueue::new(4096)),
+            retired: Arc::new(ArrayQueue::new(16)),
+            stats: Arc::new(WorkerStats::default()),
+        };
+        // Seed before start so the first packets already see static neighbours, and the
+        // gratuitous ARPs are the first frames worker 0 sends.
+        for c in neigh.initial() {
+            let _ = link.control.push(c);
+        }
+        if w == 0 && cfg.arp.gratuitous {
+            for (vip, iface) in snap.vips() {
+                let _ = link.control.push(Control::SendArp {
+                    iface,
+                    sender: vip,
+                    target: vip,
+                });
+            }
+        }
+        links.push(link);
+    }
+    let tsc_hz = eal.tsc_hz();
+    for (w, link) in links.iter().enumerate() {
+        let worker = Worker {
+            index: w,
+            ports: ports.iter().map(|p| p.id).collect(),
+            queue: QueueId(w as u16),
+            dp: Datapath::new(
+                snap.clone(),
+                cfg.flows.capacity_per_core as usize,
+                link.events.clone(),
+            ),
+            control: link.control.clone(),
+            retired: link.retired.clone(),
+            stats: link.stats.clone(),
+            stop: stop.clone(),
+            pool: pool.clone(),
+            idle_sleep: Duration::from_micros(u64::from(cfg.cores.idle_sleep_us)),
+            tsc_hz,
+        };
+        if let Err(e) = eal.launch(LcoreId(w as u32 + 1), move || worker.run()) {
+            stop.store(true, Ordering::Relaxed);
+            eal.wait_all();
+            return Err(e.to_string());
+        }
+    }
+    tracing::info!(
+        workers = n_workers,
+        services = snap.services.len(),
+        "switchyard running"
+    );
+    let opts = MgmtOptions {
+        stop_after_idle,
+        stats_interval: (cfg.log.stats_interval_s > 0)
+            .then(|| Duration::from_secs(u64::from(cfg.log.stats_interval_s))),
+    };
+    mgmt::run(&snap, &mut neigh, &links, &stop, &opts);
+    eal.wait_all();
+    for p in &mut ports {
+        p.stop();
+    }
+    for p in &ports {
+        let xs: Vec<String> = p
+            .xstats()
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        tracing::info!(port = %p.name, xstats = %xs.join(" "), "port statistics");
+    }
+    let (sum, per) = mgmt::totals(&links);
+    tracing::info!(counters = %sum.to_json(), "final counters");
+    if let Err(e) = sum.check_invariants() {
+        tracing::warn!("counter invariant violated: {e}");
+    }
+    if let Some(path) = stats_json {
+        let doc = serde_json::json!({
+            "total": sum.to_json(),
+            "workers": per.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    // Drop order matters: ports before the pool, everything before EAL cleanup.
+    drop(links);
+    drop(ports);
+    match Arc::try_unwrap(pool) {
+        Ok(p) => drop(p),
+        Err(_) => tracing::warn!("mempool still referenced at exit"),
+    }
+    drop(eal);
+    tracing::info!("switchyard stopped");
+    Ok(())
+}
