@@ -358,18 +358,35 @@ mode = "dsr"
 
     #[test]
     fn established_flow_survives_a_backend_set_change() {
-        let (mut d, ev) = dp();
-        let mut f = syn_from(40001);
-        d.process(&mut f, IfIdx(0), 0);
-        let chosen = f[5];
-        // New snapshot with the other backend removed: the flow keeps its BackendId.
-        let cfg = Config::from_toml(CFG).unwrap();
+        let (mut d, _) = dp();
+        let port = |i: u16| 30000 + i;
+        let mut before = Vec::new();
+        for i in 0..300 {
+            let mut f = syn_from(port(i));
+            assert_eq!(d.process(&mut f, IfIdx(0), 0), Verdict::Forward(IfIdx(0)));
+            before.push(f[5]);
+        }
+        // A third backend joins: Maglev now maps about a third of all hashes to it.
+        let bigger = format!("{CFG}  [[services.backends]]\n  address = \"10.20.0.13\"\n");
+        let cfg = Config::from_toml(&bigger).unwrap();
         let snap = Arc::new(Snapshot::build(&cfg, &[OUR_MAC]));
         d.set_snapshot(snap);
-        let mut g = syn_from(40001);
-        d.process(&mut g, IfIdx(0), 10);
-        assert_eq!(g[5], chosen);
-        assert!(ev.is_empty());
+        d.set_neighbour(NeighIdx(2), Some([2, 0, 0, 0, 0, 0x13]));
+        // Established flows stay where they were...
+        for i in 0..300 {
+            let mut f = syn_from(port(i));
+            f[47] = 0x10; // ACK
+            d.process(&mut f, IfIdx(0), 10);
+            assert_eq!(f[5], before[usize::from(i)], "flow {i} moved");
+        }
+        // ...while new flows do reach the new backend.
+        let mut to_new = 0;
+        for i in 0..300 {
+            let mut f = syn_from(port(1000 + i));
+            d.process(&mut f, IfIdx(0), 10);
+            to_new += usize::from(f[5] == 0x13);
+        }
+        assert!(to_new > 50, "new backend got {to_new} of 300 new flows");
     }
 
     #[test]

@@ -119,3 +119,21 @@ fn run_with_an_unusable_port_fails_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn environment_overrides_reach_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, GOOD).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["check", "--config", p.to_str().unwrap()])
+        .env("SWITCHYARD_FLOWS__CAPACITY_PER_CORE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("flows.capacity_per_core: must be > 0"),
+        "{err}"
+    );
+}
