@@ -36,6 +36,10 @@ uint8_t *sy_mbuf_append(struct rte_mbuf *m, uint16_t len)
 	return (uint8_t *)rte_pktmbuf_append(m, len);
 }
 
+int sy_mbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
+
+uint16_t sy_mbuf_port(const struct rte_mbuf *m) { return m->port; }
+
 unsigned sy_lcore_id(void) { return rte_lcore_id(); }
 
 uint64_t sy_tsc(void) { return rte_get_tsc_cycles(); }

@@ -27,6 +27,10 @@ uint16_t sy_mbuf_nb_segs(const struct rte_mbuf *m);
 int sy_mbuf_rss_hash(const struct rte_mbuf *m, uint32_t *hash);
 /* Appends len bytes to a single-segment mbuf; NULL when the tailroom is too small. */
 uint8_t *sy_mbuf_append(struct rte_mbuf *m, uint16_t len);
+/* Removes len bytes from the end; 0 on success. */
+int sy_mbuf_trim(struct rte_mbuf *m, uint16_t len);
+/* The port the mbuf was received on. */
+uint16_t sy_mbuf_port(const struct rte_mbuf *m);
 unsigned sy_lcore_id(void);
 uint64_t sy_tsc(void);
 uint64_t sy_tsc_hz(void);

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use crate::config::{Config, parse_mac};
-use crate::datapath::{Control, Datapath};
-use crate::dpdk::{Eal, LcoreId, Mempool, Port, QueueId};
+use crate::datapath::{Control, Datapath, WorkerInfo};
+use crate::dpdk::{Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
 use crate::lb::Snapshot;
+use crate::lb::sched::BackendLoad;
 use crate::mgmt::{self, MgmtOptions, Neighbours, WorkerLink};
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
@@ -110,16 +111,36 @@ pub fn run(
         links.push(link);
     }
     let tsc_hz = eal.tsc_hz();
+    let workers = usize::from(n_workers);
+    let load = Arc::new(BackendLoad::new(workers));
+    // rings[i][j]: worker i hands worker j the packets of conns j owns (SPSC).
+    let mut rings: Vec<Vec<Option<Arc<MbufRing>>>> = Vec::new();
+    for i in 0..workers {
+        let mut row = Vec::new();
+        for j in 0..workers {
+            row.push(if i == j {
+                None
+            } else {
+                Some(Arc::new(
+                    MbufRing::new(&format!("sy_steer_{i}_{j}"), 4096)
+                        .map_err(|e| e.to_string())?,
+                ))
+            });
+        }
+        rings.push(row);
+    }
     for (w, link) in links.iter().enumerate() {
+        let me = WorkerInfo {
+            index: w,
+            count: workers,
+            flow_capacity: cfg.flows.capacity_per_core as usize,
+            persist_capacity: cfg.flows.persistence_capacity_per_core as usize,
+        };
         let worker = Worker {
             index: w,
             ports: ports.iter().map(|p| p.id).collect(),
             queue: QueueId(w as u16),
-            dp: Datapath::new(
-                snap.clone(),
-                cfg.flows.capacity_per_core as usize,
-                link.events.clone(),
-            ),
+            dp: Datapath::new(snap.clone(), me, link.events.clone(), load.clone()),
             control: link.control.clone(),
             retired: link.retired.clone(),
             stats: link.stats.clone(),
@@ -127,6 +148,11 @@ pub fn run(
             pool: pool.clone(),
             idle_sleep: Duration::from_micros(u64::from(cfg.cores.idle_sleep_us)),
             tsc_hz,
+            steer_out: rings[w].clone(),
+            steer_in: (0..workers)
+                .filter(|&i| i != w)
+                .filter_map(|i| rings[i][w].clone())
+                .collect(),
         };
         if let Err(e) = eal.launch(LcoreId(w as u32 + 1), move || worker.run()) {
             stop.store(true, Ordering::Relaxed);
@@ -171,7 +197,9 @@ pub fn run(
         std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json"))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    // Drop order matters: ports before the pool, everything before EAL cleanup.
+    // Drop order matters: rings (which free what they hold) and ports before the pool,
+    // everything before EAL cleanup.
+    drop(rings);
     drop(links);
     drop(ports);
     match Arc::try_unwrap(pool) {

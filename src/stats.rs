@@ -3,8 +3,11 @@
 //! management core reads and sums them. No counter is ever written by two cores.
 //!
 //! Invariants (asserted by the golden tests, per worker and summed):
-//! - `rx_packets = forwarded + replied + consumed + Σ drop_*` except `drop_tx_full`:
-//!   every received frame ends in exactly one verdict.
+//! - `rx_packets + steered_in = forwarded + replied + consumed + steered_out + Σ drop_*`
+//!   except `drop_tx_full`: every frame a worker handles ends in exactly one verdict (a frame
+//!   handed to the conn's owner core counts as `steered_out` there and `steered_in` at the
+//!   owner, which gives it its verdict). Summed over workers, steered_in = steered_out.
+//! - `routed <= forwarded`, `icmp_sent <= replied` (subsets).
 //! - `tx_packets + drop_tx_full = forwarded + replied + generated`: every frame handed to a
 //!   tx queue is either taken by the device or counted as a tx drop.
 //! - `flows_active = flows_created - flows_expired` (per worker).
@@ -31,9 +34,13 @@ pub enum Ctr {
     FlowsExpired,
     FlowsActive,
     EventsLost,
+    SteeredOut,
+    SteeredIn,
+    Routed,
+    IcmpSent,
 }
 
-const FIXED: usize = Ctr::EventsLost as usize + 1;
+const FIXED: usize = Ctr::IcmpSent as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -50,6 +57,10 @@ const NAMES: [&str; FIXED] = [
     "flows_expired",
     "flows_active",
     "events_lost",
+    "steered_out",
+    "steered_in",
+    "routed",
+    "icmp_sent",
 ];
 
 /// A worker's own counters (plain integers, hot path).
@@ -108,12 +119,15 @@ impl Counters {
             .filter(|r| **r != DropReason::TxFull)
             .map(|r| self.dropped(*r))
             .sum();
-        let verdicts =
-            self.get(Ctr::Forwarded) + self.get(Ctr::Replied) + self.get(Ctr::Consumed) + drops;
-        if self.get(Ctr::RxPackets) != verdicts {
+        let verdicts = self.get(Ctr::Forwarded)
+            + self.get(Ctr::Replied)
+            + self.get(Ctr::Consumed)
+            + self.get(Ctr::SteeredOut)
+            + drops;
+        let handled = self.get(Ctr::RxPackets) + self.get(Ctr::SteeredIn);
+        if handled != verdicts {
             return Err(format!(
-                "rx_packets {} != forwarded+replied+consumed+drops {verdicts}",
-                self.get(Ctr::RxPackets)
+                "rx_packets+steered_in {handled} != forwarded+replied+consumed+steered_out+drops {verdicts}"
             ));
         }
         let handed = self.get(Ctr::Forwarded) + self.get(Ctr::Replied) + self.get(Ctr::Generated);

@@ -49,7 +49,7 @@ pub enum DropReason {
     BadIpv4Checksum,
     /// TCP/UDP/ICMP header cut short or TCP data offset invalid.
     TruncatedL4,
-    /// Non-first IPv4 fragment (no ports to balance on).
+    /// IPv4 fragment addressed to the balancer itself (not reassembled).
     Fragment,
     /// ICMP checksum wrong on a message we would answer.
     BadIcmpChecksum,
@@ -71,10 +71,24 @@ pub enum DropReason {
     MultiSegment,
     /// The tx queue did not take the frame.
     TxFull,
+    /// TCP/UDP to a source-NAT address that belongs to no conn.
+    NoFlow,
+    /// Proxy mode: no source-NAT port left for a new conn.
+    SnatExhausted,
+    /// A later IPv4 fragment whose first fragment was not seen (or has expired).
+    FragmentNoFlow,
+    /// ICMP error quoting a packet of no known conn.
+    IcmpNoFlow,
+    /// The ring to the conn's owner core was full.
+    SteerFull,
+    /// A routed packet's TTL ran out and no ICMP could be built.
+    TtlExceeded,
+    /// No route to the destination (an ICMP unreachable is sent when possible).
+    NoRoute,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::TxFull as usize + 1;
+    pub const COUNT: usize = DropReason::NoRoute as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -97,6 +111,13 @@ impl DropReason {
         DropReason::FlowTableFull,
         DropReason::MultiSegment,
         DropReason::TxFull,
+        DropReason::NoFlow,
+        DropReason::SnatExhausted,
+        DropReason::FragmentNoFlow,
+        DropReason::IcmpNoFlow,
+        DropReason::SteerFull,
+        DropReason::TtlExceeded,
+        DropReason::NoRoute,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +143,13 @@ impl DropReason {
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::MultiSegment => "multi_segment",
             DropReason::TxFull => "tx_full",
+            DropReason::NoFlow => "no_flow",
+            DropReason::SnatExhausted => "snat_exhausted",
+            DropReason::FragmentNoFlow => "fragment_no_flow",
+            DropReason::IcmpNoFlow => "icmp_no_flow",
+            DropReason::SteerFull => "steer_full",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoRoute => "no_route",
         }
     }
 }
@@ -180,6 +208,8 @@ pub struct Ipv4Meta {
     pub is_fragment: bool,
     /// Non-zero fragment offset: no L4 header here.
     pub is_later_fragment: bool,
+    /// IPv4 identification (pairs fragments of one datagram).
+    pub id: u16,
 }
 
 /// Validates the IPv4 header at `l3` (length, version, IHL, total length, checksum).
@@ -214,6 +244,7 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4Meta, DropReason> {
         end: l3 + total,
         is_fragment: ip.more_frags() || frag_offset != 0,
         is_later_fragment: frag_offset != 0,
+        id: ip.ident(),
     })
 }
 
@@ -589,5 +620,400 @@ pub(crate) mod tests {
             icmp_echo_to_reply(&mut bad, ETH_HDR, &ip, [2; 6]),
             Err(DropReason::BadIcmpChecksum)
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rewriting: NAT with incremental checksums (RFC 1624), TTL, VLAN tags, ICMP errors.
+// ---------------------------------------------------------------------------------------------
+
+/// A growable/shrinkable packet buffer: an mbuf on the data plane, a `Vec` in tests.
+pub trait PacketBuf {
+    fn bytes(&mut self) -> &mut [u8];
+    /// Sets the frame length (growing into tailroom or trimming). False if impossible.
+    fn set_len(&mut self, len: usize) -> bool;
+}
+
+impl PacketBuf for Vec<u8> {
+    fn bytes(&mut self) -> &mut [u8] {
+        self
+    }
+    fn set_len(&mut self, len: usize) -> bool {
+        self.resize(len, 0);
+        true
+    }
+}
+
+/// RFC 1624 eqn. 3: the checksum after one 16-bit word changes from `old` to `new`.
+#[inline]
+pub fn csum_replace16(csum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The checksum after a 32-bit field (an address) changes.
+#[inline]
+pub fn csum_replace32(csum: u16, old: u32, new: u32) -> u16 {
+    let c = csum_replace16(csum, (old >> 16) as u16, (new >> 16) as u16);
+    csum_replace16(c, old as u16, new as u16)
+}
+
+#[inline]
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+fn rd32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Where the L4 checksum of a segment is, if the protocol has one in reach.
+#[inline]
+fn l4_csum_at(proto: u8, l4: usize, end: usize) -> Option<usize> {
+    let off = match proto {
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return None,
+    };
+    (l4 + off + 2 <= end).then_some(l4 + off)
+}
+
+/// New addresses and ports for an IPv4 packet (`None` keeps the field).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    pub src: Option<(Ipv4Addr, u16)>,
+    pub dst: Option<(Ipv4Addr, u16)>,
+}
+
+/// Applies `rw` to the IPv4 packet at `l3` (header length `ihl`) whose L4 header, if
+/// `has_l4` (not a later fragment), is at `l3 + ihl`; `end` bounds the checksummed bytes.
+/// IPv4 and TCP/UDP checksums are updated incrementally; a zero UDP checksum stays zero.
+pub fn rewrite_ipv4(b: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewrite) {
+    let ihl = usize::from(b[l3] & 0x0f) * 4;
+    let proto = b[l3 + 9];
+    let l4 = l3 + ihl;
+    let mut ip_csum = rd16(b, l3 + 10);
+    let csum_at = if has_l4 { l4_csum_at(proto, l4, end) } else { None };
+    let mut l4_csum = csum_at.map(|at| rd16(b, at));
+    let udp_zero = proto == PROTO_UDP && l4_csum == Some(0);
+    for (addr_at, port_at, new) in [
+        (l3 + 12, l4, rw.src),
+        (l3 + 16, l4 + 2, rw.dst),
+    ] {
+        let Some((ip, port)) = new else { continue };
+        let old_ip = rd32(b, addr_at);
+        let new_ip = u32::from(ip);
+        if old_ip != new_ip {
+            ip_csum = csum_replace32(ip_csum, old_ip, new_ip);
+            l4_csum = l4_csum.map(|c| csum_replace32(c, old_ip, new_ip));
+            b[addr_at..addr_at + 4].copy_from_slice(&ip.octets());
+        }
+        if has_l4 && (proto == PROTO_TCP || proto == PROTO_UDP) && port_at + 2 <= end {
+            let old_port = rd16(b, port_at);
+            if old_port != port {
+                l4_csum = l4_csum.map(|c| csum_replace16(c, old_port, port));
+                wr16(b, port_at, port);
+            }
+        }
+    }
+    wr16(b, l3 + 10, ip_csum);
+    if let (Some(at), Some(c)) = (csum_at, l4_csum) {
+        let c = if udp_zero {
+            0
+        } else if proto == PROTO_UDP && c == 0 {
+            0xffff
+        } else {
+            c
+        };
+        wr16(b, at, c);
+    }
+}
+
+/// Decrements the TTL (with checksum update). Returns false, leaving the packet alone, when
+/// it would reach zero: the caller answers with ICMP time exceeded.
+#[inline]
+pub fn decrement_ttl(b: &mut [u8], l3: usize) -> bool {
+    let ttl = b[l3 + 8];
+    if ttl <= 1 {
+        return false;
+    }
+    let old = rd16(b, l3 + 8);
+    b[l3 + 8] = ttl - 1;
+    let new = rd16(b, l3 + 8);
+    let c = csum_replace16(rd16(b, l3 + 10), old, new);
+    wr16(b, l3 + 10, c);
+    true
+}
+
+/// Makes the frame carry VLAN tag `to` instead of `from` (adding, removing or changing the
+/// 802.1Q header). Returns the new L3 offset, or `None` if the buffer cannot be resized.
+pub fn retag<P: PacketBuf + ?Sized>(p: &mut P, from: Option<u16>, to: Option<u16>) -> Option<usize> {
+    match (from, to) {
+        (None, None) => Some(ETH_HDR),
+        (Some(_), Some(v)) => {
+            let b = p.bytes();
+            let tci = (rd16(b, 14) & 0xf000) | (v & 0x0fff);
+            wr16(b, 14, tci);
+            Some(ETH_HDR + VLAN_HDR)
+        }
+        (None, Some(v)) => {
+            let len = p.bytes().len();
+            if !p.set_len(len + VLAN_HDR) {
+                return None;
+            }
+            let b = p.bytes();
+            b.copy_within(12..len, 16);
+            wr16(b, 12, ETHERTYPE_VLAN);
+            wr16(b, 14, v & 0x0fff);
+            Some(ETH_HDR + VLAN_HDR)
+        }
+        (Some(_), None) => {
+            let b = p.bytes();
+            let len = b.len();
+            b.copy_within(16..len, 12);
+            if !p.set_len(len - VLAN_HDR) {
+                return None;
+            }
+            Some(ETH_HDR)
+        }
+    }
+}
+
+/// An ICMP error (destination unreachable, time exceeded, parameter problem) and the packet
+/// it quotes: the tuple of that inner packet as it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Offset of the quoted IPv4 header.
+    pub inner_l3: usize,
+    pub inner_src: Ipv4Addr,
+    pub inner_dst: Ipv4Addr,
+    pub inner_proto: u8,
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+}
+
+pub const ICMP_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAM_PROBLEM: u8 = 12;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMP_PORT_UNREACH: u8 = 3;
+pub const ICMP_NET_UNREACH: u8 = 0;
+
+/// Parses an ICMP error carrying at least the quoted IPv4 header and 8 bytes of its payload
+/// (enough for TCP/UDP ports). `None` for other ICMP messages or short quotes.
+pub fn parse_icmp_error(b: &[u8], ip: &Ipv4Meta) -> Option<IcmpError> {
+    let icmp = &b[ip.l4..ip.end];
+    if icmp.len() < 8 + 20 + 8 {
+        return None;
+    }
+    let t = icmp[0];
+    if !matches!(t, ICMP_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAM_PROBLEM) {
+        return None;
+    }
+    let inner = &icmp[8..];
+    let ihl = usize::from(inner[0] & 0x0f) * 4;
+    if inner[0] >> 4 != 4 || ihl < 20 || inner.len() < ihl + 8 {
+        return None;
+    }
+    let proto = inner[9];
+    let (sport, dport) = if proto == PROTO_TCP || proto == PROTO_UDP {
+        (rd16(inner, ihl), rd16(inner, ihl + 2))
+    } else {
+        (0, 0)
+    };
+    Some(IcmpError {
+        icmp_type: t,
+        code: icmp[1],
+        inner_l3: ip.l4 + 8,
+        inner_src: Ipv4Addr::from(rd32(inner, 12)),
+        inner_dst: Ipv4Addr::from(rd32(inner, 16)),
+        inner_proto: proto,
+        inner_sport: sport,
+        inner_dport: dport,
+    })
+}
+
+/// Rewrites the outer header (`outer`) and the quoted packet (`inner`) of an ICMP error,
+/// then recomputes the ICMP checksum over the (short) message.
+pub fn rewrite_icmp_error(b: &mut [u8], l3: usize, ip: &Ipv4Meta, e: &IcmpError, outer: &Rewrite, inner: &Rewrite) {
+    // The quoted packet: its IPv4 checksum is updated; its L4 checksum too when the quote
+    // reaches it (UDP's does; TCP's usually lies past the 8 quoted bytes).
+    rewrite_ipv4(b, e.inner_l3, ip.end, true, inner);
+    // The outer addresses: ICMP has no pseudo-header, so only the IPv4 checksum changes.
+    rewrite_ipv4(b, l3, ip.end, false, outer);
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut b[ip.l4..ip.end]);
+    icmp.fill_checksum();
+}
+
+/// Turns the frame into an ICMP error about the packet it holds, addressed back to that
+/// packet's source from `from` (one of our addresses), to go out where it came in.
+/// Quotes the original IPv4 header and the first 8 bytes of its payload (RFC 792).
+pub fn to_icmp_error<P: PacketBuf + ?Sized>(
+    p: &mut P,
+    l3: usize,
+    ip: &Ipv4Meta,
+    our_mac: [u8; 6],
+    from: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+) -> bool {
+    let mut quote = [0u8; 60 + 8];
+    let qlen = {
+        let b = p.bytes();
+        let n = (ip.l4 - l3 + 8).min(ip.end - l3);
+        quote[..n].copy_from_slice(&b[l3..l3 + n]);
+        n
+    };
+    let total = 20 + 8 + qlen;
+    if !p.set_len(l3 + total) {
+        return false;
+    }
+    let b = p.bytes();
+    let peer = [b[6], b[7], b[8], b[9], b[10], b[11]];
+    set_macs(b, our_mac, peer);
+    let h = &mut b[l3..];
+    h[..20].copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    wr16(h, 2, total as u16);
+    h[12..16].copy_from_slice(&from.octets());
+    h[16..20].copy_from_slice(&ip.src.octets());
+    h[20..28].copy_from_slice(&[icmp_type, code, 0, 0, 0, 0, 0, 0]);
+    h[28..28 + qlen].copy_from_slice(&quote[..qlen]);
+    {
+        let mut pkt = Ipv4Packet::new_unchecked(&mut h[..20]);
+        pkt.fill_checksum();
+    }
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut h[20..total]);
+    icmp.fill_checksum();
+    true
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::tests::{TCP_SYN, with_ip_checksum};
+    use super::*;
+    use smoltcp::wire::{IpAddress, TcpPacket, UdpPacket};
+
+    fn tcp_ok(f: &[u8]) -> bool {
+        let ip = parse_ipv4(f, ETH_HDR).unwrap();
+        let t = TcpPacket::new_checked(&f[ip.l4..ip.end]).unwrap();
+        t.verify_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst))
+    }
+
+    fn syn_with_tcp_csum() -> Vec<u8> {
+        let mut f = with_ip_checksum(TCP_SYN.to_vec(), ETH_HDR);
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        let mut t = TcpPacket::new_unchecked(&mut f[ip.l4..ip.end]);
+        t.fill_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst));
+        f
+    }
+
+    #[test]
+    fn incremental_checksum_matches_full_recompute() {
+        let mut f = syn_with_tcp_csum();
+        assert!(tcp_ok(&f));
+        rewrite_ipv4(
+            &mut f,
+            ETH_HDR,
+            54,
+            true,
+            &Rewrite {
+                src: Some((Ipv4Addr::new(10, 20, 0, 10), 61000)),
+                dst: Some((Ipv4Addr::new(10, 20, 0, 11), 8080)),
+            },
+        );
+        let ip = parse_ipv4(&f, ETH_HDR).expect("IPv4 checksum still valid");
+        assert_eq!(ip.src, Ipv4Addr::new(10, 20, 0, 10));
+        let l4 = parse_l4(&f, &ip).unwrap();
+        assert_eq!((l4.src_port, l4.dst_port), (61000, 8080));
+        assert!(tcp_ok(&f), "TCP checksum updated incrementally");
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero_and_others_are_updated() {
+        let mut f = vec![0u8; 14 + 20 + 8 + 4];
+        f[12] = 8;
+        f[14..34].copy_from_slice(&[0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100]);
+        f[34..42].copy_from_slice(&[0x14, 0xe9, 0, 53, 0, 12, 0, 0]);
+        let mut f = with_ip_checksum(f, ETH_HDR);
+        let rw = Rewrite {
+            src: None,
+            dst: Some((Ipv4Addr::new(10, 20, 1, 11), 5353)),
+        };
+        let mut g = f.clone();
+        let n = g.len();
+        rewrite_ipv4(&mut g, ETH_HDR, n, true, &rw);
+        assert_eq!(&g[40..42], &[0, 0], "zero UDP checksum means none");
+        // With a real checksum it is updated.
+        {
+            let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+            let mut u = UdpPacket::new_unchecked(&mut f[ip.l4..ip.end]);
+            u.fill_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst));
+        }
+        let n = f.len();
+        rewrite_ipv4(&mut f, ETH_HDR, n, true, &rw);
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        let u = UdpPacket::new_checked(&f[ip.l4..ip.end]).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst)));
+        assert_eq!(u.dst_port(), 5353);
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_the_checksum_valid_and_stops_at_one() {
+        let mut f = with_ip_checksum(TCP_SYN.to_vec(), ETH_HDR);
+        f[ETH_HDR + 8] = 2;
+        let mut f = with_ip_checksum(f, ETH_HDR);
+        assert!(decrement_ttl(&mut f, ETH_HDR));
+        assert_eq!(f[ETH_HDR + 8], 1);
+        assert!(parse_ipv4(&f, ETH_HDR).is_ok());
+        assert!(!decrement_ttl(&mut f, ETH_HDR));
+    }
+
+    #[test]
+    fn vlan_tags_are_added_changed_and_removed() {
+        let orig = with_ip_checksum(TCP_SYN.to_vec(), ETH_HDR);
+        let mut f = orig.clone();
+        assert_eq!(retag(&mut f, None, Some(5)), Some(18));
+        assert_eq!(parse_l2(&f).unwrap().vlan, Some(5));
+        assert_eq!(retag(&mut f, Some(5), Some(6)), Some(18));
+        assert_eq!(parse_l2(&f).unwrap().vlan, Some(6));
+        assert_eq!(retag(&mut f, Some(6), None), Some(14));
+        assert_eq!(f, orig);
+    }
+
+    #[test]
+    fn icmp_error_is_built_and_parsed_back() {
+        let mut f = syn_with_tcp_csum();
+        let ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        let us = Ipv4Addr::new(10, 20, 0, 10);
+        assert!(to_icmp_error(&mut f, ETH_HDR, &ip, [2, 0, 0, 0, 0, 0x10], us, ICMP_TIME_EXCEEDED, 0));
+        assert_eq!(f.len(), 14 + 20 + 8 + 28);
+        let e_ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        assert_eq!((e_ip.src, e_ip.dst, e_ip.proto), (us, ip.src, PROTO_ICMP));
+        let icmp = Icmpv4Packet::new_checked(&f[e_ip.l4..e_ip.end]).unwrap();
+        assert!(icmp.verify_checksum());
+        let e = parse_icmp_error(&f, &e_ip).unwrap();
+        assert_eq!((e.inner_src, e.inner_dst), (ip.src, ip.dst));
+        assert_eq!((e.inner_sport, e.inner_dport), (40000, 80));
+        // Translating it keeps every checksum valid.
+        let outer = Rewrite { src: None, dst: Some((Ipv4Addr::new(10, 20, 0, 11), 0)) };
+        let inner = Rewrite { src: Some((Ipv4Addr::new(10, 20, 0, 11), 8080)), dst: None };
+        rewrite_icmp_error(&mut f, ETH_HDR, &e_ip, &e, &outer, &inner);
+        let e_ip = parse_ipv4(&f, ETH_HDR).unwrap();
+        assert_eq!(e_ip.dst, Ipv4Addr::new(10, 20, 0, 11));
+        let e2 = parse_icmp_error(&f, &e_ip).unwrap();
+        assert_eq!((e2.inner_src, e2.inner_sport), (Ipv4Addr::new(10, 20, 0, 11), 8080));
+        assert!(Icmpv4Packet::new_checked(&f[e_ip.l4..e_ip.end]).unwrap().verify_checksum());
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use crate::datapath::{Control, Datapath, Verdict};
-use crate::dpdk::{BURST, Mbuf, MbufArray, Mempool, PortId, QueueId, tsc};
+use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
 use crate::lb::{IfIdx, Snapshot};
 use crate::stats::{Ctr, WorkerStats};
 use crate::wire::{self, DropReason};
@@ -36,57 +36,70 @@ pub struct Worker {
     pub pool: Arc<Mempool>,
     pub idle_sleep: Duration,
     pub tsc_hz: u64,
+    /// `steer_out[j]`: SPSC ring to worker j (`None` for this worker itself).
+    pub steer_out: Vec<Option<Arc<MbufRing>>>,
+    /// SPSC rings from the other workers.
+    pub steer_in: Vec<Arc<MbufRing>>,
+}
+
+/// The worker's per-round buffers: fixed arrays, allocated once.
+struct Bufs {
+    tx: Vec<MbufArray<TX_BUF>>,
+    steer: Vec<MbufArray<BURST>>,
+    drops: MbufArray<BURST>,
 }
 
 impl Worker {
     /// Runs until `stop` is set. Returns the lcore exit code.
     pub fn run(mut self) -> i32 {
         let mut rx: MbufArray<BURST> = MbufArray::new();
-        let mut tx: Vec<MbufArray<TX_BUF>> = self.ports.iter().map(|_| MbufArray::new()).collect();
-        let mut drops: MbufArray<BURST> = MbufArray::new();
+        let mut bufs = Bufs {
+            tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
+            steer: self.steer_out.iter().map(|_| MbufArray::new()).collect(),
+            drops: MbufArray::new(),
+        };
         let start = tsc();
         let ticks_per_ms = (self.tsc_hz / 1000).max(1);
         tracing::info!(worker = self.index, queue = self.queue.0, "worker started");
         while !self.stop.load(Ordering::Relaxed) {
             let now = ((tsc() - start) / ticks_per_ms) as u32;
-            self.apply_control(&mut tx);
+            self.apply_control(&mut bufs.tx);
             let mut got = 0;
             for pi in 0..self.ports.len() {
                 let n = rx.rx_burst(self.ports[pi], self.queue);
                 got += n;
                 for i in 0..n {
-                    let Some(mut m) = rx.take(i) else { continue };
-                    let verdict = match m.data_mut() {
-                        Some(frame) => self.dp.process(frame, IfIdx(pi as u16), now),
-                        None => {
-                            self.dp.count_unparseable(0, DropReason::MultiSegment);
-                            Verdict::Drop(DropReason::MultiSegment)
-                        }
-                    };
-                    match verdict {
-                        Verdict::Forward(out) => self.enqueue(&mut tx, usize::from(out.0), m),
-                        Verdict::Reply => self.enqueue(&mut tx, pi, m),
-                        Verdict::Consumed | Verdict::Drop(_) => {
-                            if let Err(m) = drops.push(m) {
-                                drops.free_all();
-                                let _ = drops.push(m);
-                            }
-                        }
+                    if let Some(m) = rx.take(i) {
+                        self.handle(&mut bufs, m, IfIdx(pi as u16), now, false);
                     }
                 }
                 rx.reset();
             }
-            for (pi, buf) in tx.iter_mut().enumerate() {
-                let (sent, unsent) = buf.tx_burst(self.ports[pi], self.queue);
-                self.dp.ctr.add(Ctr::TxPackets, sent as u64);
-                for _ in 0..unsent {
-                    self.dp.ctr.drop(DropReason::TxFull);
+            // Packets other workers handed us: their conns live here.
+            for r in 0..self.steer_in.len() {
+                let n = self.steer_in[r].dequeue(&mut rx);
+                got += n;
+                for i in 0..n {
+                    if let Some(m) = rx.take(i) {
+                        let in_if = self
+                            .ports
+                            .iter()
+                            .position(|p| *p == m.port())
+                            .unwrap_or(0);
+                        self.handle(&mut bufs, m, IfIdx(in_if as u16), now, true);
+                    }
                 }
+                rx.reset();
             }
-            drops.free_all();
-            let t = self.dp.snap.timeouts;
-            self.dp.flows.sweep(now, &t, SWEEP_BUCKETS);
-            self.dp.sync_flow_counters();
+            for w in 0..bufs.steer.len() {
+                self.flush_steer(&mut bufs, w);
+            }
+            for pi in 0..bufs.tx.len() {
+                self.flush_tx(&mut bufs.tx, pi);
+            }
+            bufs.drops.free_all();
+            self.dp.sweep(now, SWEEP_BUCKETS);
+            self.dp.publish();
             self.stats.publish(&self.dp.ctr);
             if got == 0 && !self.idle_sleep.is_zero() {
                 std::thread::sleep(self.idle_sleep);
@@ -98,13 +111,68 @@ impl Worker {
     }
 
     #[inline]
+    fn handle(&mut self, bufs: &mut Bufs, mut m: Mbuf, in_if: IfIdx, now: u32, steered: bool) {
+        let verdict = if m.data_mut().is_some() {
+            self.dp.process(&mut m, in_if, now, steered)
+        } else {
+            self.dp.count_unparseable(0, DropReason::MultiSegment);
+            Verdict::Drop(DropReason::MultiSegment)
+        };
+        match verdict {
+            Verdict::Forward(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),
+            Verdict::Reply => self.enqueue(&mut bufs.tx, usize::from(in_if.0), m),
+            Verdict::Steer(w) => {
+                let w = usize::from(w);
+                if w >= bufs.steer.len() || self.steer_out[w].is_none() {
+                    self.dp.ctr.drop(DropReason::SteerFull);
+                    self.drop_mbuf(bufs, m);
+                    return;
+                }
+                if bufs.steer[w].is_full() {
+                    self.flush_steer(bufs, w);
+                }
+                let _ = bufs.steer[w].push(m);
+            }
+            Verdict::Consumed | Verdict::Drop(_) => self.drop_mbuf(bufs, m),
+        }
+    }
+
+    #[inline]
+    fn drop_mbuf(&mut self, bufs: &mut Bufs, m: Mbuf) {
+        if let Err(m) = bufs.drops.push(m) {
+            bufs.drops.free_all();
+            let _ = bufs.drops.push(m);
+        }
+    }
+
+    /// Hands the buffered packets to worker `w`; what its ring cannot take is dropped.
+    fn flush_steer(&mut self, bufs: &mut Bufs, w: usize) {
+        let Some(ring) = &self.steer_out[w] else {
+            return;
+        };
+        if bufs.steer[w].is_empty() {
+            return;
+        }
+        let n = ring.enqueue(&mut bufs.steer[w]);
+        self.dp.ctr.add(Ctr::SteeredOut, n as u64);
+        for _ in 0..bufs.steer[w].len() {
+            self.dp.ctr.drop(DropReason::SteerFull);
+        }
+        bufs.steer[w].free_all();
+    }
+
+    fn flush_tx(&mut self, tx: &mut [MbufArray<TX_BUF>], port: usize) {
+        let (sent, unsent) = tx[port].tx_burst(self.ports[port], self.queue);
+        self.dp.ctr.add(Ctr::TxPackets, sent as u64);
+        for _ in 0..unsent {
+            self.dp.ctr.drop(DropReason::TxFull);
+        }
+    }
+
+    #[inline]
     fn enqueue(&mut self, tx: &mut [MbufArray<TX_BUF>], port: usize, m: Mbuf) {
         if tx[port].is_full() {
-            let (sent, unsent) = tx[port].tx_burst(self.ports[port], self.queue);
-            self.dp.ctr.add(Ctr::TxPackets, sent as u64);
-            for _ in 0..unsent {
-                self.dp.ctr.drop(DropReason::TxFull);
-            }
+            self.flush_tx(tx, port);
         }
         // Cannot fail: the buffer was flushed above if it was full.
         let _ = tx[port].push(m);
@@ -114,7 +182,7 @@ impl Worker {
         for _ in 0..CONTROL_PER_ROUND {
             let Some(msg) = self.control.pop() else { break };
             match msg {
-                Control::SetNeighbour { idx, mac } => self.dp.set_neighbour(idx, mac),
+                Control::SetNeighbour { ip, mac } => self.dp.set_neighbour(ip, mac),
                 Control::Snapshot(s) => {
                     let old = self.dp.set_snapshot(s);
                     // Management frees it; if its queue is full we free it here (rare).

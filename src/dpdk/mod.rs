@@ -248,6 +248,47 @@ impl Mbuf {
     }
 }
 
+impl Mbuf {
+    /// Sets the length of a single-segment mbuf: grows into tailroom or trims the end.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        let m = self.0.as_ptr();
+        // SAFETY: owned mbuf; append/trim adjust its lengths within its own buffer and fail
+        // (NULL / -1) rather than overrun it.
+        unsafe {
+            if ffi::sy_mbuf_nb_segs(m) != 1 {
+                return false;
+            }
+            let cur = usize::from(ffi::sy_mbuf_data_len(m));
+            if len >= cur {
+                let Ok(grow) = u16::try_from(len - cur) else {
+                    return false;
+                };
+                grow == 0 || !ffi::sy_mbuf_append(m, grow).is_null()
+            } else {
+                ffi::sy_mbuf_trim(m, (cur - len) as u16) == 0
+            }
+        }
+    }
+
+    /// The port id the mbuf was received on.
+    #[inline]
+    pub fn port(&self) -> PortId {
+        // SAFETY: reads the owned mbuf's header.
+        PortId(unsafe { ffi::sy_mbuf_port(self.0.as_ptr()) })
+    }
+}
+
+impl crate::wire::PacketBuf for Mbuf {
+    #[inline]
+    fn bytes(&mut self) -> &mut [u8] {
+        self.data_mut().unwrap_or_default()
+    }
+    #[inline]
+    fn set_len(&mut self, len: usize) -> bool {
+        Mbuf::set_len(self, len)
+    }
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf and give it back exactly once.
@@ -329,7 +370,7 @@ impl<const N: usize> MbufArray<N> {
         Ok(())
     }
 
-    /// Read access to packet `i`'s bytes (single-segment only).
+    /// Bytes of packet `i` (single-segment only).
     pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
         self.slots.get_mut(i)?.as_mut()?.data_mut()
     }

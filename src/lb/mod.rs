@@ -4,10 +4,12 @@
 //!
 //! Ids that cross module boundaries are newtypes: [`IfIdx`] (index of an interface, which is
 //! also the index of its port in every worker), [`BackendId`] (stable index into
-//! `Snapshot::backends`, what a flow remembers), [`NeighIdx`] (slot in the workers' neighbour
-//! MAC cache).
+//! `Snapshot::backends`, what a flow remembers), [`SnatIdx`] (index of a source-NAT address).
 
 pub mod maglev;
+pub mod persist;
+pub mod route;
+pub mod sched;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -15,9 +17,10 @@ use std::net::Ipv4Addr;
 
 use rustc_hash::FxHasher;
 
-use crate::config::{Config, Ipv4Cidr, Mode, Protocol, parse_cidr, parse_mac};
+use crate::config::{Config, Ipv4Cidr, Mode, Protocol, Scheduler, parse_cidr, parse_mac};
 use crate::flow::Timeouts;
 use maglev::{MaglevBackend, MaglevTable};
+use route::{NextHop, RouteTable};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -28,7 +31,7 @@ pub struct IfIdx(pub u16);
 pub struct BackendId(pub u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NeighIdx(pub u32);
+pub struct SnatIdx(pub u8);
 
 #[derive(Debug, Clone)]
 pub struct Interface {
@@ -37,15 +40,22 @@ pub struct Interface {
     pub addr: Ipv4Addr,
     pub net: Ipv4Cidr,
     pub vlan: Option<u16>,
+    /// Further connected subnets on this port.
+    pub secondary: Vec<Ipv4Cidr>,
+    /// Source-NAT addresses of this interface (proxy mode), as indices into `Snapshot::snat`.
+    pub snat: Vec<SnatIdx>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: Ipv4Addr,
+    /// Port the backend listens on (= the service port unless translated).
+    pub port: u16,
     pub weight: u32,
-    /// Interface whose subnet holds the backend (where it is reached).
+    /// Interface the backend is reached through.
     pub iface: IfIdx,
-    pub neigh: NeighIdx,
+    /// Address whose MAC frames to the backend carry (the backend, or a gateway).
+    pub next_hop: Ipv4Addr,
     pub service: u16,
 }
 
@@ -56,6 +66,9 @@ pub struct Service {
     pub port: u16,
     pub proto: Protocol,
     pub mode: Mode,
+    pub scheduler: Scheduler,
+    /// (timeout in ms, netmask) of source-address persistence.
+    pub persistence: Option<(u32, u8)>,
     /// Interface that answers ARP for the VIP.
     pub iface: IfIdx,
     /// The service's backends; Maglev slot values index this list.
@@ -70,6 +83,8 @@ pub enum LocalKind {
     Interface,
     /// A VIP announced on that interface.
     Vip,
+    /// A source-NAT address (proxy mode replies come back to it).
+    Snat,
 }
 
 /// A neighbour the balancer resolves (backends today, gateways later).
@@ -86,58 +101,113 @@ pub struct Snapshot {
     pub interfaces: Vec<Interface>,
     pub services: Vec<Service>,
     pub backends: Vec<Backend>,
+    /// Neighbours to resolve up front (backends, route next hops) and static entries.
     pub neighbours: Vec<Neighbour>,
+    /// Source-NAT addresses, with the interface each belongs to.
+    pub snat: Vec<(Ipv4Addr, IfIdx)>,
+    pub routes: RouteTable,
+    /// Whether traffic that is neither for us nor part of a conn is routed (some service is
+    /// in gateway mode) rather than dropped.
+    pub routing: bool,
+    /// Source-NAT port range.
+    pub nat_ports: (u16, u16),
     pub timeouts: Timeouts,
     services_by_key: FxMap<(u32, u16, u8), u16>,
     local: FxMap<u32, (IfIdx, LocalKind)>,
-    neigh_by_addr: FxMap<u32, NeighIdx>,
 }
 
 impl Snapshot {
     /// Builds the snapshot from a validated config and each interface's port MAC
     /// (`port_macs[i]` for `cfg.interfaces[i]`).
     pub fn build(cfg: &Config, port_macs: &[[u8; 6]]) -> Snapshot {
+        let mut snat = Vec::new();
         let interfaces: Vec<Interface> = cfg
             .interfaces
             .iter()
             .zip(port_macs)
-            .map(|(i, mac)| {
+            .enumerate()
+            .map(|(n, (i, mac))| {
                 let net = parse_cidr(&i.address).expect("validated");
+                let mut idx = Vec::new();
+                let addrs: Vec<Ipv4Addr> = if i.snat_addresses.is_empty() {
+                    vec![net.addr]
+                } else {
+                    i.snat_addresses
+                        .iter()
+                        .map(|a| a.parse().expect("validated"))
+                        .collect()
+                };
+                for a in addrs {
+                    snat.push((a, IfIdx(n as u16)));
+                    idx.push(SnatIdx(snat.len() as u8 - 1));
+                }
                 Interface {
                     name: i.name.clone(),
                     mac: *mac,
                     addr: net.addr,
                     net,
                     vlan: i.vlan,
+                    secondary: i
+                        .secondary_addresses
+                        .iter()
+                        .map(|a| parse_cidr(a).expect("validated"))
+                        .collect(),
+                    snat: idx,
                 }
             })
             .collect();
-        let iface_for = |ip: Ipv4Addr| {
-            interfaces
-                .iter()
-                .position(|i| i.net.contains(ip))
-                .map(|p| IfIdx(p as u16))
-        };
-        let mut local = FxMap::default();
+        let mut routes = RouteTable::new();
         for (n, i) in interfaces.iter().enumerate() {
-            local.insert(u32::from(i.addr), (IfIdx(n as u16), LocalKind::Interface));
+            for c in std::iter::once(&i.net).chain(&i.secondary) {
+                routes.add(
+                    c.addr,
+                    c.len,
+                    NextHop {
+                        iface: IfIdx(n as u16),
+                        via: None,
+                    },
+                );
+            }
         }
+        let connected = |ip: Ipv4Addr| {
+            interfaces.iter().position(|i| {
+                i.net.contains(ip) || i.secondary.iter().any(|c| c.contains(ip))
+            })
+        };
         let mut neighbours: Vec<Neighbour> = Vec::new();
-        let mut neigh_by_addr = FxMap::default();
-        let mut neigh = |addr: Ipv4Addr, iface: IfIdx, neighbours: &mut Vec<Neighbour>| {
-            *neigh_by_addr.entry(u32::from(addr)).or_insert_with(|| {
+        let want = |addr: Ipv4Addr, iface: IfIdx, neighbours: &mut Vec<Neighbour>| {
+            if !neighbours.iter().any(|n| n.addr == addr) {
                 neighbours.push(Neighbour {
                     addr,
                     iface,
                     static_mac: None,
                 });
-                NeighIdx(neighbours.len() as u32 - 1)
-            })
+            }
         };
+        for r in &cfg.routes {
+            let c = parse_cidr(&r.prefix).expect("validated");
+            let via: Ipv4Addr = r.via.parse().expect("validated");
+            let iface = IfIdx(connected(via).expect("validated") as u16);
+            routes.add(c.addr, c.len, NextHop { iface, via: Some(via) });
+            want(via, iface, &mut neighbours);
+        }
         for n in &cfg.neighbours {
             let addr: Ipv4Addr = n.address.parse().expect("validated");
-            let idx = neigh(addr, iface_for(addr).expect("validated"), &mut neighbours);
-            neighbours[idx.0 as usize].static_mac = parse_mac(&n.mac);
+            let iface = IfIdx(connected(addr).expect("validated") as u16);
+            want(addr, iface, &mut neighbours);
+            if let Some(e) = neighbours.iter_mut().find(|e| e.addr == addr) {
+                e.static_mac = parse_mac(&n.mac);
+            }
+        }
+        let mut local = FxMap::default();
+        for (n, i) in interfaces.iter().enumerate() {
+            local.insert(u32::from(i.addr), (IfIdx(n as u16), LocalKind::Interface));
+            for c in &i.secondary {
+                local.insert(u32::from(c.addr), (IfIdx(n as u16), LocalKind::Interface));
+            }
+        }
+        for (a, i) in &snat {
+            local.entry(u32::from(*a)).or_insert((*i, LocalKind::Snat));
         }
         let mut services = Vec::new();
         let mut backends = Vec::new();
@@ -151,22 +221,22 @@ impl Snapshot {
                         .position(|i| &i.name == n)
                         .expect("validated") as u16,
                 ),
-                None => iface_for(vip).unwrap_or(IfIdx(0)),
+                None => connected(vip).map_or(IfIdx(0), |p| IfIdx(p as u16)),
             };
-            local
-                .entry(u32::from(vip))
-                .or_insert((iface, LocalKind::Vip));
+            local.entry(u32::from(vip)).or_insert((iface, LocalKind::Vip));
             let mut ids = Vec::new();
             let mut mb = Vec::new();
             for b in &s.backends {
                 let addr: Ipv4Addr = b.address.parse().expect("validated");
-                let biface = iface_for(addr).unwrap_or(iface);
-                let n = neigh(addr, biface, &mut neighbours);
+                let hop = routes.lookup(addr).expect("validated: backend is routable");
+                let next_hop = hop.l2_target(addr);
+                want(next_hop, hop.iface, &mut neighbours);
                 backends.push(Backend {
                     addr,
+                    port: b.port.unwrap_or(s.port),
                     weight: b.weight,
-                    iface: biface,
-                    neigh: n,
+                    iface: hop.iface,
+                    next_hop,
                     service: si as u16,
                 });
                 ids.push(BackendId(backends.len() as u32 - 1));
@@ -182,20 +252,30 @@ impl Snapshot {
                 port: s.port,
                 proto: s.protocol,
                 mode: s.mode,
+                scheduler: s.scheduler,
+                persistence: s
+                    .persistence
+                    .map(|p| (p.timeout_s.saturating_mul(1000), p.netmask)),
                 iface,
                 backends: ids,
                 maglev: MaglevTable::build(&mb, s.maglev_table_size),
             });
         }
+        // Transit traffic is routed only when servers use us as their gateway; static routes
+        // alone only steer balanced traffic (replies to clients, backends behind a router).
+        let routing = services.iter().any(|s| s.mode == Mode::Gateway);
         Snapshot {
             interfaces,
             services,
             backends,
             neighbours,
+            snat,
+            routes,
+            routing,
+            nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
             services_by_key,
             local,
-            neigh_by_addr,
         }
     }
 
@@ -212,10 +292,6 @@ impl Snapshot {
         self.local.get(&u32::from(ip)).copied()
     }
 
-    #[inline]
-    pub fn neighbour(&self, ip: Ipv4Addr) -> Option<NeighIdx> {
-        self.neigh_by_addr.get(&u32::from(ip)).copied()
-    }
 
     /// Distinct VIPs with the interface announcing each, in service order.
     pub fn vips(&self) -> Vec<(Ipv4Addr, IfIdx)> {
@@ -282,11 +358,15 @@ mode = "dsr"
         );
         // .12 is shared by two services and has a static MAC: one neighbour entry.
         assert_eq!(s.neighbours.len(), 2);
-        let n12 = s.neighbour(Ipv4Addr::new(10, 20, 0, 12)).unwrap();
-        assert_eq!(
-            s.neighbours[n12.0 as usize].static_mac,
-            Some([2, 0, 0, 0, 0, 0x12])
-        );
+        let n12 = s
+            .neighbours
+            .iter()
+            .find(|n| n.addr == Ipv4Addr::new(10, 20, 0, 12))
+            .unwrap();
+        assert_eq!(n12.static_mac, Some([2, 0, 0, 0, 0, 0x12]));
+        // The interface address doubles as the default SNAT address.
+        assert_eq!(s.snat, vec![(Ipv4Addr::new(10, 20, 0, 10), IfIdx(0))]);
+        assert!(!s.routing);
         assert_eq!(s.vips(), vec![(vip, IfIdx(0))]);
         assert_eq!(s.backends.len(), 3);
     }

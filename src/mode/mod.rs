@@ -1,20 +1,56 @@
-//! Forwarding modes, one module each, all with the same shape as DPVS's `xmit_*`: given the
-//! frame, the parsed packet, the chosen backend and its resolved next hop, rewrite the frame
-//! in place and return the verdict. The mode is fixed per service when the snapshot is built,
-//! so the data plane dispatches once per packet on the service's mode and never re-decides.
+//! Forwarding modes, one module each, side by side with one signature as DPVS's `xmit_*`:
+//! `xmit(frame, &Xmit) -> Verdict` rewrites the frame in place for one conn and direction.
+//! The mode is fixed per service when the snapshot is built; the data plane dispatches once
+//! per packet on the service's mode and never re-decides.
+//!
+//! What differs between modes is the conn's reverse tuple (what the backend side sends back,
+//! built by each module's `reverse_tuple`) and whether L3/L4 is rewritten at all. For the two
+//! NAT modes the rewrite itself is the same: a forward packet takes the reverse tuple,
+//! mirrored; a reverse packet takes the forward tuple, mirrored.
 
 pub mod dsr;
+pub mod gateway;
+pub mod proxy;
 
-use crate::lb::{Backend, IfIdx, Interface};
-use crate::wire::Ipv4Meta;
+use std::net::Ipv4Addr;
 
-/// Everything a mode needs to forward one packet to one backend.
+use crate::datapath::Verdict;
+use crate::flow::{Conn, Dir};
+use crate::lb::IfIdx;
+use crate::wire::{Rewrite, rewrite_ipv4, set_macs};
+
+/// Everything a mode needs to send one packet of one conn.
 pub struct Xmit<'a> {
-    pub ip: &'a Ipv4Meta,
-    pub backend: &'a Backend,
-    /// Interface the backend is reached on.
-    pub egress: &'a Interface,
-    pub egress_idx: IfIdx,
-    /// Backend's (or next hop's) MAC.
+    pub conn: &'a Conn,
+    pub dir: Dir,
+    /// IPv4 header offset and end (the frame may carry Ethernet padding after `end`).
+    pub l3: usize,
+    pub end: usize,
+    /// False for later fragments: no L4 header to translate.
+    pub has_l4: bool,
+    pub egress: IfIdx,
+    pub egress_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
+}
+
+/// The address/port rewrite a NAT conn applies to a packet travelling in `dir`.
+pub fn nat_rewrite(c: &Conn, dir: Dir) -> Rewrite {
+    match dir {
+        Dir::Forward => Rewrite {
+            src: Some((Ipv4Addr::from(c.rev_dst), c.rev_dport)),
+            dst: Some((Ipv4Addr::from(c.rev_src), c.rev_sport)),
+        },
+        Dir::Reverse => Rewrite {
+            src: Some((Ipv4Addr::from(c.vip), c.vport)),
+            dst: Some((Ipv4Addr::from(c.client), c.cport)),
+        },
+    }
+}
+
+/// Shared body of the NAT modes: translate, then address the frame to the next hop.
+#[inline]
+fn nat_xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
+    rewrite_ipv4(frame, x.l3, x.end, x.has_l4, &nat_rewrite(x.conn, x.dir));
+    set_macs(frame, x.egress_mac, x.next_hop_mac);
+    Verdict::Forward(x.egress)
 }

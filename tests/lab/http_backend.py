@@ -1,11 +1,19 @@
 #!/usr/bin/python3
-"""Tiny HTTP backend for the Switchyard DSR lab.
+"""Tiny HTTP backend for the Switchyard labs.
 
-Runs inside a backend network namespace (started by tests/lab/lab.sh).
-`GET /` answers with the body "backend <name>\\n". Every request is logged as
-one line, flushed immediately, so tests can read the log while the server
-is still running and see which client address actually reached the backend
-(with DSR the client's own IP must be visible here, not the balancer's).
+Runs inside a backend network namespace (started by tests/lab/lab.sh, and
+as the content hosts of tests/lab/multitier.sh).
+
+`GET /` answers with the body "backend <name>\\n" and `Cache-Control:
+max-age=600`, so caching proxies in front of it (multitier.sh's nginx) cache
+it; `/?anything` is the same page under another cache key. `GET /health`
+answers "ok\\n" with `Cache-Control: no-store` (a health check through a
+cache must reach the backend); anything else is a 404, also `no-store`.
+
+Every request is logged as one line, flushed immediately, so tests can read
+the log while the server is still running and see which client address
+actually reached the backend (with DSR the client's own IP must be visible
+here, not the balancer's).
 
 Log line format (space separated, one request per line):
 
@@ -27,6 +35,12 @@ import sys
 import threading
 
 
+# Cache-Control values: the page is cacheable for 10 minutes (matches the
+# multitier caches' proxy_cache_valid 200 10m); health and errors never are.
+CACHEABLE = "max-age=600"
+NOT_CACHEABLE = "no-store"
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     # HTTP/1.1 so keep-alive works like a real server; every response sets
     # Content-Length, which HTTP/1.1 persistent connections require.
@@ -38,21 +52,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/" or self.path.startswith("/?"):
             body = f"backend {name}\n".encode()
             status = 200
+            cache = CACHEABLE
         elif self.path == "/health":
             body = b"ok\n"
             status = 200
+            cache = NOT_CACHEABLE
         else:
             body = b"not found\n"
             status = 404
-        self._reply(status, body)
+            cache = NOT_CACHEABLE
+        self._reply(status, body, cache=cache)
 
     def do_HEAD(self):
-        self._reply(200, b"", length=len(f"backend {self.server.backend_name}\n"))
+        self._reply(200, b"", length=len(f"backend {self.server.backend_name}\n"), cache=CACHEABLE)
 
-    def _reply(self, status, body, length=None):
+    def _reply(self, status, body, length=None, cache=NOT_CACHEABLE):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.send_header("Cache-Control", cache)
         self.send_header("X-Backend", self.server.backend_name)
         self.end_headers()
         if body:

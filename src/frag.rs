@@ -1,0 +1,93 @@
+//! IPv4 fragment policy: **forward by fragment id after the first fragment**, no reassembly.
+//!
+//! The first fragment carries the L4 header, so it is balanced like any packet of its flow
+//! (and, in NAT modes, translated, including its ports and the L4 checksum, which RFC 1624
+//! updates without seeing the rest of the datagram). Its (source, destination, protocol, IP id)
+//! is remembered for a short time with what was decided: the conn and direction, or the core
+//! it was handed to. Later fragments of the same datagram follow that decision (addresses
+//! translated, ports untouched). A later fragment that arrives before its first fragment, or
+//! after the entry expired, is dropped and counted (`fragment_no_flow`); the sender's IP
+//! retransmission recovers. Fragments addressed to the balancer itself are dropped
+//! (`fragment`). Direct-mapped, fixed size, per core.
+
+use crate::flow::{ConnId, Dir, fmix64};
+
+/// What the first fragment of a datagram led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragAction {
+    Conn(ConnId, Dir),
+    /// Handed to this worker.
+    Steer(u16),
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: (u32, u32, u16, u8),
+    action: FragAction,
+    at: u32,
+    used: bool,
+}
+
+pub struct FragTable {
+    e: Box<[Entry]>,
+    timeout_ms: u32,
+}
+
+const SIZE: usize = 4096;
+
+impl FragTable {
+    pub fn new(timeout_ms: u32) -> Self {
+        FragTable {
+            e: vec![
+                Entry {
+                    key: (0, 0, 0, 0),
+                    action: FragAction::Steer(0),
+                    at: 0,
+                    used: false,
+                };
+                SIZE
+            ]
+            .into_boxed_slice(),
+            timeout_ms,
+        }
+    }
+
+    fn slot(key: (u32, u32, u16, u8)) -> usize {
+        let h = fmix64(
+            (u64::from(key.0) << 32 | u64::from(key.1)) ^ (u64::from(key.2) << 8 | u64::from(key.3)),
+        );
+        (h as usize) & (SIZE - 1)
+    }
+
+    pub fn remember(&mut self, src: u32, dst: u32, id: u16, proto: u8, action: FragAction, now: u32) {
+        let key = (src, dst, id, proto);
+        self.e[Self::slot(key)] = Entry {
+            key,
+            action,
+            at: now,
+            used: true,
+        };
+    }
+
+    #[inline]
+    pub fn find(&self, src: u32, dst: u32, id: u16, proto: u8, now: u32) -> Option<FragAction> {
+        let key = (src, dst, id, proto);
+        let e = &self.e[Self::slot(key)];
+        (e.used && e.key == key && now.wrapping_sub(e.at) <= self.timeout_ms).then_some(e.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_fragments_find_the_first_ones_decision_until_timeout() {
+        let mut t = FragTable::new(2000);
+        assert_eq!(t.find(1, 2, 7, 17, 0), None);
+        t.remember(1, 2, 7, 17, FragAction::Conn(ConnId(5), Dir::Forward), 100);
+        assert_eq!(t.find(1, 2, 7, 17, 150), Some(FragAction::Conn(ConnId(5), Dir::Forward)));
+        assert_eq!(t.find(1, 2, 8, 17, 150), None, "other datagram");
+        assert_eq!(t.find(1, 2, 7, 17, 2101), None, "expired");
+    }
+}

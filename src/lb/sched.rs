@@ -1,0 +1,285 @@
+//! Schedulers: which backend a new connection goes to. Per-core state (round-robin cursors,
+//! smooth-WRR credits) lives in the worker; nothing here locks or allocates per packet.
+//!
+//! Least-connections across cores: each worker counts its own live conns per backend exactly
+//! and publishes the counts once per poll round ([`BackendLoad`]); a worker picking a backend
+//! adds its own exact counts to the other workers' last published ones. The view of other
+//! cores is therefore at most one poll round (microseconds) old; no lock, no shared write.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::Scheduler;
+use crate::lb::{Backend, BackendId, Service};
+
+/// Upper bound on backends per snapshot (sizes the load arrays).
+pub const MAX_BACKENDS: usize = 4096;
+
+/// Published live-conn counts: `[worker][backend]`, each row written by its worker only.
+pub struct BackendLoad {
+    rows: Vec<Box<[AtomicU32]>>,
+}
+
+impl BackendLoad {
+    pub fn new(workers: usize) -> Self {
+        BackendLoad {
+            rows: (0..workers)
+                .map(|_| (0..MAX_BACKENDS).map(|_| AtomicU32::new(0)).collect())
+                .collect(),
+        }
+    }
+
+    /// Called by worker `w` with its own counts.
+    pub fn publish(&self, w: usize, counts: &[u32]) {
+        for (a, c) in self.rows[w].iter().zip(counts) {
+            a.store(*c, Ordering::Relaxed);
+        }
+    }
+
+    /// Live conns of `b` on all workers but `w`.
+    #[inline]
+    pub fn others(&self, w: usize, b: BackendId) -> u32 {
+        let i = b.0 as usize;
+        self.rows
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != w)
+            .map(|(_, r)| r.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    /// Live conns of `b` on all workers (management view).
+    pub fn total(&self, b: BackendId) -> u32 {
+        let i = b.0 as usize;
+        self.rows
+            .iter()
+            .map(|r| r.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+            .sum()
+    }
+}
+
+/// A worker's scheduler state for one service.
+#[derive(Debug, Clone, Default)]
+pub struct SchedState {
+    cursor: usize,
+    /// Smooth weighted round-robin credits, one per backend of the service.
+    credit: Vec<i64>,
+}
+
+impl SchedState {
+    pub fn for_service(s: &Service) -> Self {
+        SchedState {
+            cursor: 0,
+            credit: vec![0; s.backends.len()],
+        }
+    }
+}
+
+/// What a scheduler may look at for one decision.
+pub struct PickInput<'a> {
+    pub service: &'a Service,
+    pub backends: &'a [Backend],
+    /// The packet's flow hash (Maglev).
+    pub flow_hash: u64,
+    /// Hash of the (masked) client address (source_hash, persistence).
+    pub source_hash: u64,
+    /// Live conns of a backend as this worker sees them (own exact + others' published).
+    pub active: &'a dyn Fn(BackendId) -> u32,
+}
+
+/// Picks a backend slot (index into `service.backends`), `None` when every weight is 0.
+pub fn pick(kind: Scheduler, st: &mut SchedState, inp: &PickInput<'_>) -> Option<usize> {
+    let svc = inp.service;
+    let n = svc.backends.len();
+    let weight = |i: usize| inp.backends[svc.backends[i].0 as usize].weight;
+    match kind {
+        Scheduler::Maglev => svc.maglev.lookup(inp.flow_hash).map(usize::from),
+        Scheduler::SourceHash => svc.maglev.lookup(inp.source_hash).map(usize::from),
+        Scheduler::RoundRobin => {
+            for k in 0..n {
+                let i = (st.cursor + k) % n;
+                if weight(i) > 0 {
+                    st.cursor = (i + 1) % n;
+                    return Some(i);
+                }
+            }
+            None
+        }
+        Scheduler::WeightedRoundRobin => {
+            // nginx's smooth weighted round-robin: interleaves, exact over one period.
+            if st.credit.len() != n {
+                st.credit = vec![0; n];
+            }
+            let mut total = 0i64;
+            let mut best: Option<usize> = None;
+            for i in 0..n {
+                let w = i64::from(weight(i));
+                if w == 0 {
+                    continue;
+                }
+                st.credit[i] += w;
+                total += w;
+                if best.is_none_or(|b| st.credit[i] > st.credit[b]) {
+                    best = Some(i);
+                }
+            }
+            if let Some(b) = best {
+                st.credit[b] -= total;
+            }
+            best
+        }
+        Scheduler::LeastConnections | Scheduler::WeightedLeastConnections => {
+            let weighted = kind == Scheduler::WeightedLeastConnections;
+            let mut best: Option<(usize, u64, u64)> = None;
+            // Start at the cursor so ties rotate instead of always hitting the first backend.
+            for k in 0..n {
+                let i = (st.cursor + k) % n;
+                let w = u64::from(weight(i));
+                if w == 0 {
+                    continue;
+                }
+                let a = u64::from((inp.active)(svc.backends[i]));
+                let w = if weighted { w } else { 1 };
+                // a/w < best_a/best_w  <=>  a * best_w < best_a * w
+                if best.is_none_or(|(_, ba, bw)| a * bw < ba * w) {
+                    best = Some((i, a, w));
+                }
+            }
+            st.cursor = (st.cursor + 1) % n.max(1);
+            best.map(|(i, _, _)| i)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Protocol};
+    use crate::lb::maglev::{MaglevBackend, MaglevTable};
+    use crate::lb::IfIdx;
+    use std::net::Ipv4Addr;
+
+    fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
+        let backends: Vec<Backend> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Backend {
+                addr: Ipv4Addr::new(10, 20, 0, 11 + i as u8),
+                port: 80,
+                weight: *w,
+                iface: IfIdx(0),
+                next_hop: Ipv4Addr::new(10, 20, 0, 11 + i as u8),
+                service: 0,
+            })
+            .collect();
+        let mb: Vec<MaglevBackend> = backends
+            .iter()
+            .map(|b| MaglevBackend {
+                addr: b.addr,
+                weight: b.weight,
+            })
+            .collect();
+        let svc = Service {
+            name: "s".into(),
+            vip: Ipv4Addr::new(10, 20, 0, 100),
+            port: 80,
+            proto: Protocol::Tcp,
+            mode: Mode::Proxy,
+            scheduler: Scheduler::RoundRobin,
+            persistence: None,
+            iface: IfIdx(0),
+            backends: (0..weights.len() as u32).map(BackendId).collect(),
+            maglev: MaglevTable::build(&mb, 65537),
+        };
+        (svc, backends)
+    }
+
+    fn run(kind: Scheduler, weights: &[u32], n: usize, active: &dyn Fn(BackendId) -> u32) -> Vec<usize> {
+        let (svc, backends) = setup(weights);
+        let mut st = SchedState::for_service(&svc);
+        let mut counts = vec![0; weights.len()];
+        for i in 0..n {
+            let h = crate::flow::fmix64(i as u64 + 1);
+            let inp = PickInput {
+                service: &svc,
+                backends: &backends,
+                flow_hash: h,
+                source_hash: h,
+                active,
+            };
+            counts[pick(kind, &mut st, &inp).unwrap()] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_alternates_and_skips_weight_zero() {
+        let c = run(Scheduler::RoundRobin, &[1, 0, 1], 100, &|_| 0);
+        assert_eq!(c, vec![50, 0, 50]);
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact_per_period() {
+        let c = run(Scheduler::WeightedRoundRobin, &[1, 2, 5], 800, &|_| 0);
+        assert_eq!(c, vec![100, 200, 500]);
+    }
+
+    #[test]
+    fn hash_schedulers_honour_weights_within_tolerance() {
+        for kind in [Scheduler::Maglev, Scheduler::SourceHash] {
+            let c = run(kind, &[1, 3], 40_000, &|_| 0);
+            let share = c[1] as f64 / 40_000.0;
+            assert!((share - 0.75).abs() < 0.02, "{kind:?}: {share}");
+        }
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_backend() {
+        // Backend 0 has 10 live conns, backend 1 none: every pick goes to 1.
+        let busy = |b: BackendId| if b.0 == 0 { 10 } else { 0 };
+        let c = run(Scheduler::LeastConnections, &[1, 1], 20, &busy);
+        assert_eq!(c, vec![0, 20]);
+    }
+
+    #[test]
+    fn weighted_least_connections_divides_by_weight() {
+        // 6 conns on a weight-3 backend (2 per unit) vs 3 on weight 1 (3 per unit).
+        let load = |b: BackendId| if b.0 == 0 { 6 } else { 3 };
+        let c = run(Scheduler::WeightedLeastConnections, &[3, 1], 10, &load);
+        assert_eq!(c, vec![10, 0]);
+        let c = run(Scheduler::LeastConnections, &[3, 1], 10, &load);
+        assert_eq!(c, vec![0, 10]);
+    }
+
+    #[test]
+    fn all_weights_zero_picks_nothing() {
+        let (svc, backends) = setup(&[0, 0]);
+        for kind in [
+            Scheduler::RoundRobin,
+            Scheduler::WeightedRoundRobin,
+            Scheduler::LeastConnections,
+            Scheduler::WeightedLeastConnections,
+            Scheduler::SourceHash,
+            Scheduler::Maglev,
+        ] {
+            let mut st = SchedState::for_service(&svc);
+            let inp = PickInput {
+                service: &svc,
+                backends: &backends,
+                flow_hash: 1,
+                source_hash: 1,
+                active: &|_| 0,
+            };
+            assert_eq!(pick(kind, &mut st, &inp), None, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn load_counts_other_workers_only() {
+        let l = BackendLoad::new(2);
+        l.publish(0, &[5, 1]);
+        l.publish(1, &[2, 7]);
+        assert_eq!(l.others(0, BackendId(1)), 7);
+        assert_eq!(l.others(1, BackendId(0)), 5);
+        assert_eq!(l.total(BackendId(0)), 7);
+    }
+}

@@ -1,0 +1,622 @@
+#!/usr/bin/env bash
+# Switchyard two-tier lab (like IBM Network Dispatcher in front of caching
+# proxies, and a second Dispatcher in front of the content hosts): a client,
+# a router, a switch (Linux bridge), two nginx caching proxies and two HTTP
+# content hosts, all in network namespaces, plus TWO veth ends left in the
+# root namespace, one per balancer, for DPDK's net_af_packet PMD.
+#
+#   client ns          router ns                 lan ns (bridge ${P}-br)        root ns
+#   10.20.9.2/24 -- 10.20.9.1/24               +-----------+
+#   gw 10.20.9.1       10.20.0.1/24 ---------- |           | -- $LAB_PORT_T1  tier-1 balancer: 10.20.0.10,
+#                                              |           |                  VIP1 10.20.0.100 (DSR to caches)
+#                                              |           | -- $LAB_PORT_T2  tier-2 balancer: 10.20.0.20,
+#                                              |           |                  VIP2 10.20.0.200 (full NAT to hosts)
+#   cache ns ${P}-cI   10.20.0.(20+I)/24 ----- |           |
+#     nginx :80        VIP1 10.20.0.100/32 on lo, arp_ignore=1/arp_announce=2,
+#                      gw 10.20.0.1 (replies go straight to the router: DSR)
+#                      proxy_cache; proxy_pass http://10.20.0.200 (VIP2)
+#   host ns ${P}-hI    10.20.0.(30+I)/24 ----- |           |
+#     http_backend.py  no VIP (the tier-2 balancer source-NATs to 10.20.0.20,
+#                      on-link), gw 10.20.0.1    +-----------+
+#
+# Request path: client -> VIP1 -> tier-1 -> cache cN (DSR) -> on a miss,
+# cN connects to VIP2 -> tier-2 -> host hN (NAT) -> tier-2 -> cN -> client.
+# Each nginx answers with X-Cache-Status ($upstream_cache_status: MISS, HIT,
+# ...) and X-Cache-Node: cN. GET /cache-health is answered by nginx itself
+# (never proxied, never cached): "cN ok". The hosts answer "backend hN" with
+# Cache-Control: max-age=600, so nginx caches them (proxy_cache_valid 200 10m
+# too). nginx opens one upstream connection per miss (no upstream keepalive),
+# so every miss is a new flow for the tier-2 balancer.
+#
+# Usage:
+#   multitier.sh up | down | status
+#   multitier.sh exec NAME cmd...  # = ip netns exec ${LAB_PREFIX}-NAME cmd...
+#                                  #   NAME: client, router, lan, c1, c2, h1, h2
+# Environment (defaults):
+#   LAB_PREFIX=mt           prefix of every namespace / bridge / veth name
+#   LAB_PORT_T1=${P}t1      root-namespace veth end of the tier-1 balancer
+#   LAB_PORT_T2=${P}t2      root-namespace veth end of the tier-2 balancer
+#   LAB_CACHES=2            number of caching proxies (at most 9)
+#   LAB_HOSTS=2             number of content hosts (at most 9)
+#   LAB_LOGDIR=/tmp/${P}-lab  (only [A-Za-z0-9_./-]: it goes into nginx.conf)
+#                           cN.access.log  nginx access log, one line a request:
+#                             <iso8601> cN <remote_addr> <remote_port> <local_addr>
+#                             "<request>" <status> <upstream_cache_status> <upstream_addr>
+#                           cN.error.log, cN.err (nginx stderr), cN.pid (master),
+#                           cN/ (nginx prefix: nginx.conf, cache/, tmp/);
+#                           hN.log / hN.err / hN.pid as in lab.sh;
+#                           lab.env (addressing, KEY=VALUE, written by `up`)
+#   LAB_WAIT_SECS=10        how long `up` waits for each server to answer
+#
+# Needs root, iproute2, ethtool, curl, nginx (Debian: nginx-light or nginx)
+# and Debian's /usr/bin/python3. Logs are kept after `down`; `up` truncates
+# them (and empties the caches).
+set -Eeuo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
+readonly P="${LAB_PREFIX:-mt}"
+readonly PORT_T1="${LAB_PORT_T1:-${P}t1}"
+readonly PORT_T2="${LAB_PORT_T2:-${P}t2}"
+readonly NC="${LAB_CACHES:-2}"
+readonly NH="${LAB_HOSTS:-2}"
+readonly LOGDIR="${LAB_LOGDIR:-/tmp/${P}-lab}"
+readonly WAIT_SECS="${LAB_WAIT_SECS:-10}"
+readonly PY=/usr/bin/python3 # system python: stdlib only, not the pyenv one
+readonly BACKEND_PY="$SCRIPT_DIR/http_backend.py"
+NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
+readonly NGINX
+
+# Fixed lab addressing, all inside our own namespaces.
+readonly CLIENT_IP=10.20.9.2 ROUTER_CLIENT_IP=10.20.9.1 ROUTER_LAN_IP=10.20.0.1
+readonly T1_IP=10.20.0.10 VIP1=10.20.0.100
+readonly T2_IP=10.20.0.20 VIP2=10.20.0.200
+cache_addr() { echo "10.20.0.$((20 + $1))"; }
+host_addr() { echo "10.20.0.$((30 + $1))"; }
+
+readonly NS_CLIENT="$P-client" NS_ROUTER="$P-router" NS_LAN="$P-lan"
+readonly IF_CLIENT="$P-cl"   # client ns, towards router
+readonly IF_ROUTER_C="$P-rc" # router ns, towards client
+readonly IF_ROUTER_L="$P-rl" # router ns, towards the LAN
+readonly IF_LAN_R="$P-lr"    # lan ns bridge port for the router
+readonly IF_LAN_T1="$P-lp1"  # lan ns bridge port, peer of $PORT_T1
+readonly IF_LAN_T2="$P-lp2"  # lan ns bridge port, peer of $PORT_T2
+readonly IF_BRIDGE="$P-br"   # the switch
+# Servers: namespace ${P}-cI / ${P}-hI, interface of the same name inside it,
+# bridge port ${P}-lcI / ${P}-lhI in the lan ns.
+
+# ifalias of our root veths: `down` deletes only what this script created and
+# finds both ports without being told their names. Different from lab.sh's
+# "switchyard-lab:" so the two scripts never delete each other's ports.
+readonly PORT_ALIAS="switchyard-multitier:$P"
+
+log() { printf 'multitier[%s]: %s\n' "$P" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- checks ---
+validate() {
+	[[ "$P" =~ ^[A-Za-z0-9_-]+$ ]] || die "LAB_PREFIX '$P' must match [A-Za-z0-9_-]+"
+	[[ "$NC" =~ ^[1-9]$ ]] || die "LAB_CACHES '$NC' must be 1..9 (caches are 10.20.0.21..29)"
+	[[ "$NH" =~ ^[1-9]$ ]] || die "LAB_HOSTS '$NH' must be 1..9 (hosts are 10.20.0.31..39)"
+	[[ "$WAIT_SECS" =~ ^[0-9]+$ ]] || die "LAB_WAIT_SECS '$WAIT_SECS' must be an integer"
+	[[ "$LOGDIR" =~ ^[A-Za-z0-9_./-]+$ ]] || die "LAB_LOGDIR '$LOGDIR' must match [A-Za-z0-9_./-]+ (it is written into nginx.conf)"
+	local n
+	for n in "$PORT_T1" "$PORT_T2" "$IF_CLIENT" "$IF_ROUTER_C" "$IF_ROUTER_L" "$IF_LAN_R" \
+		"$IF_LAN_T1" "$IF_LAN_T2" "$IF_BRIDGE" "$P-lc$NC" "$P-lh$NH"; do
+		((${#n} <= 15)) || die "interface name '$n' is longer than 15 chars; use a shorter LAB_PREFIX/LAB_PORT_T1/LAB_PORT_T2"
+	done
+	for n in "$PORT_T1" "$PORT_T2"; do
+		[[ "$n" =~ ^[A-Za-z0-9_.-]+$ ]] || die "'$n' is not a valid interface name"
+	done
+	[[ "$PORT_T1" != "$PORT_T2" ]] || die "LAB_PORT_T1 and LAB_PORT_T2 must differ"
+}
+
+need_root() {
+	((EUID == 0)) || die "must run as root (network namespaces, veths, sysctls)"
+	command -v ip >/dev/null || die "missing tool: ip (iproute2)"
+}
+
+need_root_and_tools() {
+	need_root
+	local t
+	for t in ip ethtool curl sysctl; do
+		command -v "$t" >/dev/null || die "missing tool: $t"
+	done
+	[[ -x "$NGINX" ]] || die "missing tool: nginx (Debian package nginx-light or nginx)"
+	[[ -x "$PY" ]] || die "missing $PY (Debian's system python)"
+	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
+}
+
+# --------------------------------------------------------------- helpers ---
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+nsysctl() { local ns=$1; shift; local kv; for kv in "$@"; do nsx "$ns" sysctl -qw "$kv" >/dev/null; done; }
+have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
+
+our_namespaces() {
+	ip netns list 2>/dev/null | awk '{print $1}' |
+		grep -E "^${P}-(client|router|lan|c[0-9]+|h[0-9]+)\$" | sort -V || true
+}
+
+our_root_ports() {
+	local f
+	for f in /sys/class/net/*/ifalias; do
+		[[ -r "$f" && "$(cat "$f" 2>/dev/null)" == "$PORT_ALIAS" ]] || continue
+		basename "$(dirname "$f")"
+	done
+}
+
+new_ns() {
+	local ns=$1
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	if have_ipv6; then
+		nsysctl "$ns" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	fi
+}
+
+LINKS=()
+
+# Same per-veth settings as lab.sh: IPv6 off, MTU 1500, tx checksum offload
+# off (full checksums on the wire for AF_PACKET/DPDK; also disables TSO).
+prep_if() {
+	local ns=$1 dev=$2
+	LINKS+=("$ns $dev")
+	if have_ipv6; then
+		nsysctl "$ns" "net.ipv6.conf.$dev.disable_ipv6=1"
+	fi
+	ip -n "$ns" link set dev "$dev" mtu 1500
+	nsx "$ns" ethtool -K "$dev" tx off >/dev/null
+}
+
+veth() {
+	local ns_a=$1 a=$2 ns_b=$3 b=$4
+	ip -n "$ns_a" link add "$a" type veth peer name "$b" netns "$ns_b"
+	prep_if "$ns_a" "$a"
+	prep_if "$ns_b" "$b"
+}
+
+kill_ns_pids() {
+	local ns=$1 pids i
+	pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
+	[[ -n "${pids// /}" ]] || return 0
+	# shellcheck disable=SC2086 # word splitting of the pid list is intended
+	kill -TERM $pids 2>/dev/null || true
+	for ((i = 0; i < 30; i++)); do
+		pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
+		[[ -n "${pids// /}" ]] || return 0
+		sleep 0.1
+	done
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null || true
+}
+
+# ------------------------------------------------------------------ down ---
+cmd_down() {
+	local ns i pf pid what dev
+	if [[ -d "$LOGDIR" ]]; then
+		for pf in "$LOGDIR"/c*.pid "$LOGDIR"/h*.pid; do
+			[[ -e "$pf" ]] || continue
+			case "$(basename "$pf")" in
+			c*) what=nginx ;;
+			*) what=http_backend.py ;;
+			esac
+			pid=$(cat "$pf" 2>/dev/null || true)
+			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$what"; then
+				kill -TERM "$pid" 2>/dev/null || true
+			fi
+			rm -f "$pf"
+		done
+	fi
+	for ns in $(our_namespaces); do
+		kill_ns_pids "$ns"
+	done
+	for dev in $(our_root_ports); do
+		ip link del "$dev" 2>/dev/null || true
+	done
+	for ns in $(our_namespaces); do
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	for ((i = 0; i < 50; i++)); do
+		[[ -z "$(our_root_ports)" ]] && break
+		sleep 0.1
+	done
+	dev=$(our_root_ports | tr '\n' ' ')
+	if [[ -n "$dev" ]]; then
+		log "warning: root-namespace veth(s) still present after down: $dev"
+	fi
+	rm -f "$LOGDIR/lab.env"
+	return 0
+}
+
+# -------------------------------------------------------------------- up ---
+UP_OK=0
+on_up_exit() {
+	local rc=$?
+	if ((UP_OK == 0)); then
+		log "up failed (rc=$rc); tearing down partial lab"
+		trap - EXIT ERR INT TERM HUP
+		cmd_down || true
+	fi
+}
+
+check_port_free() {
+	local port=$1 var=$2 owner
+	[[ -e "/sys/class/net/$port" ]] || return 0
+	owner=$(cat "/sys/class/net/$port/ifalias" 2>/dev/null || true)
+	case "$owner" in
+	switchyard-multitier:*) die "interface $port belongs to the multitier lab with LAB_PREFIX=${owner#switchyard-multitier:}; pick another $var" ;;
+	switchyard-lab:*) die "interface $port belongs to the lab.sh lab with LAB_PREFIX=${owner#switchyard-lab:}; pick another $var" ;;
+	esac
+	die "interface $port already exists in the root namespace and was not created by this lab; pick another $var"
+}
+
+# A root-namespace veth end for DPDK (no IP, IPv6 off, promisc, MTU 1500, tx
+# csum off), its peer a port of the LAN bridge.
+root_port() {
+	local port=$1 peer=$2
+	ip link add "$port" type veth peer name "$peer" netns "$NS_LAN"
+	ip link set dev "$port" alias "$PORT_ALIAS"
+	if have_ipv6; then sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1" >/dev/null; fi
+	ip link set dev "$port" mtu 1500
+	ethtool -K "$port" tx off >/dev/null
+	LINKS+=("- $port")
+	prep_if "$NS_LAN" "$peer"
+	ip -n "$NS_LAN" link set "$peer" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$peer" up
+	ip link set dev "$port" promisc on
+	ip link set dev "$port" up
+}
+
+# A server namespace $P-NAME on the LAN: interface $P-NAME, bridge port
+# $P-lNAME, address ADDR/24, default route via the router.
+server_ns() {
+	local name=$1 addr=$2 ns="$P-$1" dev="$P-$1" lan="$P-l$1"
+	new_ns "$ns"
+	veth "$ns" "$dev" "$NS_LAN" "$lan"
+	ip -n "$NS_LAN" link set "$lan" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$lan" up
+	ip -n "$ns" addr add "$addr/24" dev "$dev"
+	ip -n "$ns" link set "$dev" up
+	ip -n "$ns" route add default via "$ROUTER_LAN_IP"
+}
+
+# nginx.conf of cache node $1. Every path is absolute and under $LOGDIR, so
+# nothing of Debian's /etc/nginx or /var/lib/nginx is used.
+write_nginx_conf() {
+	local name=$1 dir=$2
+	cat <<-EOF
+		# Generated by tests/lab/multitier.sh for cache node $name (lab '$P').
+		# Run: nginx -p $dir/ -c $dir/nginx.conf -e $LOGDIR/$name.error.log
+		daemon on;
+		master_process on;
+		# Runs as root like the rest of the lab: the workers write the cache and
+		# temp files under \$LAB_LOGDIR, which is root's.
+		user root root;
+		worker_processes 1;
+		pid $LOGDIR/$name.pid;
+		error_log $LOGDIR/$name.error.log notice;
+
+		events {
+		    worker_connections 1024;
+		}
+
+		http {
+		    default_type text/plain;
+		    sendfile on;
+		    keepalive_timeout 30s;
+		    server_tokens off;
+
+		    log_format lab '\$time_iso8601 $name \$remote_addr \$remote_port \$server_addr '
+		                   '"\$request" \$status \$upstream_cache_status \$upstream_addr';
+		    access_log $LOGDIR/$name.access.log lab;
+
+		    client_body_temp_path $dir/tmp/client_body;
+		    proxy_temp_path $dir/tmp/proxy;
+		    fastcgi_temp_path $dir/tmp/fastcgi;
+		    uwsgi_temp_path $dir/tmp/uwsgi;
+		    scgi_temp_path $dir/tmp/scgi;
+
+		    proxy_cache_path $dir/cache levels=1:2 keys_zone=$name:10m max_size=64m
+		                     inactive=60m use_temp_path=off;
+
+		    server {
+		        # 0.0.0.0 also accepts connections to VIP1 on lo (DSR).
+		        listen 0.0.0.0:80 default_server;
+		        server_name _;
+
+		        # The node itself, never proxied nor cached (readiness probe).
+		        location = /cache-health {
+		            add_header X-Cache-Node $name always;
+		            return 200 "$name ok\n";
+		        }
+
+		        location / {
+		            proxy_pass http://$VIP2;
+		            proxy_http_version 1.1;
+		            proxy_set_header Connection "";
+		            proxy_set_header Host \$host;
+		            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+		            proxy_connect_timeout 3s;
+		            proxy_send_timeout 10s;
+		            proxy_read_timeout 10s;
+
+		            proxy_cache $name;
+		            proxy_cache_valid 200 10m;
+
+		            add_header X-Cache-Status \$upstream_cache_status always;
+		            add_header X-Cache-Node $name always;
+		        }
+		    }
+		}
+	EOF
+}
+
+start_cache() {
+	local i=$1 name="c$1" dir="$LOGDIR/c$1"
+	rm -rf "$dir"
+	mkdir -p "$dir/cache" "$dir/tmp"
+	write_nginx_conf "$name" "$dir" >"$dir/nginx.conf"
+	: >"$LOGDIR/$name.access.log"
+	: >"$LOGDIR/$name.error.log"
+	: >"$LOGDIR/$name.err"
+	rm -f "$LOGDIR/$name.pid"
+	local args=(-p "$dir/" -c "$dir/nginx.conf" -e "$LOGDIR/$name.error.log")
+	if ! nsx "$P-$name" "$NGINX" -t -q "${args[@]}" </dev/null >>"$LOGDIR/$name.err" 2>&1; then
+		log "nginx -t failed for $name ($dir/nginx.conf):"
+		sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
+		return 1
+	fi
+	# daemon on: the first process exits once the master has bound :80 and
+	# forked (non-zero if it could not); nginx redirects its own stdio.
+	if ! nsx "$P-$name" "$NGINX" "${args[@]}" </dev/null >>"$LOGDIR/$name.err" 2>&1; then
+		log "nginx for $name failed to start:"
+		sed 's/^/    /' "$LOGDIR/$name.err" "$LOGDIR/$name.error.log" >&2 || true
+		return 1
+	fi
+}
+
+HOST_PIDS=()
+start_host() {
+	local i=$1 name="h$1"
+	: >"$LOGDIR/$name.log"
+	: >"$LOGDIR/$name.err"
+	rm -f "$LOGDIR/$name.pid"
+	setsid -w ip netns exec "$P-$name" "$PY" "$BACKEND_PY" "$name" --bind 0.0.0.0 --port 80 \
+		--log "$LOGDIR/$name.log" --pidfile "$LOGDIR/$name.pid" \
+		</dev/null >>"$LOGDIR/$name.err" 2>&1 &
+	HOST_PIDS[i]=$!
+}
+
+# Waits until `curl http://ADDR/PATH` from the server's own namespace works
+# and NAME's pid file exists. ALIVE... is a command that fails once the server
+# is known to be dead while it has no pid file yet (http_backend.py writes it
+# after bind(); nginx's master writes it just after daemonizing, so for nginx
+# it is `true`: a dead nginx shows as a timeout).
+wait_http() {
+	local name=$1 addr=$2 path=$3 deadline=$((SECONDS + WAIT_SECS))
+	shift 3
+	while ((SECONDS < deadline)); do
+		if [[ -s "$LOGDIR/$name.pid" ]] &&
+			nsx "$P-$name" curl -fsS --max-time 1 -o /dev/null "http://$addr$path" 2>/dev/null; then
+			return 0
+		fi
+		if [[ ! -s "$LOGDIR/$name.pid" ]] && ! "$@"; then
+			log "$name exited during startup; its stderr:"
+			sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	log "$name did not answer http://$addr$path within ${WAIT_SECS}s; its stderr:"
+	sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
+	return 1
+}
+
+wait_links() {
+	local l ns dev state deadline=$((SECONDS + WAIT_SECS))
+	for l in "${LINKS[@]}"; do
+		ns=${l% *}
+		dev=${l#* }
+		while :; do
+			if [[ "$ns" == "-" ]]; then
+				state=$(cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
+			else
+				state=$(nsx "$ns" cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
+			fi
+			[[ "$state" == "up" ]] && break
+			((SECONDS < deadline)) || die "link $dev (ns $ns) is not up (operstate '$state')"
+			sleep 0.05
+		done
+	done
+}
+
+cmd_up() {
+	need_root_and_tools
+	cmd_down
+	trap on_up_exit EXIT
+	trap 'log "command failed at line $LINENO: $BASH_COMMAND"' ERR
+	trap 'exit 130' INT
+	trap 'exit 143' TERM HUP
+
+	check_port_free "$PORT_T1" LAB_PORT_T1
+	check_port_free "$PORT_T2" LAB_PORT_T2
+	mkdir -p "$LOGDIR"
+
+	log "creating namespaces"
+	new_ns "$NS_CLIENT"
+	new_ns "$NS_ROUTER"
+	new_ns "$NS_LAN"
+
+	ip -n "$NS_LAN" link add "$IF_BRIDGE" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+	if have_ipv6; then nsysctl "$NS_LAN" "net.ipv6.conf.$IF_BRIDGE.disable_ipv6=1"; fi
+	ip -n "$NS_LAN" link set "$IF_BRIDGE" up
+
+	log "client <-> router"
+	veth "$NS_CLIENT" "$IF_CLIENT" "$NS_ROUTER" "$IF_ROUTER_C"
+	ip -n "$NS_CLIENT" addr add "$CLIENT_IP/24" dev "$IF_CLIENT"
+	ip -n "$NS_CLIENT" link set "$IF_CLIENT" up
+	ip -n "$NS_CLIENT" route add default via "$ROUTER_CLIENT_IP"
+
+	log "router <-> lan"
+	veth "$NS_ROUTER" "$IF_ROUTER_L" "$NS_LAN" "$IF_LAN_R"
+	ip -n "$NS_ROUTER" addr add "$ROUTER_CLIENT_IP/24" dev "$IF_ROUTER_C"
+	ip -n "$NS_ROUTER" addr add "$ROUTER_LAN_IP/24" dev "$IF_ROUTER_L"
+	# Forwarding, no rp_filter (tier 1 is DSR: asymmetric), no redirects.
+	nsysctl "$NS_ROUTER" net.ipv4.ip_forward=1 \
+		net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		"net.ipv4.conf.$IF_ROUTER_C.rp_filter=0" "net.ipv4.conf.$IF_ROUTER_L.rp_filter=0" \
+		net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
+		"net.ipv4.conf.$IF_ROUTER_C.send_redirects=0" "net.ipv4.conf.$IF_ROUTER_L.send_redirects=0"
+	ip -n "$NS_ROUTER" link set "$IF_ROUTER_C" up
+	ip -n "$NS_ROUTER" link set "$IF_ROUTER_L" up
+	ip -n "$NS_LAN" link set "$IF_LAN_R" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$IF_LAN_R" up
+
+	log "$PORT_T1 (tier 1) and $PORT_T2 (tier 2) (root ns) <-> lan"
+	root_port "$PORT_T1" "$IF_LAN_T1"
+	root_port "$PORT_T2" "$IF_LAN_T2"
+
+	local i ns dev addr
+	for ((i = 1; i <= NH; i++)); do
+		addr=$(host_addr "$i")
+		log "content host h$i ($addr)"
+		server_ns "h$i" "$addr"
+		start_host "$i"
+	done
+	for ((i = 1; i <= NC; i++)); do
+		addr=$(cache_addr "$i")
+		ns="$P-c$i"
+		dev="$P-c$i"
+		log "cache c$i ($addr, VIP1 $VIP1 on lo)"
+		server_ns "c$i" "$addr"
+		# LVS-DR real server: VIP1 on lo, never ARPed for nor used as ARP
+		# source (see lab.sh). Connections to VIP2 leave from $addr.
+		nsysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+			"net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
+		ip -n "$ns" addr add "$VIP1/32" dev lo
+		start_cache "$i"
+	done
+
+	wait_links
+	for ((i = 1; i <= NH; i++)); do
+		wait_http "h$i" "$(host_addr "$i")" /health kill -0 "${HOST_PIDS[i]}"
+	done
+	for ((i = 1; i <= NC; i++)); do
+		wait_http "c$i" "$(cache_addr "$i")" /cache-health true
+	done
+	for ((i = 1; i <= NH; i++)); do : >"$LOGDIR/h$i.log"; done
+	for ((i = 1; i <= NC; i++)); do : >"$LOGDIR/c$i.access.log"; done
+	write_env >"$LOGDIR/lab.env"
+
+	UP_OK=1
+	trap - EXIT ERR INT TERM HUP
+	log "up: logs in $LOGDIR"
+	describe | while IFS= read -r line; do log "  $line"; done
+}
+
+write_env() {
+	local i caches=() hosts=()
+	for ((i = 1; i <= NC; i++)); do caches+=("$(cache_addr "$i")"); done
+	for ((i = 1; i <= NH; i++)); do hosts+=("$(host_addr "$i")"); done
+	local IFS=,
+	cat <<-EOF
+		LAB_PREFIX=$P
+		LAB_PORT_T1=$PORT_T1
+		LAB_PORT_T2=$PORT_T2
+		CLIENT_IP=$CLIENT_IP
+		CLIENT_GW=$ROUTER_CLIENT_IP
+		ROUTER_LAN_IP=$ROUTER_LAN_IP
+		LAN_NET=10.20.0.0/24
+		T1_IP=$T1_IP
+		VIP1=$VIP1
+		T1_MODE=dsr
+		CACHES=${caches[*]}
+		T2_IP=$T2_IP
+		VIP2=$VIP2
+		T2_MODE=proxy
+		HOSTS=${hosts[*]}
+	EOF
+}
+
+describe() {
+	local i
+	echo "client $CLIENT_IP/24 gw $ROUTER_CLIENT_IP; router $ROUTER_CLIENT_IP + $ROUTER_LAN_IP/24 (LAN 10.20.0.0/24, bridge $IF_BRIDGE)"
+	echo "tier 1 on '$PORT_T1': $T1_IP/24 + VIP1 $VIP1, DSR to the caches"
+	echo "tier 2 on '$PORT_T2': $T2_IP/24 + VIP2 $VIP2, full NAT (SNAT to $T2_IP) to the hosts"
+	for ((i = 1; i <= NC; i++)); do
+		echo "cache c$i $(cache_addr "$i")/24 gw $ROUTER_LAN_IP + VIP1 $VIP1/32 on lo: nginx :80 -> http://$VIP2"
+	done
+	for ((i = 1; i <= NH; i++)); do
+		echo "host h$i $(host_addr "$i")/24 gw $ROUTER_LAN_IP: http_backend.py :80"
+	done
+}
+
+# ---------------------------------------------------------------- status ---
+cmd_status() {
+	local ns pf pid name dev
+	echo "== multitier lab '$P' (LAB_PORT_T1=$PORT_T1, LAB_PORT_T2=$PORT_T2, logs in $LOGDIR)"
+	if [[ -r "$LOGDIR/lab.env" ]]; then
+		echo "== addressing (as recorded by up in $LOGDIR/lab.env)"
+		sed 's/^/  /' "$LOGDIR/lab.env"
+	else
+		echo "== addressing (not up; what up would create)"
+		describe | sed 's/^/  /'
+	fi
+	echo "== namespaces"
+	our_namespaces | sed 's/^/  /'
+	echo "== root namespace ports (ifalias $PORT_ALIAS)"
+	for dev in $(our_root_ports); do
+		ip -d -br link show dev "$dev" | sed 's/^/  /'
+	done
+	for ns in $(our_namespaces); do
+		echo "== $ns"
+		ip -n "$ns" -br addr show | sed 's/^/  /'
+		ip -n "$ns" route show | sed 's/^/  route: /'
+		if [[ "$ns" == "$NS_LAN" ]]; then
+			ip -n "$ns" -br link show master "$IF_BRIDGE" 2>/dev/null | sed 's/^/  port: /'
+		fi
+	done
+	echo "== servers"
+	for pf in "$LOGDIR"/c*.pid "$LOGDIR"/h*.pid; do
+		[[ -e "$pf" ]] || continue
+		name=$(basename "$pf" .pid)
+		pid=$(cat "$pf" 2>/dev/null || true)
+		if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+			if [[ "$name" == c* ]]; then
+				echo "  $name nginx master pid $pid running ($(wc -l <"$LOGDIR/$name.access.log") requests logged)"
+			else
+				echo "  $name http pid $pid running ($(wc -l <"$LOGDIR/$name.log") requests logged)"
+			fi
+		else
+			echo "  $name pid ${pid:-?} NOT running"
+		fi
+	done
+}
+
+usage() {
+	sed -n '2,/^set -Eeuo/{/^set -Eeuo/d;s/^# \{0,1\}//;p}' "$0" >&2
+	exit 2
+}
+
+main() {
+	validate
+	case "${1:-}" in
+	up) cmd_up ;;
+	down)
+		need_root
+		cmd_down
+		log "down"
+		;;
+	status) cmd_status ;;
+	exec)
+		[[ $# -ge 3 ]] || die "usage: multitier.sh exec NAME cmd..."
+		local name=$2
+		shift 2
+		exec ip netns exec "$P-$name" "$@"
+		;;
+	-h | --help | help) usage ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"
