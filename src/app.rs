@@ -122,8 +122,7 @@ pub fn run(
                 None
             } else {
                 Some(Arc::new(
-                    MbufRing::new(&format!("sy_steer_{i}_{j}"), 4096)
-                        .map_err(|e| e.to_string())?,
+                    MbufRing::new(&format!("sy_steer_{i}_{j}"), 4096).map_err(|e| e.to_string())?,
                 ))
             });
         }

@@ -659,7 +659,10 @@ impl Config {
                     ));
                 }
                 if !routed(ip) {
-                    return Err(err(&bk, format!("no interface subnet or route reaches {ip}")));
+                    return Err(err(
+                        &bk,
+                        format!("no interface subnet or route reaches {ip}"),
+                    ));
                 }
                 if let Some(p) = b.port {
                     if p == 0 {

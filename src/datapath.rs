@@ -20,7 +20,7 @@ use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
 use crate::frag::{FragAction, FragTable};
 use crate::lb::persist::{PersistTable, masked, source_hash};
 use crate::lb::sched::{BackendLoad, MAX_BACKENDS, PickInput, SchedState, pick};
-use crate::lb::{BackendId, IfIdx, LocalKind, SnatIdx, Snapshot};
+use crate::lb::{BackendId, IfIdx, LocalKind, Snapshot, SnatIdx};
 use crate::mode::{self, Xmit, dsr, gateway, proxy};
 use crate::nat::{SnatPortPool, owner_of, port_owner};
 use crate::stats::{Counters, Ctr};
@@ -171,7 +171,9 @@ impl Datapath {
             backend_conns,
             ..
         } = self;
-        flows.sweep(now, &t, buckets, &mut |c: &Conn| reclaim(c, nat, backend_conns));
+        flows.sweep(now, &t, buckets, &mut |c: &Conn| {
+            reclaim(c, nat, backend_conns)
+        });
     }
 
     /// Counts a frame the worker could not hand over as one slice (chained mbuf).
@@ -307,13 +309,11 @@ impl Datapath {
         let workers = self.me.count;
         // Which worker owns the conn this packet belongs to (NAT conns only; see `nat`).
         let owner = match local {
-            Some(LocalKind::Vip) => {
-                match self.snap.service(ip.dst, l4.dst_port, ip.proto) {
-                    None => return Verdict::Drop(DropReason::NoService),
-                    Some(si) if self.snap.services[usize::from(si)].mode == Mode::Dsr => None,
-                    Some(_) => Some(owner_of(key.src, key.src_port, workers)),
-                }
-            }
+            Some(LocalKind::Vip) => match self.snap.service(ip.dst, l4.dst_port, ip.proto) {
+                None => return Verdict::Drop(DropReason::NoService),
+                Some(si) if self.snap.services[usize::from(si)].mode == Mode::Dsr => None,
+                Some(_) => Some(owner_of(key.src, key.src_port, workers)),
+            },
             Some(_) => port_owner(l4.dst_port, workers, self.snap.nat_ports),
             None if self.snap.routing => Some(owner_of(key.dst, key.dst_port, workers)),
             None => return Verdict::Drop(DropReason::NotForUs),
@@ -362,7 +362,8 @@ impl Datapath {
         };
         if ip.is_fragment {
             let a = FragAction::Conn(id, dir);
-            self.frags.remember(key.src, key.dst, ip.id, ip.proto, a, now);
+            self.frags
+                .remember(key.src, key.dst, ip.id, ip.proto, a, now);
         }
         let c = self.flows.conn_mut(id);
         c.touch(now);
@@ -396,9 +397,11 @@ impl Datapath {
             .persistence
             .map(|(timeout, mask)| (timeout, masked(key.src, mask)));
         let sticky = persisted.and_then(|(timeout, m)| {
-            self.persist
-                .get(si, m, now, timeout)
-                .filter(|b| snap.backends.get(b.0 as usize).is_some_and(|b| b.service == si))
+            self.persist.get(si, m, now, timeout).filter(|b| {
+                snap.backends
+                    .get(b.0 as usize)
+                    .is_some_and(|b| b.service == si)
+            })
         });
         let backend = match sticky {
             Some(b) => b,
@@ -608,7 +611,13 @@ impl Datapath {
     ) -> Verdict {
         // The quoted packet went out from us (or the backend); the conn knows its tuple
         // reversed: what arrives in that conn's direction.
-        let key = FlowKey::new(e.inner_dst, e.inner_src, e.inner_dport, e.inner_sport, e.inner_proto);
+        let key = FlowKey::new(
+            e.inner_dst,
+            e.inner_src,
+            e.inner_dport,
+            e.inner_sport,
+            e.inner_proto,
+        );
         let workers = self.me.count;
         let owner = match local {
             Some(LocalKind::Vip) => Some(owner_of(u32::from(e.inner_dst), e.inner_dport, workers)),
@@ -933,7 +942,14 @@ mode = "{mode}"
     }
 
     /// Ethernet + IPv4 + TCP (flags byte) or UDP with valid checksums.
-    fn pkt(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8, tcp_flags: u8) -> Vec<u8> {
+    fn pkt(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+        tcp_flags: u8,
+    ) -> Vec<u8> {
         let l4len = if proto == PROTO_TCP { 20 } else { 8 + 4 };
         let mut f = vec![0u8; 14 + 20 + l4len];
         f[0..6].copy_from_slice(&LB);
@@ -984,8 +1000,12 @@ mode = "{mode}"
         let ip = parse_ipv4(f, ETH_HDR).unwrap();
         let (s, d) = (IpAddress::Ipv4(ip.src), IpAddress::Ipv4(ip.dst));
         match ip.proto {
-            PROTO_TCP => TcpPacket::new_checked(&f[ip.l4..ip.end]).unwrap().verify_checksum(&s, &d),
-            PROTO_UDP => UdpPacket::new_checked(&f[ip.l4..ip.end]).unwrap().verify_checksum(&s, &d),
+            PROTO_TCP => TcpPacket::new_checked(&f[ip.l4..ip.end])
+                .unwrap()
+                .verify_checksum(&s, &d),
+            PROTO_UDP => UdpPacket::new_checked(&f[ip.l4..ip.end])
+                .unwrap()
+                .verify_checksum(&s, &d),
             _ => true,
         }
     }
@@ -995,7 +1015,10 @@ mode = "{mode}"
         let mut d = dp("dsr");
         let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
         let orig = f.clone();
-        assert_eq!(d.process(&mut f, IfIdx(0), 0, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
         assert_eq!(&f[12..], &orig[12..], "DSR leaves L3/L4 alone");
         let chosen = f[5];
         assert!(chosen == 0x11 || chosen == 0x12);
@@ -1013,7 +1036,10 @@ mode = "{mode}"
         let mut n11 = 0;
         for p in 0..1000u16 {
             let mut f = pkt(CLIENT, VIP, 10000 + p, 80, PROTO_TCP, SYN);
-            assert_eq!(d.process(&mut f, IfIdx(0), 0, false), Verdict::Forward(IfIdx(0)));
+            assert_eq!(
+                d.process(&mut f, IfIdx(0), 0, false),
+                Verdict::Forward(IfIdx(0))
+            );
             n11 += usize::from(f[5] == 0x11);
         }
         assert!((350..=650).contains(&n11), "{n11}");
@@ -1058,7 +1084,10 @@ mode = "{mode}"
         for (target, want) in [
             (VIP, Verdict::Reply),
             (Ipv4Addr::new(10, 20, 1, 1), Verdict::Reply),
-            (Ipv4Addr::new(10, 20, 0, 99), Verdict::Drop(DropReason::ArpNotForUs)),
+            (
+                Ipv4Addr::new(10, 20, 0, 99),
+                Verdict::Drop(DropReason::ArpNotForUs),
+            ),
         ] {
             let mut f = vec![0u8; ARP_FRAME_LEN];
             build_arp_request(&mut f, None, ROUTER, Ipv4Addr::new(10, 20, 0, 1), target);
@@ -1087,12 +1116,21 @@ mode = "{mode}"
     fn non_service_traffic_is_dropped_by_reason() {
         let mut d = dp("dsr");
         let mut f = pkt(CLIENT, VIP, 40003, 81, PROTO_TCP, SYN);
-        assert_eq!(d.process(&mut f, IfIdx(0), 0, false), Verdict::Drop(DropReason::NoService));
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 0, false),
+            Verdict::Drop(DropReason::NoService)
+        );
         let mut g = pkt(CLIENT, Ipv4Addr::new(10, 20, 0, 50), 1, 2, PROTO_UDP, 0);
-        assert_eq!(d.process(&mut g, IfIdx(0), 0, false), Verdict::Drop(DropReason::NotForUs));
+        assert_eq!(
+            d.process(&mut g, IfIdx(0), 0, false),
+            Verdict::Drop(DropReason::NotForUs)
+        );
         let mut h = pkt(CLIENT, VIP, 40003, 80, PROTO_TCP, SYN);
         h[0] = 0x04; // another host's MAC (the one-arm port is promiscuous)
-        assert_eq!(d.process(&mut h, IfIdx(0), 0, false), Verdict::Drop(DropReason::NotForUs));
+        assert_eq!(
+            d.process(&mut h, IfIdx(0), 0, false),
+            Verdict::Drop(DropReason::NotForUs)
+        );
         d.publish();
         assert_eq!(d.ctr.check_invariants(), Ok(()));
     }
@@ -1101,9 +1139,16 @@ mode = "{mode}"
     fn proxy_translates_both_ways_with_valid_checksums() {
         let mut d = dp("proxy");
         let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
-        assert_eq!(d.process(&mut f, IfIdx(0), 0, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
         let (src, lport, dst, bport) = tuple(&f);
-        assert_eq!(src, Ipv4Addr::new(10, 20, 0, 10), "source is the interface (SNAT) address");
+        assert_eq!(
+            src,
+            Ipv4Addr::new(10, 20, 0, 10),
+            "source is the interface (SNAT) address"
+        );
         assert_eq!(bport, 80);
         assert!(dst == Ipv4Addr::new(10, 20, 1, 11) || dst == Ipv4Addr::new(10, 20, 1, 12));
         assert!(checksums_ok(&f));
@@ -1112,18 +1157,32 @@ mode = "{mode}"
         // The backend answers the SNAT address; the client gets it from the VIP.
         let mut r = pkt(dst, src, 80, lport, PROTO_TCP, SYN | ACK);
         r[0..6].copy_from_slice(&LB);
-        assert_eq!(d.process(&mut r, IfIdx(0), 1, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut r, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
         assert_eq!(tuple(&r), (VIP, 80, CLIENT, 40000));
         assert!(checksums_ok(&r));
-        assert_eq!(&r[0..6], &ROUTER, "client is reached through the default route");
+        assert_eq!(
+            &r[0..6],
+            &ROUTER,
+            "client is reached through the default route"
+        );
         // Unknown local port: no conn.
         let mut x = pkt(dst, src, 80, lport.wrapping_add(1), PROTO_TCP, ACK);
-        assert_eq!(d.process(&mut x, IfIdx(0), 1, false), Verdict::Drop(DropReason::LocalNotHandled));
+        assert_eq!(
+            d.process(&mut x, IfIdx(0), 1, false),
+            Verdict::Drop(DropReason::LocalNotHandled)
+        );
     }
 
     #[test]
     fn proxy_snat_exhaustion_refuses_new_flows_and_keeps_old_ones() {
-        let (mut d, _) = dp_with(&cfg("proxy", "", "[nat]\nport_min = 2000\nport_max = 2002"), 1, 0);
+        let (mut d, _) = dp_with(
+            &cfg("proxy", "", "[nat]\nport_min = 2000\nport_max = 2002"),
+            1,
+            0,
+        );
         let mut ok = Vec::new();
         for p in 0..5u16 {
             let mut f = pkt(CLIENT, VIP, 41000 + p, 80, PROTO_TCP, SYN);
@@ -1137,7 +1196,10 @@ mode = "{mode}"
         assert_eq!(d.ctr.dropped(DropReason::SnatExhausted), 2);
         for (p, t) in &ok {
             let mut f = pkt(CLIENT, VIP, 41000 + p, 80, PROTO_TCP, ACK);
-            assert_eq!(d.process(&mut f, IfIdx(0), 5, false), Verdict::Forward(IfIdx(0)));
+            assert_eq!(
+                d.process(&mut f, IfIdx(0), 5, false),
+                Verdict::Forward(IfIdx(0))
+            );
             assert_eq!(tuple(&f), *t, "established conn keeps its port");
         }
     }
@@ -1151,10 +1213,17 @@ mode = "{mode}"
         for p in 0..50u16 {
             let owner = owner_of(u32::from(CLIENT), 20000 + p, 2);
             let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, SYN);
-            let (me, other) = if owner == 0 { (&mut d1, &mut d0) } else { (&mut d0, &mut d1) };
+            let (me, other) = if owner == 0 {
+                (&mut d1, &mut d0)
+            } else {
+                (&mut d0, &mut d1)
+            };
             let v = me.process(&mut f, IfIdx(0), 0, false);
             assert_eq!(v, Verdict::Steer(owner as u16));
-            assert_eq!(other.process(&mut f, IfIdx(0), 0, true), Verdict::Forward(IfIdx(0)));
+            assert_eq!(
+                other.process(&mut f, IfIdx(0), 0, true),
+                Verdict::Forward(IfIdx(0))
+            );
             steered += 1;
         }
         assert_eq!(steered, 50);
@@ -1170,7 +1239,10 @@ mode = "{mode}"
         assert_eq!((src, sport), (CLIENT, 40000), "backends see the client");
         assert!(checksums_ok(&f));
         let mut r = pkt(backend, CLIENT, 80, 40000, PROTO_TCP, SYN | ACK);
-        assert_eq!(d.process(&mut r, IfIdx(0), 1, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut r, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
         assert_eq!(tuple(&r), (VIP, 80, CLIENT, 40000));
         assert!(checksums_ok(&r));
     }
@@ -1180,9 +1252,16 @@ mode = "{mode}"
         let mut d = dp("gateway");
         let server = Ipv4Addr::new(10, 20, 1, 11);
         let mut f = pkt(server, CLIENT, 5555, 22, PROTO_TCP, SYN);
-        assert_eq!(d.process(&mut f, IfIdx(0), 0, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
         assert_eq!(&f[0..6], &ROUTER);
-        assert_eq!(tuple(&f), (server, 5555, CLIENT, 22), "routed, not translated");
+        assert_eq!(
+            tuple(&f),
+            (server, 5555, CLIENT, 22),
+            "routed, not translated"
+        );
         assert_eq!(d.ctr.get(Ctr::Routed), 1);
         // TTL 1: time exceeded back to the server, from our address on its subnet's port.
         let mut g = pkt(server, CLIENT, 5556, 22, PROTO_TCP, SYN);
@@ -1197,11 +1276,21 @@ mode = "{mode}"
     #[test]
     fn persistence_keeps_a_client_subnet_on_one_backend() {
         let persist = "  [services.persistence]\n  timeout_s = 300\n  netmask = 24";
-        let text = cfg("proxy", persist, "").replace("mode = \"proxy\"\n  [services", "mode = \"proxy\"\nscheduler = \"round_robin\"\n  [services");
+        let text = cfg("proxy", persist, "").replace(
+            "mode = \"proxy\"\n  [services",
+            "mode = \"proxy\"\nscheduler = \"round_robin\"\n  [services",
+        );
         let (mut d, _) = dp_with(&text, 1, 0);
         let mut seen = std::collections::HashSet::new();
         for p in 0..50u16 {
-            let mut f = pkt(Ipv4Addr::new(10, 20, 9, (p % 5) as u8 + 2), VIP, 30000 + p, 80, PROTO_TCP, SYN);
+            let mut f = pkt(
+                Ipv4Addr::new(10, 20, 9, (p % 5) as u8 + 2),
+                VIP,
+                30000 + p,
+                80,
+                PROTO_TCP,
+                SYN,
+            );
             d.process(&mut f, IfIdx(0), u32::from(p), false);
             seen.insert(tuple(&f).2);
         }
@@ -1225,17 +1314,32 @@ mode = "{mode}"
         let ip = parse_ipv4(&q, ETH_HDR).unwrap();
         let mut e = q.clone();
         e[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x11]);
-        assert!(wire::to_icmp_error(&mut e, ETH_HDR, &ip, [2, 0, 0, 0, 0, 0x11], backend, ICMP_UNREACH, 3));
+        assert!(wire::to_icmp_error(
+            &mut e,
+            ETH_HDR,
+            &ip,
+            [2, 0, 0, 0, 0, 0x11],
+            backend,
+            ICMP_UNREACH,
+            3
+        ));
         e[0..6].copy_from_slice(&LB);
         let e_ip = parse_ipv4(&e, ETH_HDR).unwrap();
         assert_eq!(e_ip.dst, snat);
-        assert_eq!(d.process(&mut e, IfIdx(0), 1, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut e, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
         let out = parse_ipv4(&e, ETH_HDR).unwrap();
         assert_eq!((out.src, out.dst), (VIP, CLIENT));
         let err = wire::parse_icmp_error(&e, &out).unwrap();
         assert_eq!((err.inner_src, err.inner_sport), (CLIENT, 5353));
         assert_eq!((err.inner_dst, err.inner_dport), (VIP, 53));
-        assert!(smoltcp::wire::Icmpv4Packet::new_checked(&e[out.l4..out.end]).unwrap().verify_checksum());
+        assert!(
+            smoltcp::wire::Icmpv4Packet::new_checked(&e[out.l4..out.end])
+                .unwrap()
+                .verify_checksum()
+        );
         let _ = lport;
     }
 
@@ -1256,12 +1360,22 @@ mode = "{mode}"
             Verdict::Drop(DropReason::FragmentNoFlow),
             "a later fragment before its first is dropped"
         );
-        assert_eq!(d.process(&mut first, IfIdx(0), 1, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut first, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
         let backend = parse_ipv4(&first, ETH_HDR).unwrap().dst;
-        assert_eq!(d.process(&mut later, IfIdx(0), 2, false), Verdict::Forward(IfIdx(0)));
+        assert_eq!(
+            d.process(&mut later, IfIdx(0), 2, false),
+            Verdict::Forward(IfIdx(0))
+        );
         let ip = parse_ipv4(&later, ETH_HDR).expect("IPv4 checksum updated");
         assert_eq!(ip.dst, backend);
-        assert_eq!(&later[34..], &early[34..], "later fragment payload untouched");
+        assert_eq!(
+            &later[34..],
+            &early[34..],
+            "later fragment payload untouched"
+        );
     }
 
     #[test]
@@ -1279,7 +1393,10 @@ mode = "{mode}"
         assert_eq!(d.ctr.dropped(DropReason::FlowTableFull), 92);
         for p in ok {
             let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, ACK);
-            assert_eq!(d.process(&mut f, IfIdx(0), 1, false), Verdict::Forward(IfIdx(0)));
+            assert_eq!(
+                d.process(&mut f, IfIdx(0), 1, false),
+                Verdict::Forward(IfIdx(0))
+            );
         }
     }
 }

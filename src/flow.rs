@@ -314,7 +314,11 @@ impl FlowTable {
     #[inline]
     fn ref_key(&self, r: u32) -> FlowKey {
         let c = &self.conns[(r >> 1) as usize];
-        c.key(if r & 1 == 0 { Dir::Forward } else { Dir::Reverse })
+        c.key(if r & 1 == 0 {
+            Dir::Forward
+        } else {
+            Dir::Reverse
+        })
     }
 
     /// Finds the live conn for `key`. A dead (expired) conn met here is reclaimed, `reclaim`
@@ -338,7 +342,11 @@ impl FlowTable {
                 }
                 let r = bucket.r[w];
                 let id = r >> 1;
-                let dir = if r & 1 == 0 { Dir::Forward } else { Dir::Reverse };
+                let dir = if r & 1 == 0 {
+                    Dir::Forward
+                } else {
+                    Dir::Reverse
+                };
                 let c = &self.conns[id as usize];
                 if c.key(dir) != *key {
                     continue;
@@ -442,7 +450,8 @@ impl FlowTable {
     fn index_remove(&mut self, key: &FlowKey, r: u32) {
         let (a, b) = self.candidates(key.hash());
         for bi in [a, b] {
-            if let Some(w) = (0..WAYS).find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == r)
+            if let Some(w) =
+                (0..WAYS).find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == r)
             {
                 self.index[bi].sig[w] = 0;
                 return;
@@ -536,7 +545,12 @@ mod tests {
 
     fn none(_: &Conn) {}
 
-    fn ins(t: &mut FlowTable, k: &FlowKey, st: FlowState, backend: u32) -> Result<ConnId, TableFull> {
+    fn ins(
+        t: &mut FlowTable,
+        k: &FlowKey,
+        st: FlowState,
+        backend: u32,
+    ) -> Result<ConnId, TableFull> {
         t.insert(Conn::new(k, st, 0, backend), 0)
     }
 
@@ -551,7 +565,10 @@ mod tests {
         let c = t.conn(id);
         assert_eq!((c.service, c.backend, c.state()), (3, 7, FlowState::TcpSyn));
         assert_eq!(t.active(), 1);
-        assert!(t.lookup(&key(2), key(2).hash(), 10, &T, &mut none).is_none());
+        assert!(
+            t.lookup(&key(2), key(2).hash(), 10, &T, &mut none)
+                .is_none()
+        );
     }
 
     #[test]
@@ -566,10 +583,19 @@ mod tests {
             proto: 6,
         };
         let id = t
-            .insert(Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev), 0)
+            .insert(
+                Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev),
+                0,
+            )
             .unwrap();
-        assert_eq!(t.lookup(&rev, rev.hash(), 1, &T, &mut none), Some((id, Dir::Reverse)));
-        assert_eq!(t.lookup(&fwd, fwd.hash(), 1, &T, &mut none), Some((id, Dir::Forward)));
+        assert_eq!(
+            t.lookup(&rev, rev.hash(), 1, &T, &mut none),
+            Some((id, Dir::Reverse))
+        );
+        assert_eq!(
+            t.lookup(&fwd, fwd.hash(), 1, &T, &mut none),
+            Some((id, Dir::Forward))
+        );
         // Reclaiming removes both index entries and reports the conn once.
         let mut seen = Vec::new();
         t.sweep(10_000, &T, usize::MAX, &mut |c: &Conn| seen.push(c.backend));
@@ -587,7 +613,10 @@ mod tests {
         ins(&mut t, &k, FlowState::TcpSyn, 0).unwrap();
         // A SYN-only conn is gone after the 1 s SYN timeout, and reclaim is told.
         let mut reclaimed = 0;
-        assert!(t.lookup(&k, h, 1_001, &T, &mut |_: &Conn| reclaimed += 1).is_none());
+        assert!(
+            t.lookup(&k, h, 1_001, &T, &mut |_: &Conn| reclaimed += 1)
+                .is_none()
+        );
         assert_eq!((t.active(), reclaimed, t.counters.expired), (0, 1, 1));
         // An established one lives on until 60 s after its last packet.
         let id = ins(&mut t, &k, FlowState::TcpSyn, 0).unwrap();
@@ -634,7 +663,9 @@ mod tests {
         assert_eq!(t.active(), cap);
         assert_eq!(t.counters.full, refused as u64);
         for (k, backend) in &inserted {
-            let (id, _) = t.lookup(k, k.hash(), 1, &T, &mut none).expect("old conn lost");
+            let (id, _) = t
+                .lookup(k, k.hash(), 1, &T, &mut none)
+                .expect("old conn lost");
             assert_eq!(t.conn(id).backend, *backend);
         }
     }
@@ -683,7 +714,13 @@ mod tests {
             80,
             6,
         );
-        assert_eq!(k.hash(), 0x7b1a_1b22_0c0f_5b52_u64.wrapping_add(0).max(k.hash()).min(k.hash()));
+        assert_eq!(
+            k.hash(),
+            0x7b1a_1b22_0c0f_5b52_u64
+                .wrapping_add(0)
+                .max(k.hash())
+                .min(k.hash())
+        );
         assert_ne!(k.hash(), key(1).hash());
     }
 }

@@ -54,12 +54,21 @@ impl FragTable {
 
     fn slot(key: (u32, u32, u16, u8)) -> usize {
         let h = fmix64(
-            (u64::from(key.0) << 32 | u64::from(key.1)) ^ (u64::from(key.2) << 8 | u64::from(key.3)),
+            (u64::from(key.0) << 32 | u64::from(key.1))
+                ^ (u64::from(key.2) << 8 | u64::from(key.3)),
         );
         (h as usize) & (SIZE - 1)
     }
 
-    pub fn remember(&mut self, src: u32, dst: u32, id: u16, proto: u8, action: FragAction, now: u32) {
+    pub fn remember(
+        &mut self,
+        src: u32,
+        dst: u32,
+        id: u16,
+        proto: u8,
+        action: FragAction,
+        now: u32,
+    ) {
         let key = (src, dst, id, proto);
         self.e[Self::slot(key)] = Entry {
             key,
@@ -86,7 +95,10 @@ mod tests {
         let mut t = FragTable::new(2000);
         assert_eq!(t.find(1, 2, 7, 17, 0), None);
         t.remember(1, 2, 7, 17, FragAction::Conn(ConnId(5), Dir::Forward), 100);
-        assert_eq!(t.find(1, 2, 7, 17, 150), Some(FragAction::Conn(ConnId(5), Dir::Forward)));
+        assert_eq!(
+            t.find(1, 2, 7, 17, 150),
+            Some(FragAction::Conn(ConnId(5), Dir::Forward))
+        );
         assert_eq!(t.find(1, 2, 8, 17, 150), None, "other datagram");
         assert_eq!(t.find(1, 2, 7, 17, 2101), None, "expired");
     }

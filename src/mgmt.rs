@@ -16,8 +16,8 @@ use crate::config::ArpConfig;
 use crate::datapath::{Control, Event};
 use crate::dpdk::MacAddr;
 use crate::lb::{IfIdx, Snapshot};
-use std::net::Ipv4Addr;
 use crate::stats::{Counters, Ctr, WorkerStats};
+use std::net::Ipv4Addr;
 
 /// Management's handles on one worker.
 pub struct WorkerLink {
@@ -161,7 +161,10 @@ impl Neighbours {
             {
                 tracing::warn!(neighbour = %s.ip, "neighbour expired: no ARP answer");
                 s.mac = None;
-                broadcast.push(Control::SetNeighbour { ip: s.ip, mac: None });
+                broadcast.push(Control::SetNeighbour {
+                    ip: s.ip,
+                    mac: None,
+                });
             }
             if now >= s.next_probe {
                 let Some(ifc) = snap.interfaces.get(usize::from(s.iface.0)) else {

@@ -107,7 +107,10 @@ mod tests {
         let c = [SnatIdx(0), SnatIdx(1)];
         let got: Vec<_> = (0..6).map(|_| p.alloc(&c, 0).unwrap()).collect();
         assert_eq!(got[0], (SnatIdx(0), 2000), "lowest port first");
-        assert!(got.contains(&(SnatIdx(1), 2002)), "second address used after the first");
+        assert!(
+            got.contains(&(SnatIdx(1), 2002)),
+            "second address used after the first"
+        );
         assert_eq!(p.alloc(&c, 0), None);
         p.free(SnatIdx(1), 2001);
         assert_eq!(p.alloc(&c, 0), Some((SnatIdx(1), 2001)));

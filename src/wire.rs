@@ -701,13 +701,14 @@ pub fn rewrite_ipv4(b: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewr
     let proto = b[l3 + 9];
     let l4 = l3 + ihl;
     let mut ip_csum = rd16(b, l3 + 10);
-    let csum_at = if has_l4 { l4_csum_at(proto, l4, end) } else { None };
+    let csum_at = if has_l4 {
+        l4_csum_at(proto, l4, end)
+    } else {
+        None
+    };
     let mut l4_csum = csum_at.map(|at| rd16(b, at));
     let udp_zero = proto == PROTO_UDP && l4_csum == Some(0);
-    for (addr_at, port_at, new) in [
-        (l3 + 12, l4, rw.src),
-        (l3 + 16, l4 + 2, rw.dst),
-    ] {
+    for (addr_at, port_at, new) in [(l3 + 12, l4, rw.src), (l3 + 16, l4 + 2, rw.dst)] {
         let Some((ip, port)) = new else { continue };
         let old_ip = rd32(b, addr_at);
         let new_ip = u32::from(ip);
@@ -755,7 +756,11 @@ pub fn decrement_ttl(b: &mut [u8], l3: usize) -> bool {
 
 /// Makes the frame carry VLAN tag `to` instead of `from` (adding, removing or changing the
 /// 802.1Q header). Returns the new L3 offset, or `None` if the buffer cannot be resized.
-pub fn retag<P: PacketBuf + ?Sized>(p: &mut P, from: Option<u16>, to: Option<u16>) -> Option<usize> {
+pub fn retag<P: PacketBuf + ?Sized>(
+    p: &mut P,
+    from: Option<u16>,
+    to: Option<u16>,
+) -> Option<usize> {
     match (from, to) {
         (None, None) => Some(ETH_HDR),
         (Some(_), Some(v)) => {
@@ -845,7 +850,14 @@ pub fn parse_icmp_error(b: &[u8], ip: &Ipv4Meta) -> Option<IcmpError> {
 
 /// Rewrites the outer header (`outer`) and the quoted packet (`inner`) of an ICMP error,
 /// then recomputes the ICMP checksum over the (short) message.
-pub fn rewrite_icmp_error(b: &mut [u8], l3: usize, ip: &Ipv4Meta, e: &IcmpError, outer: &Rewrite, inner: &Rewrite) {
+pub fn rewrite_icmp_error(
+    b: &mut [u8],
+    l3: usize,
+    ip: &Ipv4Meta,
+    e: &IcmpError,
+    outer: &Rewrite,
+    inner: &Rewrite,
+) {
     // The quoted packet: its IPv4 checksum is updated; its L4 checksum too when the quote
     // reaches it (UDP's does; TCP's usually lies past the 8 quoted bytes).
     rewrite_ipv4(b, e.inner_l3, ip.end, true, inner);
@@ -944,7 +956,9 @@ mod rewrite_tests {
     fn udp_zero_checksum_stays_zero_and_others_are_updated() {
         let mut f = vec![0u8; 14 + 20 + 8 + 4];
         f[12] = 8;
-        f[14..34].copy_from_slice(&[0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100]);
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 20, 9, 2, 10, 20, 0, 100,
+        ]);
         f[34..42].copy_from_slice(&[0x14, 0xe9, 0, 53, 0, 12, 0, 0]);
         let mut f = with_ip_checksum(f, ETH_HDR);
         let rw = Rewrite {
@@ -997,7 +1011,15 @@ mod rewrite_tests {
         let mut f = syn_with_tcp_csum();
         let ip = parse_ipv4(&f, ETH_HDR).unwrap();
         let us = Ipv4Addr::new(10, 20, 0, 10);
-        assert!(to_icmp_error(&mut f, ETH_HDR, &ip, [2, 0, 0, 0, 0, 0x10], us, ICMP_TIME_EXCEEDED, 0));
+        assert!(to_icmp_error(
+            &mut f,
+            ETH_HDR,
+            &ip,
+            [2, 0, 0, 0, 0, 0x10],
+            us,
+            ICMP_TIME_EXCEEDED,
+            0
+        ));
         assert_eq!(f.len(), 14 + 20 + 8 + 28);
         let e_ip = parse_ipv4(&f, ETH_HDR).unwrap();
         assert_eq!((e_ip.src, e_ip.dst, e_ip.proto), (us, ip.src, PROTO_ICMP));
@@ -1007,13 +1029,26 @@ mod rewrite_tests {
         assert_eq!((e.inner_src, e.inner_dst), (ip.src, ip.dst));
         assert_eq!((e.inner_sport, e.inner_dport), (40000, 80));
         // Translating it keeps every checksum valid.
-        let outer = Rewrite { src: None, dst: Some((Ipv4Addr::new(10, 20, 0, 11), 0)) };
-        let inner = Rewrite { src: Some((Ipv4Addr::new(10, 20, 0, 11), 8080)), dst: None };
+        let outer = Rewrite {
+            src: None,
+            dst: Some((Ipv4Addr::new(10, 20, 0, 11), 0)),
+        };
+        let inner = Rewrite {
+            src: Some((Ipv4Addr::new(10, 20, 0, 11), 8080)),
+            dst: None,
+        };
         rewrite_icmp_error(&mut f, ETH_HDR, &e_ip, &e, &outer, &inner);
         let e_ip = parse_ipv4(&f, ETH_HDR).unwrap();
         assert_eq!(e_ip.dst, Ipv4Addr::new(10, 20, 0, 11));
         let e2 = parse_icmp_error(&f, &e_ip).unwrap();
-        assert_eq!((e2.inner_src, e2.inner_sport), (Ipv4Addr::new(10, 20, 0, 11), 8080));
-        assert!(Icmpv4Packet::new_checked(&f[e_ip.l4..e_ip.end]).unwrap().verify_checksum());
+        assert_eq!(
+            (e2.inner_src, e2.inner_sport),
+            (Ipv4Addr::new(10, 20, 0, 11), 8080)
+        );
+        assert!(
+            Icmpv4Packet::new_checked(&f[e_ip.l4..e_ip.end])
+                .unwrap()
+                .verify_checksum()
+        );
     }
 }

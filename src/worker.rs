@@ -81,11 +81,7 @@ impl Worker {
                 got += n;
                 for i in 0..n {
                     if let Some(m) = rx.take(i) {
-                        let in_if = self
-                            .ports
-                            .iter()
-                            .position(|p| *p == m.port())
-                            .unwrap_or(0);
+                        let in_if = self.ports.iter().position(|p| *p == m.port()).unwrap_or(0);
                         self.handle(&mut bufs, m, IfIdx(in_if as u16), now, true);
                     }
                 }

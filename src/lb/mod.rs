@@ -170,9 +170,9 @@ impl Snapshot {
             }
         }
         let connected = |ip: Ipv4Addr| {
-            interfaces.iter().position(|i| {
-                i.net.contains(ip) || i.secondary.iter().any(|c| c.contains(ip))
-            })
+            interfaces
+                .iter()
+                .position(|i| i.net.contains(ip) || i.secondary.iter().any(|c| c.contains(ip)))
         };
         let mut neighbours: Vec<Neighbour> = Vec::new();
         let want = |addr: Ipv4Addr, iface: IfIdx, neighbours: &mut Vec<Neighbour>| {
@@ -188,7 +188,14 @@ impl Snapshot {
             let c = parse_cidr(&r.prefix).expect("validated");
             let via: Ipv4Addr = r.via.parse().expect("validated");
             let iface = IfIdx(connected(via).expect("validated") as u16);
-            routes.add(c.addr, c.len, NextHop { iface, via: Some(via) });
+            routes.add(
+                c.addr,
+                c.len,
+                NextHop {
+                    iface,
+                    via: Some(via),
+                },
+            );
             want(via, iface, &mut neighbours);
         }
         for n in &cfg.neighbours {
@@ -223,7 +230,9 @@ impl Snapshot {
                 ),
                 None => connected(vip).map_or(IfIdx(0), |p| IfIdx(p as u16)),
             };
-            local.entry(u32::from(vip)).or_insert((iface, LocalKind::Vip));
+            local
+                .entry(u32::from(vip))
+                .or_insert((iface, LocalKind::Vip));
             let mut ids = Vec::new();
             let mut mb = Vec::new();
             for b in &s.backends {
@@ -291,7 +300,6 @@ impl Snapshot {
     pub fn local(&self, ip: Ipv4Addr) -> Option<(IfIdx, LocalKind)> {
         self.local.get(&u32::from(ip)).copied()
     }
-
 
     /// Distinct VIPs with the interface announcing each, in service order.
     pub fn vips(&self) -> Vec<(Ipv4Addr, IfIdx)> {

@@ -58,7 +58,13 @@ impl PersistTable {
 
     /// The live template's backend, refreshed to `now`.
     #[inline]
-    pub fn get(&mut self, service: u16, masked: u32, now: u32, timeout_ms: u32) -> Option<BackendId> {
+    pub fn get(
+        &mut self,
+        service: u16,
+        masked: u32,
+        now: u32,
+        timeout_ms: u32,
+    ) -> Option<BackendId> {
         let key = ((u64::from(service) + 1) << 32) | u64::from(masked);
         let b = self.bucket(key);
         for e in &mut self.e[b..b + WAYS] {
@@ -74,7 +80,14 @@ impl PersistTable {
         None
     }
 
-    pub fn put(&mut self, service: u16, masked: u32, backend: BackendId, now: u32, timeout_ms: u32) {
+    pub fn put(
+        &mut self,
+        service: u16,
+        masked: u32,
+        backend: BackendId,
+        now: u32,
+        timeout_ms: u32,
+    ) {
         let key = ((u64::from(service) + 1) << 32) | u64::from(masked);
         let b = self.bucket(key);
         let bucket = &mut self.e[b..b + WAYS];
@@ -107,7 +120,11 @@ mod tests {
         assert_eq!(t.get(0, m, 0, 1000), None);
         t.put(0, m, BackendId(3), 0, 1000);
         assert_eq!(t.get(0, m, 900, 1000), Some(BackendId(3)));
-        assert_eq!(t.get(0, m, 1800, 1000), Some(BackendId(3)), "refreshed at 900");
+        assert_eq!(
+            t.get(0, m, 1800, 1000),
+            Some(BackendId(3)),
+            "refreshed at 900"
+        );
         assert_eq!(t.get(0, m, 2900, 1000), None);
         // Per service.
         t.put(1, m, BackendId(4), 0, 1000);

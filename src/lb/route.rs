@@ -110,7 +110,10 @@ mod tests {
         let h = t.lookup(Ipv4Addr::new(10, 20, 2, 200)).unwrap();
         assert_eq!(h.via, Some(Ipv4Addr::new(10, 20, 2, 254)));
         let d = t.lookup(Ipv4Addr::new(10, 20, 9, 2)).unwrap();
-        assert_eq!(d.l2_target(Ipv4Addr::new(10, 20, 9, 2)), Ipv4Addr::new(10, 20, 0, 1));
+        assert_eq!(
+            d.l2_target(Ipv4Addr::new(10, 20, 9, 2)),
+            Ipv4Addr::new(10, 20, 0, 1)
+        );
         assert_eq!(t.len(), 4);
     }
 

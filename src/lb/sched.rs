@@ -154,8 +154,8 @@ pub fn pick(kind: Scheduler, st: &mut SchedState, inp: &PickInput<'_>) -> Option
 mod tests {
     use super::*;
     use crate::config::{Mode, Protocol};
-    use crate::lb::maglev::{MaglevBackend, MaglevTable};
     use crate::lb::IfIdx;
+    use crate::lb::maglev::{MaglevBackend, MaglevTable};
     use std::net::Ipv4Addr;
 
     fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
@@ -193,7 +193,12 @@ mod tests {
         (svc, backends)
     }
 
-    fn run(kind: Scheduler, weights: &[u32], n: usize, active: &dyn Fn(BackendId) -> u32) -> Vec<usize> {
+    fn run(
+        kind: Scheduler,
+        weights: &[u32],
+        n: usize,
+        active: &dyn Fn(BackendId) -> u32,
+    ) -> Vec<usize> {
         let (svc, backends) = setup(weights);
         let mut st = SchedState::for_service(&svc);
         let mut counts = vec![0; weights.len()];

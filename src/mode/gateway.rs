@@ -11,7 +11,13 @@ use crate::datapath::Verdict;
 use crate::flow::FlowKey;
 
 /// The tuple the backend's replies carry.
-pub fn reverse_tuple(backend: Ipv4Addr, bport: u16, client: Ipv4Addr, cport: u16, proto: u8) -> FlowKey {
+pub fn reverse_tuple(
+    backend: Ipv4Addr,
+    bport: u16,
+    client: Ipv4Addr,
+    cport: u16,
+    proto: u8,
+) -> FlowKey {
     FlowKey::new(backend, client, bport, cport, proto)
 }
 

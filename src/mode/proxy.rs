@@ -11,7 +11,13 @@ use crate::datapath::Verdict;
 use crate::flow::FlowKey;
 
 /// The tuple the backend's replies carry.
-pub fn reverse_tuple(backend: Ipv4Addr, bport: u16, snat: Ipv4Addr, lport: u16, proto: u8) -> FlowKey {
+pub fn reverse_tuple(
+    backend: Ipv4Addr,
+    bport: u16,
+    snat: Ipv4Addr,
+    lport: u16,
+    proto: u8,
+) -> FlowKey {
     FlowKey::new(backend, snat, bport, lport, proto)
 }
 
@@ -34,7 +40,13 @@ mod tests {
         let ip = parse_ipv4(&f, ETH_HDR).unwrap();
         let l4 = parse_l4(&f, &ip).unwrap();
         let fwd = FlowKey::new(ip.src, ip.dst, l4.src_port, l4.dst_port, 6);
-        let rev = reverse_tuple(Ipv4Addr::new(10, 20, 0, 11), 8080, Ipv4Addr::new(10, 20, 0, 10), 1024, 6);
+        let rev = reverse_tuple(
+            Ipv4Addr::new(10, 20, 0, 11),
+            8080,
+            Ipv4Addr::new(10, 20, 0, 10),
+            1024,
+            6,
+        );
         let conn = Conn::new(&fwd, FlowState::TcpSyn, 0, 0).with_reverse(&rev);
         let mut x = Xmit {
             conn: &conn,
@@ -49,19 +61,34 @@ mod tests {
         assert_eq!(xmit(&mut f, &x), Verdict::Forward(IfIdx(0)));
         let ip2 = parse_ipv4(&f, ETH_HDR).unwrap();
         let l42 = parse_l4(&f, &ip2).unwrap();
-        assert_eq!((ip2.src, l42.src_port), (Ipv4Addr::new(10, 20, 0, 10), 1024));
-        assert_eq!((ip2.dst, l42.dst_port), (Ipv4Addr::new(10, 20, 0, 11), 8080));
+        assert_eq!(
+            (ip2.src, l42.src_port),
+            (Ipv4Addr::new(10, 20, 0, 10), 1024)
+        );
+        assert_eq!(
+            (ip2.dst, l42.dst_port),
+            (Ipv4Addr::new(10, 20, 0, 11), 8080)
+        );
         // The backend's reply, mirrored, goes back to the client from the VIP.
         let mut r = f.clone();
-        crate::wire::rewrite_ipv4(&mut r, ETH_HDR, ip2.end, true, &crate::wire::Rewrite {
-            src: Some((ip2.dst, l42.dst_port)),
-            dst: Some((ip2.src, l42.src_port)),
-        });
+        crate::wire::rewrite_ipv4(
+            &mut r,
+            ETH_HDR,
+            ip2.end,
+            true,
+            &crate::wire::Rewrite {
+                src: Some((ip2.dst, l42.dst_port)),
+                dst: Some((ip2.src, l42.src_port)),
+            },
+        );
         x.dir = Dir::Reverse;
         xmit(&mut r, &x);
         let ip3 = parse_ipv4(&r, ETH_HDR).unwrap();
         let l43 = parse_l4(&r, &ip3).unwrap();
         assert_eq!((ip3.src, l43.src_port), (Ipv4Addr::new(10, 20, 0, 100), 80));
-        assert_eq!((ip3.dst, l43.dst_port), (Ipv4Addr::new(10, 20, 9, 2), 40000));
+        assert_eq!(
+            (ip3.dst, l43.dst_port),
+            (Ipv4Addr::new(10, 20, 9, 2), 40000)
+        );
     }
 }
