@@ -10,6 +10,8 @@ PKGS=(
 	libclang-dev clang build-essential pkg-config libpcap-dev
 	# lab: namespaces, veth tuning, captures, real clients
 	iproute2 ethtool tcpdump curl iputils-ping procps psmisc python3
+	# lab servers and clients: DNS (dnsmasq, dig), caching proxies (nginx)
+	dnsmasq-base bind9-dnsutils nginx-light
 )
 
 missing=()

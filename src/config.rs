@@ -80,6 +80,10 @@ pub struct CoresConfig {
     /// Microseconds a worker sleeps after an empty poll round; 0 spins (production).
     #[serde(default)]
     pub idle_sleep_us: u32,
+    /// Lets workers share a CPU with each other or with management (tests and small labs
+    /// only: poll-mode workers sharing a CPU need `idle_sleep_us` to make progress).
+    #[serde(default)]
+    pub allow_shared: bool,
 }
 
 /// `[flows]`: per-core connection tables.
@@ -446,10 +450,16 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for (i, w) in self.cores.workers.iter().enumerate() {
+            if self.cores.allow_shared {
+                break;
+            }
             if *w == self.cores.management {
                 return Err(err(
                     format!("cores.workers[{i}]"),
-                    format!("core {w} is also the management core"),
+                    format!(
+                        "core {w} is also the management core (set cores.allow_shared = true \
+                         only for tests)"
+                    ),
                 ));
             }
             if !seen.insert(*w) {
@@ -470,6 +480,15 @@ impl Config {
         }
         if self.flows.capacity_per_core == 0 {
             return Err(err("flows.capacity_per_core", "must be > 0"));
+        }
+        if self.cores.allow_shared && self.cores.idle_sleep_us == 0 {
+            return Err(err(
+                "cores.idle_sleep_us",
+                "shared cores need an idle sleep, or spinning workers starve each other",
+            ));
+        }
+        if self.cores.workers.len() > 64 {
+            return Err(err("cores.workers", "at most 64 workers"));
         }
         if self.dpdk.mbufs < 1024 {
             return Err(err("dpdk.mbufs", "must be >= 1024"));

@@ -63,3 +63,5 @@ pub fn totals(path: &Path) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(path).expect("stats json")).expect("json");
     v["total"].clone()
 }
+
+pub mod lab;

@@ -51,9 +51,12 @@
 #   LAB_BACKENDS=2         number of backends
 #   LAB_LOGDIR=/tmp/${LAB_PREFIX}-lab   per backend bN: HTTP request log
 #                          (bN.log), HTTP server stderr (bN.err), pid file
-#                          (bN.pid), DNS query log (bN.dns.log), dnsmasq pid
-#                          file (bN.dns.pid); plus lab.env (the addressing of
-#                          the mode, KEY=VALUE lines, written by `up`)
+#                          (bN.pid); DNS query log (bN.dns.log, one
+#                          "query[TYPE] NAME from IP" line per query, preceded
+#                          by a serial and the client's IP/port), dnsmasq
+#                          stderr (bN.dns.err) and pid file (bN.dns.pid);
+#                          plus lab.env (the mode's addressing as KEY=VALUE
+#                          lines, written by `up`, removed by `down`)
 #   LAB_WAIT_SECS=10       how long `up` waits for each backend to accept
 #
 # Needs root, iproute2, ethtool, curl, dnsmasq (Debian: dnsmasq-base), dig
@@ -263,7 +266,7 @@ cmd_down() {
 			*) what=http_backend.py ;;     # bN.pid
 			esac
 			pid=$(cat "$pf" 2>/dev/null || true)
-			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$what"; then
+			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$what"; then
 				kill -TERM "$pid" 2>/dev/null || true
 			fi
 			rm -f "$pf"

@@ -201,7 +201,7 @@ cmd_down() {
 			*) what=http_backend.py ;;
 			esac
 			pid=$(cat "$pf" 2>/dev/null || true)
-			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$what"; then
+			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$what"; then
 				kill -TERM "$pid" 2>/dev/null || true
 			fi
 			rm -f "$pf"

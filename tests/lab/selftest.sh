@@ -15,6 +15,7 @@
 # Env:   SELFTEST_PREFIX=yst   prefix base; every case appends a letter, so
 #                              namespaces are yst{d,p,g,2,m,x,y}-*, root veths
 #                              yst?p0/yst?p0b/yst?t1/yst?t2, logs /tmp/yst?-lab
+#                              (kept), each up's stderr /tmp/yst?-up.stderr
 # Needs root and what the labs need: iproute2, ethtool, curl, dnsmasq-base,
 # bind9-dnsutils, nginx-light, Debian's /usr/bin/python3.
 # Ends with "N passed, N failed"; exit status 1 if anything failed.
@@ -61,7 +62,7 @@ dnsq() { local ns=$1 srv=$2 name=$3 type=$4; shift 4; nsx "$ns" dig +short +time
 procs_mentioning() {
 	local f
 	for f in /proc/[0-9]*/cmdline; do
-		tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$1" && echo "${f//[^0-9]/}"
+		tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$1" && echo "${f//[^0-9]/}"
 	done
 	return 0
 }
@@ -104,11 +105,11 @@ down_and_check_clean() {
 lab_up() {
 	local p=$1 mode=$2
 	STARTED+=("lab $p")
-	if LAB_MODE=$mode LAB_PREFIX=$p LAB_PORT="${p}p0" LAB_LOGDIR="/tmp/$p-lab" bash "$LAB" up 2>"/tmp/$p-up.log"; then
+	if LAB_MODE=$mode LAB_PREFIX=$p LAB_PORT="${p}p0" LAB_LOGDIR="/tmp/$p-lab" bash "$LAB" up 2>"/tmp/$p-up.stderr"; then
 		pass "$p: lab.sh up (LAB_MODE=$mode)"
 	else
 		fail "$p: lab.sh up (LAB_MODE=$mode); its output:"
-		sed 's/^/    /' "/tmp/$p-up.log"
+		sed 's/^/    /' "/tmp/$p-up.stderr"
 		return 1
 	fi
 	expect "$p: lab.env LAB_MODE" "$mode" "$(envval "/tmp/$p-lab" LAB_MODE)"
@@ -242,11 +243,11 @@ case_multitier() {
 	local p="${BASE}m" i log="/tmp/${BASE}m-lab" hdr
 	echo "== multitier ($p)"
 	STARTED+=("mt $p")
-	if LAB_PREFIX=$p LAB_LOGDIR="$log" bash "$MT" up 2>"/tmp/$p-up.log"; then
+	if LAB_PREFIX=$p LAB_LOGDIR="$log" bash "$MT" up 2>"/tmp/$p-up.stderr"; then
 		pass "$p: multitier.sh up"
 	else
 		fail "$p: multitier.sh up; its output:"
-		sed 's/^/    /' "/tmp/$p-up.log"
+		sed 's/^/    /' "/tmp/$p-up.stderr"
 		return 0
 	fi
 	check "$p: status" env LAB_PREFIX="$p" LAB_LOGDIR="$log" bash "$MT" status

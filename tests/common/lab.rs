@@ -1,0 +1,260 @@
+//! The namespace lab harness: builds a lab with tests/lab/lab.sh (torn down on drop, also when
+//! an assertion fails), runs the real switchyard binary in front of it, captures on the
+//! switch side of its port. Lab tests need root; they take `LAB_LOCK` so that only one lab
+//! runs at a time on this 2-core machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::bin;
+
+pub static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+pub const VIP: &str = "10.20.0.100";
+
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+pub fn assert_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "lab tests need root (network namespaces); run scripts/test.sh as root"
+    );
+}
+
+/// A lab from tests/lab/lab.sh, torn down on drop.
+pub struct Lab {
+    pub prefix: String,
+    pub port: String,
+    pub mode: String,
+    pub logdir: PathBuf,
+}
+
+impl Lab {
+    /// `prefix` must be short (interface names are prefix + a few chars, at most 15).
+    pub fn up(prefix: &str, mode: &str) -> Lab {
+        assert_root();
+        let lab = Lab {
+            prefix: prefix.into(),
+            port: format!("{prefix}p0"),
+            mode: mode.into(),
+            logdir: std::env::temp_dir().join(format!("{prefix}-lab")),
+        };
+        let st = lab.cmd("up").status().expect("lab.sh up");
+        assert!(st.success(), "lab.sh up ({mode}) failed");
+        lab
+    }
+
+    fn cmd(&self, sub: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(repo("tests/lab/lab.sh"))
+            .arg(sub)
+            .env("LAB_PREFIX", &self.prefix)
+            .env("LAB_PORT", &self.port)
+            .env("LAB_MODE", &self.mode)
+            .env("LAB_LOGDIR", &self.logdir);
+        c
+    }
+
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Runs a command in one of the lab's namespaces.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// `curl http://VIP/` from the client (optionally from a given source address).
+    pub fn curl(&self, from: Option<&str>) -> Option<String> {
+        let url = format!("http://{VIP}/");
+        let mut args = vec!["curl", "-s", "-m", "3"];
+        if let Some(f) = from {
+            args.extend(["--interface", f]);
+        }
+        args.push(&url);
+        let o = self.exec("client", &args);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    /// `dig @VIP who.lab.test TXT` from the client over UDP or TCP; the answering backend.
+    pub fn dig(&self, tcp: bool) -> Option<String> {
+        let at = format!("@{VIP}");
+        let mut args = vec!["dig", "+short", "+time=2", "+tries=1", &at, "who.lab.test", "TXT"];
+        if tcp {
+            args.push("+tcp");
+        }
+        let o = self.exec("client", &args);
+        let out = String::from_utf8_lossy(&o.stdout).trim().trim_matches('"').to_string();
+        (o.status.success() && out.starts_with('b')).then_some(out)
+    }
+
+    /// Waits until the VIP answers HTTP (ARP settles, backends resolve).
+    pub fn wait_for_vip(&self) {
+        let t = Instant::now();
+        while self.curl(None).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(20), "VIP never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logdir.join(name)).unwrap_or_default()
+    }
+
+    pub fn clear_logs(&self, names: &[&str]) {
+        for n in names {
+            let _ = std::fs::write(self.logdir.join(n), "");
+        }
+    }
+
+    /// The config `conf/NAME` rewritten for this lab's port names and a unique EAL prefix.
+    pub fn config(&self, name: &str) -> String {
+        std::fs::read_to_string(repo("conf").join(name))
+            .unwrap()
+            .replace("iface=yard0b", &format!("iface={}b", self.port))
+            .replace("iface=yard0", &format!("iface={}", self.port))
+            .replace(
+                "switchyard-lab",
+                &format!("{}-{}", self.prefix, std::process::id()),
+            )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.cmd("down").stdout(Stdio::null()).status();
+    }
+}
+
+/// A running balancer, interrupted (and reaped) on drop.
+pub struct Balancer {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    pub stats: PathBuf,
+}
+
+impl Balancer {
+    pub fn start(config_text: &str) -> Balancer {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("lab.toml");
+        std::fs::write(&cfg_path, config_text).unwrap();
+        let stats = dir.path().join("stats.json");
+        let child = Command::new(bin())
+            .args(["run", "--config", cfg_path.to_str().unwrap()])
+            .args(["--stats-json", stats.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn switchyard");
+        Balancer {
+            child: Some(child),
+            _dir: dir,
+            stats,
+        }
+    }
+
+    /// SIGINT, then wait; returns (exit success, how long it took).
+    pub fn interrupt(&mut self) -> (bool, Duration) {
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st.success(), t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (false, t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the balancer and returns its final total counters.
+    pub fn finish(&mut self) -> serde_json::Value {
+        let (ok, took) = self.interrupt();
+        assert!(ok, "switchyard did not exit 0 on SIGINT");
+        assert!(took <= Duration::from_secs(1), "shutdown took {took:?}");
+        super::totals(&self.stats)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// tcpdump on the switch side of the balancer's veth (the root-side end is DPDK's, and frames
+/// DPDK transmits through AF_PACKET bypass taps on that end), stopped on drop.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Capture {
+    pub fn start(lab: &Lab) -> Capture {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("port.pcap");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("lan"), "tcpdump"])
+            .args(["-i", &format!("{}-lp", lab.prefix)])
+            .args(["-n", "--immediate-mode", "-Z", "root", "-U", "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump (install it: apt-get install tcpdump)");
+        std::thread::sleep(Duration::from_millis(500));
+        Capture {
+            child,
+            file,
+            _dir: dir,
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        super::pcap_frames(&self.file)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// IPv4 TCP frames (untagged) whose source (or destination) address is `ip`.
+pub fn tcp_frames(frames: &[Vec<u8>], ip: [u8; 4], as_source: bool) -> Vec<&Vec<u8>> {
+    let at = if as_source { 26 } else { 30 };
+    frames
+        .iter()
+        .filter(|f| f.len() > 47 && f[12..14] == [8, 0] && f[23] == 6 && f[at..at + 4] == ip)
+        .collect()
+}
