@@ -49,13 +49,19 @@ fn dsr_lab_balances_200_curls_and_replies_bypass_the_balancer() {
     assert_eq!(failed, 0, "failed requests; served: {per:?}");
     for b in ["backend b1", "backend b2"] {
         let n = per.get(b).copied().unwrap_or(0);
-        assert!((70..=130).contains(&n), "{b} served {n} of 200 (want 35-65 %): {per:?}");
+        assert!(
+            (70..=130).contains(&n),
+            "{b} served {n} of 200 (want 35-65 %): {per:?}"
+        );
     }
     // The backends saw the client's own address (DSR keeps the source), on the VIP.
     let lines = http_log_lines(&lab);
     assert_eq!(lines.len(), 200);
     for l in &lines {
-        assert!(l.contains(" 10.20.9.2 ") && l.contains(" 10.20.0.100 "), "{l}");
+        assert!(
+            l.contains(" 10.20.9.2 ") && l.contains(" 10.20.0.100 "),
+            "{l}"
+        );
     }
     dns_both_ways(&lab, 10);
 
@@ -67,11 +73,18 @@ fn dsr_lab_balances_200_curls_and_replies_bypass_the_balancer() {
         .filter(|f| f[47] & 0x12 == 0x02)
         .count();
     assert!(syns >= 400, "capture saw only {syns} SYNs to the VIP");
-    assert_eq!(tcp_frames(&frames, [10, 20, 0, 100], true).len(), 0, "VIP replies crossed");
+    assert_eq!(
+        tcp_frames(&frames, [10, 20, 0, 100], true).len(),
+        0,
+        "VIP replies crossed"
+    );
 
     let t = lb.finish();
     assert!(t["forwarded"].as_u64().unwrap() >= 1000);
-    assert!(t["generated"].as_u64().unwrap() >= 3, "GARP + ARP requests for both backends");
+    assert!(
+        t["generated"].as_u64().unwrap() >= 3,
+        "GARP + ARP requests for both backends"
+    );
 }
 
 #[test]
@@ -83,9 +96,16 @@ fn proxy_lab_backends_see_the_balancer_and_dns_works() {
     lab.clear_logs(&["b1.log", "b2.log"]);
     let (per, failed) = counts(100, || lab.curl(None));
     assert_eq!(failed, 0, "{per:?}");
-    assert_eq!(per.len(), 2, "least_connections uses both idle backends: {per:?}");
+    assert_eq!(
+        per.len(),
+        2,
+        "least_connections uses both idle backends: {per:?}"
+    );
     for l in http_log_lines(&lab) {
-        assert!(l.contains(" 10.20.0.10 "), "backend saw something else than the SNAT address: {l}");
+        assert!(
+            l.contains(" 10.20.0.10 "),
+            "backend saw something else than the SNAT address: {l}"
+        );
     }
     dns_both_ways(&lab, 10);
     let t = lb.finish();
@@ -94,27 +114,41 @@ fn proxy_lab_backends_see_the_balancer_and_dns_works() {
 }
 
 fn gateway_checks(lab: &Lab, lb: &mut Balancer, backend_net: &str) {
-    let cap = if lab.mode == "gateway" { Some(Capture::start(lab)) } else { None };
+    let cap = if lab.mode == "gateway" {
+        Some(Capture::start(lab))
+    } else {
+        None
+    };
     lab.wait_for_vip();
     lab.clear_logs(&["b1.log", "b2.log"]);
     let (per, failed) = counts(60, || lab.curl(None));
     assert_eq!(failed, 0, "{per:?}");
     assert_eq!(per.len(), 2, "{per:?}");
     for l in http_log_lines(lab) {
-        assert!(l.contains(" 10.20.9.2 "), "gateway backends must see the client: {l}");
+        assert!(
+            l.contains(" 10.20.9.2 "),
+            "gateway backends must see the client: {l}"
+        );
         assert!(l.contains(&format!(" {backend_net}.")), "{l}");
     }
     dns_both_ways(lab, 10);
     // A backend reaches a host on the client side through the balancer (routed both ways).
     let ping = lab.exec("b1", &["ping", "-c", "3", "-W", "2", "10.20.9.2"]);
-    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
     if let Some(cap) = cap {
         // Replies do cross the balancer, and leave it from the VIP.
         let frames = cap.stop();
         assert!(!tcp_frames(&frames, [10, 20, 0, 100], true).is_empty());
     }
     let t = lb.finish();
-    assert!(t["routed"].as_u64().unwrap() >= 6, "ping both ways was routed");
+    assert!(
+        t["routed"].as_u64().unwrap() >= 6,
+        "ping both ways was routed"
+    );
 }
 
 #[test]
@@ -143,7 +177,10 @@ fn two_workers_complete_flows_whose_replies_land_on_the_other_core() {
         let lab = Lab::up(&format!("w{}", std::process::id() % 10000), mode);
         let cfg = lab
             .config(conf)
-            .replace(&format!("iface={}", lab.port), &format!("iface={},qpairs=2", lab.port))
+            .replace(
+                &format!("iface={}", lab.port),
+                &format!("iface={},qpairs=2", lab.port),
+            )
             .replace("workers = [1]", "workers = [1, 1]\nallow_shared = true");
         let mut lb = Balancer::start(&cfg);
         lab.wait_for_vip();
@@ -155,7 +192,10 @@ fn two_workers_complete_flows_whose_replies_land_on_the_other_core() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.trim() == "200 200", "{mode}: status codes: {out}");
         let t = lb.finish();
-        assert!(t["steered_out"].as_u64().unwrap() > 0, "{mode}: no cross-core handover: {t}");
+        assert!(
+            t["steered_out"].as_u64().unwrap() > 0,
+            "{mode}: no cross-core handover: {t}"
+        );
         assert_eq!(t["steered_out"], t["steered_in"]);
         assert_eq!(t["drop_steer_full"], 0);
     }
@@ -170,8 +210,16 @@ fn persistence_keeps_a_client_on_one_backend_and_spreads_subnets() {
     for n in 10..18 {
         let c = format!("10.20.{n}.2/24");
         let r = format!("10.20.{n}.1/24");
-        assert!(lab.exec("client", &["ip", "addr", "add", &c, "dev", &cl]).status.success());
-        assert!(lab.exec("router", &["ip", "addr", "add", &r, "dev", &rc]).status.success());
+        assert!(
+            lab.exec("client", &["ip", "addr", "add", &c, "dev", &cl])
+                .status
+                .success()
+        );
+        assert!(
+            lab.exec("router", &["ip", "addr", "add", &r, "dev", &rc])
+                .status
+                .success()
+        );
     }
     let cfg = lab.config("lab-proxy.toml").replacen(
         "scheduler = \"least_connections\"",
@@ -182,7 +230,11 @@ fn persistence_keeps_a_client_on_one_backend_and_spreads_subnets() {
     lab.wait_for_vip();
     let (per, failed) = counts(50, || lab.curl(Some("10.20.9.2")));
     assert_eq!(failed, 0);
-    assert_eq!(per.len(), 1, "50 connections from one client, one backend: {per:?}");
+    assert_eq!(
+        per.len(),
+        1,
+        "50 connections from one client, one backend: {per:?}"
+    );
     let mut spread = BTreeSet::new();
     for n in 10..18 {
         let src = format!("10.20.{n}.2");
@@ -190,7 +242,11 @@ fn persistence_keeps_a_client_on_one_backend_and_spreads_subnets() {
             spread.insert(lab.curl(Some(&src)).expect("curl from another subnet"));
         }
     }
-    assert_eq!(spread.len(), 2, "clients from different subnets spread: {spread:?}");
+    assert_eq!(
+        spread.len(),
+        2,
+        "clients from different subnets spread: {spread:?}"
+    );
     lb.finish();
 }
 
@@ -200,9 +256,10 @@ fn persistence_keeps_a_client_on_one_backend_and_spreads_subnets() {
 fn snat_exhaustion_refuses_new_connections_and_keeps_established_ones() {
     let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up(&format!("x{}", std::process::id() % 10000), "proxy");
-    let cfg = lab
-        .config("lab-proxy.toml")
-        .replace("[[interfaces]]", "[nat]\nport_min = 30000\nport_max = 30003\n\n[[interfaces]]");
+    let cfg = lab.config("lab-proxy.toml").replace(
+        "[[interfaces]]",
+        "[nat]\nport_min = 30000\nport_max = 30003\n\n[[interfaces]]",
+    );
     let mut lb = Balancer::start(&cfg);
     lab.wait_for_vip(); // uses (and, after it closes, holds for tcp_closing_s) a port...
     std::thread::sleep(std::time::Duration::from_secs(11)); // ...until the closing timeout
@@ -233,7 +290,11 @@ print("held ok", ok)
     );
     let o = lab.exec("client", &["/usr/bin/python3", "-c", &script]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("fifth refused"), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("fifth refused"),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("held ok 4"), "{out}");
     let t = lb.finish();
     assert!(t["drop_snat_exhausted"].as_u64().unwrap() >= 1, "{t}");

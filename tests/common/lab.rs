@@ -91,12 +91,23 @@ impl Lab {
     /// `dig @VIP who.lab.test TXT` from the client over UDP or TCP; the answering backend.
     pub fn dig(&self, tcp: bool) -> Option<String> {
         let at = format!("@{VIP}");
-        let mut args = vec!["dig", "+short", "+time=2", "+tries=1", &at, "who.lab.test", "TXT"];
+        let mut args = vec![
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=1",
+            &at,
+            "who.lab.test",
+            "TXT",
+        ];
         if tcp {
             args.push("+tcp");
         }
         let o = self.exec("client", &args);
-        let out = String::from_utf8_lossy(&o.stdout).trim().trim_matches('"').to_string();
+        let out = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .trim_matches('"')
+            .to_string();
         (o.status.success() && out.starts_with('b')).then_some(out)
     }
 
@@ -164,6 +175,22 @@ impl Balancer {
             _dir: dir,
             stats,
         }
+    }
+
+    /// Starts a balancer that shares the root namespace's AF_PACKET sockets with another one.
+    /// DPDK 22.11's net_af_packet names its PACKET_FANOUT group `(pid ^ ifindex) & 0xffff`,
+    /// so two processes on consecutive interfaces can collide (EINVAL at probe, the process
+    /// exits): then it is simply started again, with another pid.
+    pub fn start_beside_another(config_text: &str) -> Balancer {
+        for _ in 0..5 {
+            let mut b = Balancer::start(config_text);
+            std::thread::sleep(Duration::from_millis(1500));
+            let child = b.child.as_mut().expect("running");
+            if child.try_wait().unwrap().is_none() {
+                return b;
+            }
+        }
+        panic!("switchyard kept failing to start");
     }
 
     /// SIGINT, then wait; returns (exit success, how long it took).
