@@ -252,6 +252,13 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
     /// The IPv4 protocol number.
     pub fn number(self) -> u8 {
         match self {
@@ -642,8 +649,9 @@ impl Config {
                 return Err(err(
                     k("vip"),
                     format!(
-                        "duplicate service {vip}:{} {:?} (also defined earlier)",
-                        s.port, s.protocol
+                        "duplicate service {vip}:{} {} (also defined earlier)",
+                        s.port,
+                        s.protocol.name()
                     ),
                 ));
             }

@@ -55,7 +55,13 @@ fn vip_that_is_not_an_address_is_named() {
 
 #[test]
 fn duplicate_service_is_named() {
-    let svc = &GOOD[GOOD.find("[[services]]").unwrap()..];
+    // The first service block again, renamed: same VIP, port and protocol.
+    let start = GOOD.find("[[services]]").unwrap();
+    let len = GOOD[start + 1..]
+        .find("[[services]]")
+        .map_or(GOOD.len() - start, |n| n + 1);
+    let svc = &GOOD[start..start + len];
+    let n = GOOD.matches("[[services]]").count();
     let text = format!(
         "{GOOD}\n{}",
         svc.replacen("name = \"web\"", "name = \"web2\"", 1)
@@ -63,7 +69,8 @@ fn duplicate_service_is_named() {
     let (code, err) = check(&text);
     assert_eq!(code, 2);
     assert!(
-        err.contains("services[1].vip") && err.contains("duplicate"),
+        err.contains(&format!("services[{n}].vip"))
+            && err.contains("duplicate service 10.20.0.100:80 tcp"),
         "{err}"
     );
 }
