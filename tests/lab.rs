@@ -192,6 +192,10 @@ fn two_workers_complete_flows_whose_replies_land_on_the_other_core() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.trim() == "200 200", "{mode}: status codes: {out}");
         let t = lb.finish();
+        eprintln!(
+            "{mode}, 2 workers: rx {} forwarded {} steered_out {} steered_in {}",
+            t["rx_packets"], t["forwarded"], t["steered_out"], t["steered_in"]
+        );
         assert!(
             t["steered_out"].as_u64().unwrap() > 0,
             "{mode}: no cross-core handover: {t}"
