@@ -12,6 +12,8 @@ PKGS=(
 	iproute2 ethtool tcpdump curl iputils-ping procps psmisc python3
 	# lab servers and clients: DNS (dnsmasq, dig), caching proxies (nginx)
 	dnsmasq-base bind9-dnsutils nginx-light
+	# promtool checks /metrics
+	prometheus
 )
 
 missing=()

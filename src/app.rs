@@ -4,16 +4,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::config::{Config, parse_mac};
-use crate::datapath::{Control, Datapath, WorkerInfo};
+use crate::datapath::{Datapath, WorkerInfo};
 use crate::dpdk::{Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
-use crate::lb::Snapshot;
 use crate::lb::sched::BackendLoad;
-use crate::mgmt::{self, MgmtOptions, Neighbours, WorkerLink};
+use crate::lb::{BackendRuntime, IdRegistry, Snapshot};
+use crate::mgmt::{self, Mgmt, MgmtOptions, WorkerLink, api};
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
 
@@ -51,6 +51,7 @@ fn eal_args(cfg: &Config) -> Vec<String> {
 
 pub fn run(
     cfg: &Config,
+    config_path: Option<PathBuf>,
     stats_json: Option<PathBuf>,
     stop_after_idle: Option<Duration>,
 ) -> Result<(), String> {
@@ -58,6 +59,9 @@ pub fn run(
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("signal: {e}"))?;
     let eal = Eal::init(&eal_args(cfg)).map_err(|e| e.to_string())?;
     let n_workers = cfg.cores.workers.len() as u16;
     let pool = Arc::new(
@@ -83,32 +87,19 @@ pub fn run(
         ports.push(port);
     }
     let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac.0).collect();
-    let snap = Arc::new(Snapshot::build(cfg, &macs));
-    let mut neigh = Neighbours::new(&snap, &cfg.arp, Instant::now());
-
+    let mut ids = IdRegistry::default();
+    let snap = Arc::new(Snapshot::build_with(cfg, &macs, None, &mut ids, &|_| {
+        BackendRuntime::default()
+    }));
     let mut links = Vec::new();
-    for w in 0..usize::from(n_workers) {
-        let link = WorkerLink {
+    for _ in 0..usize::from(n_workers) {
+        links.push(WorkerLink {
             control: Arc::new(ArrayQueue::new(4096)),
             events: Arc::new(ArrayQueue::new(4096)),
             retired: Arc::new(ArrayQueue::new(16)),
             stats: Arc::new(WorkerStats::default()),
-        };
-        // Seed before start so the first packets already see static neighbours, and the
-        // gratuitous ARPs are the first frames worker 0 sends.
-        for c in neigh.initial() {
-            let _ = link.control.push(c);
-        }
-        if w == 0 && cfg.arp.gratuitous {
-            for (vip, iface) in snap.vips() {
-                let _ = link.control.push(Control::SendArp {
-                    iface,
-                    sender: vip,
-                    target: vip,
-                });
-            }
-        }
-        links.push(link);
+            flows: Arc::new(ArrayQueue::new(4)),
+        });
     }
     let tsc_hz = eal.tsc_hz();
     let workers = usize::from(n_workers);
@@ -128,7 +119,11 @@ pub fn run(
         }
         rings.push(row);
     }
-    for (w, link) in links.iter().enumerate() {
+    let mut mgmt = Mgmt::new(cfg.clone(), macs, ids, snap.clone(), links, load.clone());
+    // Seed before start so the first packets already see static neighbours, and the
+    // gratuitous ARPs are the first frames worker 0 sends.
+    mgmt.seed_workers();
+    for (w, link) in mgmt.links().iter().enumerate() {
         let me = WorkerInfo {
             index: w,
             count: workers,
@@ -152,6 +147,7 @@ pub fn run(
                 .filter(|&i| i != w)
                 .filter_map(|i| rings[i][w].clone())
                 .collect(),
+            flows_out: link.flows.clone(),
         };
         if let Err(e) = eal.launch(LcoreId(w as u32 + 1), move || worker.run()) {
             stop.store(true, Ordering::Relaxed);
@@ -168,8 +164,28 @@ pub fn run(
         stop_after_idle,
         stats_interval: (cfg.log.stats_interval_s > 0)
             .then(|| Duration::from_secs(u64::from(cfg.log.stats_interval_s))),
+        config_path,
+        hup,
     };
-    mgmt::run(&snap, &mut neigh, &links, &stop, &opts);
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+    let api = if cfg.api.listen.is_empty() {
+        None
+    } else {
+        let addr = cfg.api.listen.parse().expect("validated");
+        match api::serve(addr, cmd_tx) {
+            Ok(a) => {
+                tracing::info!(listen = %cfg.api.listen, "management API listening");
+                Some(a)
+            }
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                eal.wait_all();
+                return Err(e);
+            }
+        }
+    };
+    mgmt.run(&stop, &opts, api.as_ref().map(|_| cmd_rx));
+    drop(api);
     eal.wait_all();
     for p in &mut ports {
         p.stop();
@@ -183,7 +199,7 @@ pub fn run(
             .collect();
         tracing::info!(port = %p.name, xstats = %xs.join(" "), "port statistics");
     }
-    let (sum, per) = mgmt::totals(&links);
+    let (sum, per) = mgmt::totals(mgmt.links());
     tracing::info!(counters = %sum.to_json(), "final counters");
     if let Err(e) = sum.check_invariants() {
         tracing::warn!("counter invariant violated: {e}");
@@ -199,7 +215,7 @@ pub fn run(
     // Drop order matters: rings (which free what they hold) and ports before the pool,
     // everything before EAL cleanup.
     drop(rings);
-    drop(links);
+    drop(mgmt);
     drop(ports);
     match Arc::try_unwrap(pool) {
         Ok(p) => drop(p),

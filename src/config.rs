@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub nat: NatConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     pub interfaces: Vec<InterfaceConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -209,6 +211,99 @@ pub struct InterfaceConfig {
     pub snat_addresses: Vec<String>,
 }
 
+/// `[api]`: the management API (HTTP, JSON and Prometheus text).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address:port to listen on; empty disables the API.
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: DEFAULT_API.into(),
+        }
+    }
+}
+
+/// Where `switchyard ctl` looks when given neither `--api` nor `--config`.
+pub const DEFAULT_API: &str = "127.0.0.1:9100";
+
+/// `[services.health]`: how the management core checks a service's backends.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(rename = "type")]
+    pub kind: HealthKind,
+    /// Port to check; default: the backend's port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// http: path to GET.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// http: expected status.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    /// http: a substring the body must contain.
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    /// dns: name to query (type A, over UDP); any answer record passes.
+    #[serde(default = "default_dns_name")]
+    pub query: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down backend up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_dns_name() -> String {
+    "health.check".into()
+}
+fn default_interval_ms() -> u32 {
+    1000
+}
+fn default_timeout_ms() -> u32 {
+    500
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    Tcp,
+    Http,
+    Dns,
+}
+
+/// What happens to a backend's established conns when it goes down or is disabled.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDown {
+    /// Established conns keep going to it.
+    #[default]
+    Keep,
+    /// Their packets are dropped (counted as `drop_backend_down`).
+    Drop,
+}
+
 /// `[[routes]]`: a static route (connected subnets are implicit).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -324,6 +419,15 @@ pub struct ServiceConfig {
     pub maglev_table_size: u32,
     #[serde(default)]
     pub persistence: Option<PersistenceConfig>,
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// Established conns of a backend that went down: keep or drop.
+    #[serde(default)]
+    pub on_backend_down: OnDown,
+    /// Backend that takes new flows only while every other backend is down (the
+    /// "sorry server"); without it, new flows are dropped then (`drop_no_backend`).
+    #[serde(default)]
+    pub sorry_backend: Option<BackendConfig>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -496,6 +600,12 @@ impl Config {
         }
         if self.cores.workers.len() > 64 {
             return Err(err("cores.workers", "at most 64 workers"));
+        }
+        if !self.api.listen.is_empty() && self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "api.listen",
+                format!("{:?} is not an address:port", self.api.listen),
+            ));
         }
         if self.dpdk.mbufs < 1024 {
             return Err(err("dpdk.mbufs", "must be >= 1024"));
@@ -723,6 +833,35 @@ impl Config {
                     return Err(err(
                         format!("services[{i}].persistence.timeout_s"),
                         "must be > 0",
+                    ));
+                }
+            }
+            if let Some(h) = &s.health {
+                let hk = |f: &str| format!("services[{i}].health.{f}");
+                if h.interval_ms < 50 {
+                    return Err(err(hk("interval_ms"), "must be >= 50"));
+                }
+                if h.timeout_ms == 0 || h.timeout_ms > h.interval_ms {
+                    return Err(err(hk("timeout_ms"), "must be > 0 and <= interval_ms"));
+                }
+                if h.rise == 0 || h.fall == 0 {
+                    return Err(err(hk("rise"), "rise and fall must be >= 1"));
+                }
+                if h.kind == HealthKind::Http && !h.path.starts_with('/') {
+                    return Err(err(hk("path"), "must start with /"));
+                }
+            }
+            if let Some(b) = &s.sorry_backend {
+                let ip: Ipv4Addr = b.address.parse().map_err(|_| {
+                    err(
+                        format!("services[{i}].sorry_backend.address"),
+                        format!("{:?} is not an IPv4 address", b.address),
+                    )
+                })?;
+                if !routed(ip) {
+                    return Err(err(
+                        format!("services[{i}].sorry_backend.address"),
+                        format!("no interface subnet or route reaches {ip}"),
                     ));
                 }
             }

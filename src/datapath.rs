@@ -23,7 +23,7 @@ use crate::lb::sched::{BackendLoad, MAX_BACKENDS, PickInput, SchedState, pick};
 use crate::lb::{BackendId, IfIdx, LocalKind, Snapshot, SnatIdx};
 use crate::mode::{self, Xmit, dsr, gateway, proxy};
 use crate::nat::{SnatPortPool, owner_of, port_owner};
-use crate::stats::{Counters, Ctr};
+use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::wire::{
     self, DropReason, ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED,
     ICMP_UNREACH, IcmpError, Ipv4Meta, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PacketBuf, Rewrite,
@@ -69,6 +69,8 @@ pub enum Control {
     },
     /// Replaces the worker's snapshot (reload).
     Snapshot(Arc<Snapshot>),
+    /// Copies up to this many live conns to management (diagnostics, between bursts).
+    DumpFlows(usize),
 }
 
 /// Most neighbours a worker caches (the map is sized once, never grows on the data path).
@@ -96,6 +98,8 @@ pub struct Datapath {
     neigh: FxMap<u32, [u8; 6]>,
     resolve_asked: [(u32, u32); 64],
     pub ctr: Counters,
+    /// Per service and backend: packets, bytes, flows.
+    pub svc_ctr: ServiceCounters,
     events: Arc<ArrayQueue<Event>>,
     me: WorkerInfo,
     nat: SnatPortPool,
@@ -124,6 +128,7 @@ impl Datapath {
             neigh,
             resolve_asked: [(0, 0); 64],
             ctr: Counters::default(),
+            svc_ctr: ServiceCounters::default(),
             events,
             me,
             frags: FragTable::new(FRAG_TIMEOUT_MS),
@@ -477,6 +482,7 @@ impl Datapath {
                 if let Some(n) = self.backend_conns.get_mut(backend.0 as usize) {
                     *n += 1;
                 }
+                self.svc_ctr.flow(si, backend.0);
                 Ok(id)
             }
             Err(_) => {
@@ -508,6 +514,11 @@ impl Datapath {
         let Some(b) = snap.backends.get(conn.backend as usize) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
+        if !b.accept_existing {
+            return Verdict::Drop(DropReason::BackendDown);
+        }
+        self.svc_ctr
+            .count(conn.service, conn.backend, ip.end - l2.l3);
         let (egress, target) = match dir {
             Dir::Forward => (b.iface, b.next_hop),
             Dir::Reverse => {
@@ -710,6 +721,7 @@ impl Datapath {
         let snap = self.snap.clone();
         let (egress, target) = match dir {
             Dir::Forward => match snap.backends.get(conn.backend as usize) {
+                Some(b) if !b.accept_existing => return Verdict::Drop(DropReason::BackendDown),
                 Some(b) => (b.iface, b.next_hop),
                 None => return Verdict::Drop(DropReason::NoBackend),
             },

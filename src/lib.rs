@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod datapath;
 pub mod dpdk;
 pub mod flow;

@@ -38,11 +38,44 @@ enum Cmd {
         #[arg(long)]
         stop_after_idle_ms: Option<u64>,
     },
+    /// Talk to a running balancer through its management API.
+    Ctl {
+        /// API address (host:port or http://host:port); default: from --config, else 127.0.0.1:9100.
+        #[arg(long, global = true)]
+        api: Option<String>,
+        /// Take the API address from this configuration's [api] listen.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: switchyard::ctl::CtlCmd,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Ctl {
+            api,
+            config,
+            json,
+            cmd,
+        } => {
+            let out = switchyard::ctl::api_base(api.as_deref(), config.as_ref())
+                .and_then(|base| switchyard::ctl::run(&base, &cmd, json));
+            match out {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -74,6 +107,7 @@ fn main() -> ExitCode {
             app::init_logging(&cfg);
             match app::run(
                 &cfg,
+                Some(config.clone()),
                 stats_json,
                 stop_after_idle_ms.map(Duration::from_millis),
             ) {

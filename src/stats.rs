@@ -14,7 +14,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_queue::ArrayQueue;
+use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
+
+use crate::lb::sched::MAX_BACKENDS;
 
 use crate::wire::DropReason;
 
@@ -144,16 +148,83 @@ impl Counters {
     }
 }
 
+/// Most services per snapshot (sizes the per-service counter arrays).
+pub const MAX_SERVICES: usize = 1024;
+
+/// Per service and per backend: packets, bytes (IPv4 length) and flows (new conns), as one
+/// worker counted them. Plain integers owned by the worker.
+pub struct ServiceCounters {
+    pub svc: Vec<[u64; 3]>,
+    pub backend: Vec<[u64; 3]>,
+}
+
+impl Default for ServiceCounters {
+    fn default() -> Self {
+        ServiceCounters {
+            svc: vec![[0; 3]; MAX_SERVICES],
+            backend: vec![[0; 3]; MAX_BACKENDS],
+        }
+    }
+}
+
+impl ServiceCounters {
+    /// A forwarded packet of a conn.
+    #[inline]
+    pub fn count(&mut self, service: u16, backend: u32, bytes: usize) {
+        if let Some(c) = self.svc.get_mut(usize::from(service)) {
+            c[0] += 1;
+            c[1] += bytes as u64;
+        }
+        if let Some(c) = self.backend.get_mut(backend as usize) {
+            c[0] += 1;
+            c[1] += bytes as u64;
+        }
+    }
+    /// A new conn.
+    #[inline]
+    pub fn flow(&mut self, service: u16, backend: u32) {
+        if let Some(c) = self.svc.get_mut(usize::from(service)) {
+            c[2] += 1;
+        }
+        if let Some(c) = self.backend.get_mut(backend as usize) {
+            c[2] += 1;
+        }
+    }
+}
+
+/// Latency histogram: nanoseconds from the rx burst to the tx burst, per packet.
+pub type LatencyHistogram = Histogram<u64>;
+
+pub fn new_latency_histogram() -> Box<LatencyHistogram> {
+    // 1 ns .. 10 s at 3 significant digits (about 50 KiB).
+    Box::new(Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds"))
+}
+
 /// The published copy of one worker's counters, on its own cache lines.
 #[repr(align(64))]
 pub struct WorkerStats {
     c: [AtomicU64; N_COUNTERS],
+    svc: Box<[[AtomicU64; 3]]>,
+    backend: Box<[[AtomicU64; 3]]>,
+    /// Filled latency histograms, worker -> management.
+    pub hist_full: ArrayQueue<Box<LatencyHistogram>>,
+    /// Emptied histograms, management -> worker (so the worker never allocates one).
+    pub hist_empty: ArrayQueue<Box<LatencyHistogram>>,
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
+        let arr = |n: usize| (0..n).map(|_| [const { AtomicU64::new(0) }; 3]).collect();
+        // One for the worker to start with, one to swap for a full one.
+        let hist_empty = ArrayQueue::new(3);
+        let _ = hist_empty.push(new_latency_histogram());
+        let _ = hist_empty.push(new_latency_histogram());
         WorkerStats {
             c: [const { AtomicU64::new(0) }; N_COUNTERS],
+            svc: arr(MAX_SERVICES),
+            backend: arr(MAX_BACKENDS),
+            hist_full: ArrayQueue::new(2),
+            hist_empty,
         }
     }
 }
@@ -172,5 +243,33 @@ impl WorkerStats {
             *d = a.load(Ordering::Relaxed);
         }
         c
+    }
+
+    /// Called by the owning worker only; the first `services`/`backends` entries.
+    pub fn publish_services(&self, s: &ServiceCounters, services: usize, backends: usize) {
+        for (a, v) in self.svc.iter().zip(&s.svc).take(services) {
+            for k in 0..3 {
+                a[k].store(v[k], Ordering::Relaxed);
+            }
+        }
+        for (a, v) in self.backend.iter().zip(&s.backend).take(backends) {
+            for k in 0..3 {
+                a[k].store(v[k], Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// (packets, bytes, flows) of a service as published.
+    pub fn service(&self, id: usize) -> [u64; 3] {
+        self.svc
+            .get(id)
+            .map_or([0; 3], |a| [0, 1, 2].map(|k| a[k].load(Ordering::Relaxed)))
+    }
+
+    /// (packets, bytes, flows) of a backend as published.
+    pub fn backend(&self, id: usize) -> [u64; 3] {
+        self.backend
+            .get(id)
+            .map_or([0; 3], |a| [0, 1, 2].map(|k| a[k].load(Ordering::Relaxed)))
     }
 }

@@ -85,10 +85,13 @@ pub enum DropReason {
     TtlExceeded,
     /// No route to the destination (an ICMP unreachable is sent when possible).
     NoRoute,
+    /// A packet of an established conn whose backend is down (service policy `drop`) or
+    /// whose drain timed out.
+    BackendDown,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::NoRoute as usize + 1;
+    pub const COUNT: usize = DropReason::BackendDown as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -118,6 +121,7 @@ impl DropReason {
         DropReason::SteerFull,
         DropReason::TtlExceeded,
         DropReason::NoRoute,
+        DropReason::BackendDown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,6 +154,7 @@ impl DropReason {
             DropReason::SteerFull => "steer_full",
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::NoRoute => "no_route",
+            DropReason::BackendDown => "backend_down",
         }
     }
 }

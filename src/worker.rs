@@ -13,9 +13,11 @@ use crossbeam_queue::ArrayQueue;
 use crate::datapath::{Control, Datapath, Verdict};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
 use crate::lb::{IfIdx, Snapshot};
-use crate::stats::{Ctr, WorkerStats};
+use crate::stats::{Ctr, LatencyHistogram, WorkerStats};
 use crate::wire::{self, DropReason};
 
+/// How often service/backend counters and the latency histogram are handed over.
+const PUBLISH_EVERY_MS: u32 = 100;
 /// Flow-table buckets reclaimed per poll round.
 const SWEEP_BUCKETS: usize = 64;
 /// Control messages applied per poll round (bounded so a flood cannot stall rx).
@@ -40,6 +42,8 @@ pub struct Worker {
     pub steer_out: Vec<Option<Arc<MbufRing>>>,
     /// SPSC rings from the other workers.
     pub steer_in: Vec<Arc<MbufRing>>,
+    /// Where flow dumps go.
+    pub flows_out: Arc<ArrayQueue<Vec<crate::flow::Conn>>>,
 }
 
 /// The worker's per-round buffers: fixed arrays, allocated once.
@@ -60,9 +64,16 @@ impl Worker {
         };
         let start = tsc();
         let ticks_per_ms = (self.tsc_hz / 1000).max(1);
+        let mut hist: Box<LatencyHistogram> = self
+            .stats
+            .hist_empty
+            .pop()
+            .unwrap_or_else(crate::stats::new_latency_histogram);
+        let mut last_publish = 0u32;
         tracing::info!(worker = self.index, queue = self.queue.0, "worker started");
         while !self.stop.load(Ordering::Relaxed) {
-            let now = ((tsc() - start) / ticks_per_ms) as u32;
+            let t0 = tsc();
+            let now = ((t0 - start) / ticks_per_ms) as u32;
             self.apply_control(&mut bufs.tx);
             let mut got = 0;
             for pi in 0..self.ports.len() {
@@ -90,20 +101,50 @@ impl Worker {
             for w in 0..bufs.steer.len() {
                 self.flush_steer(&mut bufs, w);
             }
+            let sent_before = self.dp.ctr.get(Ctr::TxPackets);
             for pi in 0..bufs.tx.len() {
                 self.flush_tx(&mut bufs.tx, pi);
+            }
+            let sent = self.dp.ctr.get(Ctr::TxPackets) - sent_before;
+            if sent > 0 {
+                // Every packet sent this round waited from the rx burst (t0) until now.
+                let ns = (tsc() - t0) * 1_000_000_000 / self.tsc_hz.max(1);
+                let _ = hist.record_n(ns.max(1), sent);
             }
             bufs.drops.free_all();
             self.dp.sweep(now, SWEEP_BUCKETS);
             self.dp.publish();
             self.stats.publish(&self.dp.ctr);
+            if now.wrapping_sub(last_publish) >= PUBLISH_EVERY_MS {
+                last_publish = now;
+                self.publish_slow(&mut hist);
+            }
             if got == 0 && !self.idle_sleep.is_zero() {
                 std::thread::sleep(self.idle_sleep);
             }
         }
         self.stats.publish(&self.dp.ctr);
+        self.publish_slow(&mut hist);
         tracing::info!(worker = self.index, "worker stopped");
         0
+    }
+
+    /// Service/backend counters and the latency histogram, every `PUBLISH_EVERY_MS`: the
+    /// filled histogram goes to management in exchange for an empty one (never allocated here).
+    fn publish_slow(&mut self, hist: &mut Box<LatencyHistogram>) {
+        let snap = &self.dp.snap;
+        self.stats
+            .publish_services(&self.dp.svc_ctr, snap.services.len(), snap.backends.len());
+        if hist.is_empty() {
+            return;
+        }
+        if let Some(empty) = self.stats.hist_empty.pop() {
+            let full = std::mem::replace(hist, empty);
+            if let Err(back) = self.stats.hist_full.push(full) {
+                // Management is behind: keep accumulating in the same histogram.
+                let _ = self.stats.hist_empty.push(std::mem::replace(hist, back));
+            }
+        }
     }
 
     #[inline]
@@ -179,6 +220,10 @@ impl Worker {
             let Some(msg) = self.control.pop() else { break };
             match msg {
                 Control::SetNeighbour { ip, mac } => self.dp.set_neighbour(ip, mac),
+                Control::DumpFlows(n) => {
+                    // Diagnostics only: this allocation happens between bursts, on request.
+                    let _ = self.flows_out.push(self.dp.flows.snapshot(n));
+                }
                 Control::Snapshot(s) => {
                     let old = self.dp.set_snapshot(s);
                     // Management frees it; if its queue is full we free it here (rare).

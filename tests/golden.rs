@@ -17,6 +17,8 @@ workers = [1]
 idle_sleep_us = 100
 [flows]
 capacity_per_core = 1024
+[api]
+listen = ""
 [[interfaces]]
 name = "lan"
 port = "net_pcap0"

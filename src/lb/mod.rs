@@ -17,7 +17,10 @@ use std::net::Ipv4Addr;
 
 use rustc_hash::FxHasher;
 
-use crate::config::{Config, Ipv4Cidr, Mode, Protocol, Scheduler, parse_cidr, parse_mac};
+use crate::config::{
+    BackendConfig, Config, HealthConfig, Ipv4Cidr, Mode, OnDown, Protocol, Scheduler, parse_cidr,
+    parse_mac,
+};
 use crate::flow::Timeouts;
 use maglev::{MaglevBackend, MaglevTable};
 use route::{NextHop, RouteTable};
@@ -51,7 +54,18 @@ pub struct Backend {
     pub addr: Ipv4Addr,
     /// Port the backend listens on (= the service port unless translated).
     pub port: u16,
+    /// Effective weight for new flows: 0 while down, drained, removed (or an idle sorry
+    /// backend); else the run-time override or the configured weight.
     pub weight: u32,
+    /// The configured weight.
+    pub cfg_weight: u32,
+    /// Whether packets of its established conns are still forwarded (false: dropped, counted
+    /// as `drop_backend_down`).
+    pub accept_existing: bool,
+    /// Gone from the configuration; kept so its established conns finish.
+    pub removed: bool,
+    /// The service's sorry backend.
+    pub sorry: bool,
     /// Interface the backend is reached through.
     pub iface: IfIdx,
     /// Address whose MAC frames to the backend carry (the backend, or a gateway).
@@ -74,6 +88,61 @@ pub struct Service {
     /// The service's backends; Maglev slot values index this list.
     pub backends: Vec<BackendId>,
     pub maglev: MaglevTable,
+    pub health: Option<HealthConfig>,
+    pub on_down: OnDown,
+    /// Gone from the configuration; kept so its established conns finish.
+    pub removed: bool,
+}
+
+/// Run-time state of one backend that the configuration does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendRuntime {
+    /// Passing health checks (true when the service has none).
+    pub healthy: bool,
+    /// Weight set at run time (`ctl weight`), overriding the configured one.
+    pub weight: Option<u32>,
+    /// Draining: no new flows.
+    pub draining: bool,
+    /// Draining past its timeout: established conns are dropped too.
+    pub forced: bool,
+}
+
+impl Default for BackendRuntime {
+    fn default() -> Self {
+        BackendRuntime {
+            healthy: true,
+            weight: None,
+            draining: false,
+            forced: false,
+        }
+    }
+}
+
+/// Key of a backend across configurations: (service name, address, port).
+pub type BackendKey = (String, Ipv4Addr, u16);
+
+/// Keeps service and backend ids stable across snapshots (what established conns hold).
+#[derive(Debug, Default, Clone)]
+pub struct IdRegistry {
+    services: HashMap<String, u16>,
+    backends: HashMap<BackendKey, u32>,
+}
+
+impl IdRegistry {
+    fn service(&mut self, name: &str) -> u16 {
+        let n = self.services.len() as u16;
+        *self.services.entry(name.to_string()).or_insert(n)
+    }
+    fn backend(&mut self, key: BackendKey) -> u32 {
+        let n = self.backends.len() as u32;
+        *self.backends.entry(key).or_insert(n)
+    }
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
 }
 
 /// What a local (own or VIP) address is.
@@ -120,6 +189,21 @@ impl Snapshot {
     /// Builds the snapshot from a validated config and each interface's port MAC
     /// (`port_macs[i]` for `cfg.interfaces[i]`).
     pub fn build(cfg: &Config, port_macs: &[[u8; 6]]) -> Snapshot {
+        Self::build_with(cfg, port_macs, None, &mut IdRegistry::default(), &|_| {
+            BackendRuntime::default()
+        })
+    }
+
+    /// Builds the next snapshot: ids from `ids` (stable across reloads), services and
+    /// backends that left the configuration kept from `prev` as removed tombstones, and each
+    /// backend's run-time state from `runtime`.
+    pub fn build_with(
+        cfg: &Config,
+        port_macs: &[[u8; 6]],
+        prev: Option<&Snapshot>,
+        ids: &mut IdRegistry,
+        runtime: &dyn Fn(&BackendKey) -> BackendRuntime,
+    ) -> Snapshot {
         let mut snat = Vec::new();
         let interfaces: Vec<Interface> = cfg
             .interfaces
@@ -216,10 +300,11 @@ impl Snapshot {
         for (a, i) in &snat {
             local.entry(u32::from(*a)).or_insert((*i, LocalKind::Snat));
         }
-        let mut services = Vec::new();
-        let mut backends = Vec::new();
+        let mut services: Vec<Option<Service>> = Vec::new();
+        let mut backends: Vec<Option<Backend>> = Vec::new();
         let mut services_by_key = FxMap::default();
-        for (si, s) in cfg.services.iter().enumerate() {
+        for s in &cfg.services {
+            let si = ids.service(&s.name);
             let vip: Ipv4Addr = s.vip.parse().expect("validated");
             let iface = match &s.interface {
                 Some(n) => IfIdx(
@@ -233,46 +318,124 @@ impl Snapshot {
             local
                 .entry(u32::from(vip))
                 .or_insert((iface, LocalKind::Vip));
-            let mut ids = Vec::new();
-            let mut mb = Vec::new();
-            for b in &s.backends {
+            let mut members: Vec<(&BackendConfig, bool)> =
+                s.backends.iter().map(|b| (b, false)).collect();
+            if let Some(sorry) = &s.sorry_backend {
+                members.push((sorry, true));
+            }
+            let mut list = Vec::new();
+            for (b, sorry) in members {
                 let addr: Ipv4Addr = b.address.parse().expect("validated");
+                let port = b.port.unwrap_or(s.port);
+                let key = (s.name.clone(), addr, port);
+                let bid = ids.backend(key.clone());
+                let rt = runtime(&key);
                 let hop = routes.lookup(addr).expect("validated: backend is routable");
                 let next_hop = hop.l2_target(addr);
                 want(next_hop, hop.iface, &mut neighbours);
-                backends.push(Backend {
-                    addr,
-                    port: b.port.unwrap_or(s.port),
-                    weight: b.weight,
-                    iface: hop.iface,
-                    next_hop,
-                    service: si as u16,
-                });
-                ids.push(BackendId(backends.len() as u32 - 1));
-                mb.push(MaglevBackend {
-                    addr,
-                    weight: b.weight,
-                });
+                let up = rt.healthy && !rt.draining;
+                let weight = if up { rt.weight.unwrap_or(b.weight) } else { 0 };
+                let accept_existing =
+                    !rt.forced && (rt.healthy || s.on_backend_down == OnDown::Keep);
+                put(
+                    &mut backends,
+                    bid as usize,
+                    Backend {
+                        addr,
+                        port,
+                        weight,
+                        cfg_weight: b.weight,
+                        accept_existing,
+                        removed: false,
+                        sorry,
+                        iface: hop.iface,
+                        next_hop,
+                        service: si,
+                    },
+                );
+                list.push(BackendId(bid));
             }
-            services_by_key.insert((u32::from(vip), s.port, s.protocol.number()), si as u16);
-            services.push(Service {
-                name: s.name.clone(),
-                vip,
-                port: s.port,
-                proto: s.protocol,
-                mode: s.mode,
-                scheduler: s.scheduler,
-                persistence: s
-                    .persistence
-                    .map(|p| (p.timeout_s.saturating_mul(1000), p.netmask)),
-                iface,
-                backends: ids,
-                maglev: MaglevTable::build(&mb, s.maglev_table_size),
+            // The sorry backend serves only while no regular backend can.
+            let regular_up = list.iter().any(|id| {
+                let b = backends[id.0 as usize].as_ref().expect("just built");
+                !b.sorry && b.weight > 0
             });
+            for id in &list {
+                let b = backends[id.0 as usize].as_mut().expect("just built");
+                if b.sorry {
+                    b.weight = if regular_up || b.weight == 0 { 0 } else { 1 };
+                }
+            }
+            let mb: Vec<MaglevBackend> = list
+                .iter()
+                .map(|id| {
+                    let b = backends[id.0 as usize].as_ref().expect("just built");
+                    MaglevBackend {
+                        addr: b.addr,
+                        weight: b.weight,
+                    }
+                })
+                .collect();
+            services_by_key.insert((u32::from(vip), s.port, s.protocol.number()), si);
+            put(
+                &mut services,
+                usize::from(si),
+                Service {
+                    name: s.name.clone(),
+                    vip,
+                    port: s.port,
+                    proto: s.protocol,
+                    mode: s.mode,
+                    scheduler: s.scheduler,
+                    persistence: s
+                        .persistence
+                        .map(|p| (p.timeout_s.saturating_mul(1000), p.netmask)),
+                    iface,
+                    backends: list,
+                    maglev: MaglevTable::build(&mb, s.maglev_table_size),
+                    health: s.health.clone(),
+                    on_down: s.on_backend_down,
+                    removed: false,
+                },
+            );
         }
+        // What left the configuration stays as tombstones, so established conns finish.
+        for id in 0..ids.service_count() {
+            if services.get(id).is_none_or(Option::is_none) {
+                let old = prev.and_then(|p| p.services.get(id)).cloned();
+                let tomb = old.map(|mut o| {
+                    o.removed = true;
+                    o.backends.clear();
+                    o.maglev = MaglevTable::build(&[], 65537);
+                    o
+                });
+                if let Some(t) = tomb {
+                    put(&mut services, id, t);
+                }
+            }
+        }
+        for id in 0..ids.backend_count() {
+            if backends.get(id).is_none_or(Option::is_none) {
+                if let Some(mut o) = prev.and_then(|p| p.backends.get(id)).cloned() {
+                    o.removed = true;
+                    o.weight = 0;
+                    put(&mut backends, id, o);
+                }
+            }
+        }
+        let services: Vec<Service> = services
+            .into_iter()
+            .map(|s| s.unwrap_or_else(Service::placeholder))
+            .collect();
+        let backends: Vec<Backend> = backends
+            .into_iter()
+            .map(|b| b.unwrap_or_else(Backend::placeholder))
+            .collect();
         // Transit traffic is routed only when servers use us as their gateway; static routes
         // alone only steer balanced traffic (replies to clients, backends behind a router).
-        let routing = services.iter().any(|s| s.mode == Mode::Gateway);
+        let routing = services
+            .iter()
+            .any(|s| s.mode == Mode::Gateway && !s.removed);
         Snapshot {
             interfaces,
             services,
@@ -304,12 +467,57 @@ impl Snapshot {
     /// Distinct VIPs with the interface announcing each, in service order.
     pub fn vips(&self) -> Vec<(Ipv4Addr, IfIdx)> {
         let mut v: Vec<(Ipv4Addr, IfIdx)> = Vec::new();
-        for s in &self.services {
+        for s in self.services.iter().filter(|s| !s.removed) {
             if !v.iter().any(|(ip, _)| *ip == s.vip) {
                 v.push((s.vip, s.iface));
             }
         }
         v
+    }
+}
+
+fn put<T>(v: &mut Vec<Option<T>>, i: usize, x: T) {
+    if v.len() <= i {
+        v.resize_with(i + 1, || None);
+    }
+    v[i] = Some(x);
+}
+
+impl Service {
+    /// An id never filled (cannot happen with a consistent registry); inert.
+    fn placeholder() -> Service {
+        Service {
+            name: String::new(),
+            vip: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            proto: Protocol::Tcp,
+            mode: Mode::Dsr,
+            scheduler: Scheduler::Maglev,
+            persistence: None,
+            iface: IfIdx(0),
+            backends: Vec::new(),
+            maglev: MaglevTable::build(&[], 65537),
+            health: None,
+            on_down: OnDown::Keep,
+            removed: true,
+        }
+    }
+}
+
+impl Backend {
+    fn placeholder() -> Backend {
+        Backend {
+            addr: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            weight: 0,
+            cfg_weight: 0,
+            accept_existing: false,
+            removed: true,
+            sorry: false,
+            iface: IfIdx(0),
+            next_hop: Ipv4Addr::UNSPECIFIED,
+            service: 0,
+        }
     }
 }
 

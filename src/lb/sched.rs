@@ -166,6 +166,10 @@ mod tests {
                 addr: Ipv4Addr::new(10, 20, 0, 11 + i as u8),
                 port: 80,
                 weight: *w,
+                cfg_weight: *w,
+                accept_existing: true,
+                removed: false,
+                sorry: false,
                 iface: IfIdx(0),
                 next_hop: Ipv4Addr::new(10, 20, 0, 11 + i as u8),
                 service: 0,
@@ -189,6 +193,9 @@ mod tests {
             iface: IfIdx(0),
             backends: (0..weights.len() as u32).map(BackendId).collect(),
             maglev: MaglevTable::build(&mb, 65537),
+            health: None,
+            on_down: crate::config::OnDown::Keep,
+            removed: false,
         };
         (svc, backends)
     }

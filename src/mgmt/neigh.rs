@@ -1,31 +1,12 @@
-//! The management core: everything that is not per-packet. It owns the authoritative
-//! neighbour table (resolving backend MACs by ARP through worker 0's tx queues, refreshing and
-//! expiring them), reads and sums the workers' counters, and decides when to stop.
-//!
-//! It talks to workers only through their control queues (SPSC use of a lock-free bounded
-//! queue: management is the only producer, the worker the only consumer) and their events
-//! queue (the reverse).
+//! Neighbour resolution, owned by the management core.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
 use crate::config::ArpConfig;
-use crate::datapath::{Control, Event};
+use crate::datapath::Control;
 use crate::dpdk::MacAddr;
 use crate::lb::{IfIdx, Snapshot};
-use crate::stats::{Counters, Ctr, WorkerStats};
-use std::net::Ipv4Addr;
-
-/// Management's handles on one worker.
-pub struct WorkerLink {
-    pub control: Arc<ArrayQueue<Control>>,
-    pub events: Arc<ArrayQueue<Event>>,
-    pub retired: Arc<ArrayQueue<Arc<Snapshot>>>,
-    pub stats: Arc<WorkerStats>,
-}
 
 struct NeighState {
     ip: Ipv4Addr,
@@ -185,97 +166,48 @@ impl Neighbours {
         }
     }
 
+    /// Tracks the neighbours a new snapshot needs (after a reload).
+    pub fn sync(&mut self, snap: &Snapshot, now: Instant) {
+        for n in &snap.neighbours {
+            match self.find(n.addr) {
+                Some(i) => {
+                    if let Some(m) = n.static_mac {
+                        self.state[i].mac = Some(m);
+                        self.state[i].is_static = true;
+                    }
+                }
+                None if self.state.len() < MAX_NEIGHBOURS => self.state.push(NeighState {
+                    ip: n.addr,
+                    iface: n.iface,
+                    mac: n.static_mac,
+                    is_static: n.static_mac.is_some(),
+                    last_heard: None,
+                    next_probe: now,
+                }),
+                None => {}
+            }
+        }
+    }
+
+    /// (address, MAC, static) of every tracked neighbour.
+    pub fn entries(&self) -> Vec<(Ipv4Addr, Option<[u8; 6]>, bool)> {
+        self.state
+            .iter()
+            .map(|s| (s.ip, s.mac, s.is_static))
+            .collect()
+    }
+
     /// Resolved MAC of a neighbour (management view).
     pub fn mac(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
         self.find(ip).and_then(|i| self.state[i].mac)
     }
 }
 
-/// Sums every worker's published counters.
-pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {
-    let per: Vec<Counters> = links.iter().map(|l| l.stats.load()).collect();
-    let mut sum = Counters::default();
-    for c in &per {
-        sum.sum(c);
-    }
-    (sum, per)
-}
-
-/// Options of the management loop.
-pub struct MgmtOptions {
-    /// Stop once no frame has arrived for this long (pcap replay and tests).
-    pub stop_after_idle: Option<Duration>,
-    pub stats_interval: Option<Duration>,
-}
-
-/// Runs until `stop` is set (signal) or the idle limit is reached; then sets `stop` so the
-/// workers leave their loops.
-pub fn run(
-    snap: &Arc<Snapshot>,
-    neigh: &mut Neighbours,
-    links: &[WorkerLink],
-    stop: &AtomicBool,
-    opts: &MgmtOptions,
-) {
-    let tick = Duration::from_millis(10);
-    let mut pending: Vec<(usize, Control)> = Vec::new();
-    let mut probe = Vec::new();
-    let mut broadcast = Vec::new();
-    let mut last_rx = 0u64;
-    let mut last_rx_change = Instant::now();
-    let mut last_stats = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        for l in links {
-            while let Some(ev) = l.events.pop() {
-                match ev {
-                    Event::Neighbour { ip, mac, iface } => {
-                        if let Some(c) = neigh.learned(ip, mac, iface, now) {
-                            broadcast.push(c);
-                        }
-                    }
-                    Event::Resolve { ip, iface } => neigh.wanted(ip, iface, now),
-                }
-            }
-            while l.retired.pop().is_some() {}
-        }
-        neigh.tick(snap, now, &mut probe, &mut broadcast);
-        // ARP requests go out through worker 0; neighbour changes to every worker.
-        pending.extend(probe.drain(..).map(|c| (0, c)));
-        for c in broadcast.drain(..) {
-            pending.extend((0..links.len()).map(|w| (w, c.clone())));
-        }
-        // A full control queue keeps the message for the next tick instead of losing it.
-        pending.retain(|(w, c)| links[*w].control.push(c.clone()).is_err());
-
-        let (sum, _) = totals(links);
-        let rx = sum.get(Ctr::RxPackets);
-        if rx != last_rx {
-            last_rx = rx;
-            last_rx_change = now;
-        }
-        if let Some(idle) = opts.stop_after_idle
-            && now.duration_since(last_rx_change) >= idle
-            && pending.is_empty()
-        {
-            tracing::info!(rx_packets = rx, "idle limit reached; stopping");
-            break;
-        }
-        if let Some(iv) = opts.stats_interval
-            && now.duration_since(last_stats) >= iv
-        {
-            last_stats = now;
-            tracing::info!(counters = %sum.to_json(), "stats");
-        }
-        std::thread::sleep(tick);
-    }
-    stop.store(true, Ordering::Relaxed);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::lb::Snapshot;
     use std::net::Ipv4Addr;
 
     fn snap() -> Snapshot {

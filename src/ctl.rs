@@ -1,0 +1,379 @@
+//! `switchyard ctl`: the operator's CLI over the management API. Human tables by default,
+//! `--json` for scripts. The API is found from `--api URL`, else `[api] listen` of
+//! `--config F`, else the default address.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::config::{Config, DEFAULT_API};
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCmd {
+    /// Totals, uptime, reloads.
+    Status,
+    /// Services with their traffic.
+    Services,
+    /// Backends: state, health, weight, conns, traffic.
+    Backends,
+    /// Stop new flows to a backend; established ones finish (optionally forced after a timeout).
+    Drain {
+        service: String,
+        /// ADDRESS or ADDRESS:PORT
+        backend: String,
+        #[arg(long)]
+        timeout_s: Option<u64>,
+    },
+    /// Undo a drain.
+    Enable { service: String, backend: String },
+    /// Set a backend's weight at run time (0 = no new flows).
+    Weight {
+        service: String,
+        backend: String,
+        weight: u32,
+    },
+    /// Re-read the configuration file.
+    Reload,
+    /// Worker and health-probe latency quantiles.
+    Latency,
+    /// Live conns.
+    Flows {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// Where the API is: `--api`, else the config's `[api] listen`, else the default.
+pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, String> {
+    let addr = match (api, config) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(c)) => {
+            let cfg = Config::load(c).map_err(|e| format!("{}: {e}", c.display()))?;
+            if cfg.api.listen.is_empty() {
+                return Err(format!(
+                    "{}: [api] listen is empty (API disabled)",
+                    c.display()
+                ));
+            }
+            cfg.api.listen
+        }
+        (None, None) => DEFAULT_API.to_string(),
+    };
+    Ok(if addr.starts_with("http://") {
+        addr.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{addr}")
+    })
+}
+
+fn call(base: &str, method: &str, path: &str) -> Result<Value, String> {
+    let url = format!("{base}{path}");
+    let resp = if method == "POST" {
+        ureq::post(&url).send_empty()
+    } else {
+        ureq::get(&url).call()
+    };
+    match resp {
+        Ok(mut r) => {
+            let text = r
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| format!("reading {url}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("bad JSON from {url}: {e}"))
+        }
+        Err(ureq::Error::StatusCode(code)) => Err(format!("{url}: HTTP {code}")),
+        Err(e) => Err(format!("cannot reach the API at {base}: {e}")),
+    }
+}
+
+/// ureq treats 4xx as errors without the body; ask again for the body to show the message.
+fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, String> {
+    let url = format!("{base}{path}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = if method == "POST" {
+        agent.post(&url).send_empty()
+    } else {
+        agent.get(&url).call()
+    };
+    let mut r = resp.map_err(|e| format!("cannot reach the API at {base}: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("reading {url}: {e}"))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("bad JSON from {url}: {e}"))?;
+    if status >= 400 {
+        return Err(v["error"].as_str().unwrap_or(&text).to_string());
+    }
+    Ok(v)
+}
+
+fn enc(s: &str) -> String {
+    s.replace(':', "%3A")
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn us(v: &Value) -> String {
+    v.as_u64()
+        .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1000.0))
+}
+
+/// Runs one ctl command; returns what to print.
+pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, String> {
+    let v = match cmd {
+        CtlCmd::Status => call(base, "GET", "/status")?,
+        CtlCmd::Services => call(base, "GET", "/services")?,
+        CtlCmd::Backends => call(base, "GET", "/backends")?,
+        CtlCmd::Latency => call(base, "GET", "/latency")?,
+        CtlCmd::Flows { limit } => call(base, "GET", &format!("/flows?limit={limit}"))?,
+        CtlCmd::Reload => call_with_error_body(base, "POST", "/reload")?,
+        CtlCmd::Drain {
+            service,
+            backend,
+            timeout_s,
+        } => {
+            let t = timeout_s.map_or(String::new(), |t| format!("&timeout_s={t}"));
+            call_with_error_body(
+                base,
+                "POST",
+                &format!(
+                    "/backends/drain?service={service}&backend={}{t}",
+                    enc(backend)
+                ),
+            )?
+        }
+        CtlCmd::Enable { service, backend } => call_with_error_body(
+            base,
+            "POST",
+            &format!(
+                "/backends/enable?service={service}&backend={}",
+                enc(backend)
+            ),
+        )?,
+        CtlCmd::Weight {
+            service,
+            backend,
+            weight,
+        } => call_with_error_body(
+            base,
+            "POST",
+            &format!(
+                "/backends/weight?service={service}&backend={}&weight={weight}",
+                enc(backend)
+            ),
+        )?,
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    Ok(match cmd {
+        CtlCmd::Status => {
+            let c = &v["counters"];
+            format!(
+                "switchyard {}  up {}s  workers {}  services {}  backends up {} / down {}  reloads {} (failed {})\n\
+                 rx {}  tx {}  forwarded {}  replied {}  flows active {}  created {}",
+                s(&v["version"]),
+                s(&v["uptime_s"]),
+                s(&v["workers"]),
+                s(&v["services"]),
+                s(&v["backends_up"]),
+                s(&v["backends_down"]),
+                s(&v["reloads"]),
+                s(&v["reloads_failed"]),
+                s(&c["rx_packets"]),
+                s(&c["tx_packets"]),
+                s(&c["forwarded"]),
+                s(&c["replied"]),
+                s(&c["flows_active"]),
+                s(&c["flows_created"]),
+            )
+        }
+        CtlCmd::Services => table(
+            &[
+                "SERVICE",
+                "VIP",
+                "PROTO",
+                "MODE",
+                "SCHEDULER",
+                "UP",
+                "FLOWS",
+                "PACKETS",
+                "BYTES",
+            ],
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| {
+                    vec![
+                        s(&x["name"]),
+                        format!("{}:{}", s(&x["vip"]), s(&x["port"])),
+                        s(&x["protocol"]),
+                        s(&x["mode"]),
+                        s(&x["scheduler"]),
+                        format!("{}/{}", s(&x["backends_up"]), s(&x["backends"])),
+                        s(&x["flows"]),
+                        s(&x["packets"]),
+                        s(&x["bytes"]),
+                    ]
+                })
+                .collect(),
+        ),
+        CtlCmd::Backends => table(
+            &[
+                "SERVICE",
+                "BACKEND",
+                "STATE",
+                "WEIGHT",
+                "CONNS",
+                "FLOWS",
+                "PACKETS",
+                "LAST ERROR",
+            ],
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| {
+                    vec![
+                        s(&x["service"]),
+                        format!("{}:{}", s(&x["address"]), s(&x["port"])),
+                        s(&x["state"]),
+                        format!("{}/{}", s(&x["weight"]), s(&x["configured_weight"])),
+                        s(&x["active_conns"]),
+                        s(&x["flows"]),
+                        s(&x["packets"]),
+                        x["health"]["last_error"]
+                            .as_str()
+                            .filter(|e| !e.is_empty())
+                            .unwrap_or("-")
+                            .to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+        CtlCmd::Latency => {
+            let mut rows: Vec<Vec<String>> = v["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, x)| {
+                    vec![
+                        format!("worker {i}"),
+                        s(&x["count"]),
+                        us(&x["p50_ns"]),
+                        us(&x["p90_ns"]),
+                        us(&x["p99_ns"]),
+                        us(&x["p999_ns"]),
+                        us(&x["max_ns"]),
+                    ]
+                })
+                .collect();
+            rows.extend(
+                v["health_probes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        vec![
+                            format!("probe {} {}", s(&x["service"]), s(&x["backend"])),
+                            s(&x["count"]),
+                            us(&x["p50_ns"]),
+                            us(&x["p90_ns"]),
+                            us(&x["p99_ns"]),
+                            us(&x["p999_ns"]),
+                            us(&x["max_ns"]),
+                        ]
+                    }),
+            );
+            table(
+                &[
+                    "WHAT", "COUNT", "P50 us", "P90 us", "P99 us", "P99.9 us", "MAX us",
+                ],
+                rows,
+            )
+        }
+        CtlCmd::Flows { .. } => table(
+            &[
+                "SERVICE", "PROTO", "CLIENT", "VIP", "LOCAL", "BACKEND", "STATE",
+            ],
+            v["flows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| {
+                    vec![
+                        s(&x["service"]),
+                        s(&x["protocol"]),
+                        s(&x["client"]),
+                        s(&x["vip"]),
+                        s(&x["local"]),
+                        s(&x["backend"]),
+                        s(&x["state"]),
+                    ]
+                })
+                .collect(),
+        ),
+        CtlCmd::Reload => format!(
+            "reloaded; applied: {}; needs restart (not applied): {}",
+            list(&v["applied"]),
+            list(&v["restart_required"])
+        ),
+        CtlCmd::Drain { .. } | CtlCmd::Enable { .. } | CtlCmd::Weight { .. } => {
+            format!(
+                "{} {}: {}",
+                s(&v["service"]),
+                s(&v["backend"]),
+                if v["weight"].is_null() {
+                    s(&v["state"])
+                } else {
+                    format!("weight {}", s(&v["weight"]))
+                }
+            )
+        }
+    })
+}
+
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,508 @@
+//! Health checks, run by the management core: one checker thread per checked backend, each
+//! connecting through the kernel's TCP/IP stack (the exception path puts the balancer's
+//! address on a kernel interface on the same network as client traffic).
+//!
+//! Kinds: `tcp` (connect), `http` (GET path, expected status, optional body substring), `dns`
+//! (A query over UDP, an answer expected). A backend goes down after `fall` consecutive
+//! failures and comes back after `rise` consecutive successes; transitions are logged and
+//! counted, and each probe's round trip goes into a per-backend histogram.
+//!
+//! DSR backends are checked **on the VIP**: the probe is addressed to VIP:port but routed to
+//! that backend (a socket mark selects a policy-routing table holding `VIP/32 via backend`),
+//! so a server that is up but lacks the VIP on its loopback fails the check.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Config, HealthConfig, HealthKind, Mode};
+use crate::lb::{BackendKey, Snapshot};
+
+/// First socket mark / routing table used for DSR checks (one per backend id above it).
+const MARK_BASE: u32 = 0x5359_0000;
+
+/// Everything one checker needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: HealthKind,
+    pub target: SocketAddrV4,
+    /// DSR: the backend the probe to the VIP is routed to, and the mark selecting that route.
+    pub via: Option<(Ipv4Addr, u32)>,
+    pub path: String,
+    pub expect_status: u16,
+    pub expect_body: Option<String>,
+    pub query: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+struct Result_ {
+    key: BackendKey,
+    ok: bool,
+    rtt: Duration,
+    error: String,
+}
+
+struct State {
+    up: bool,
+    ok_streak: u32,
+    fail_streak: u32,
+    transitions: u64,
+    last_error: String,
+    checks: u64,
+    rtt: Box<Histogram<u64>>,
+    rise: u32,
+    fall: u32,
+}
+
+struct Checker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Health {
+    plan: HashMap<BackendKey, (Probe, u32, u32)>,
+    states: HashMap<BackendKey, State>,
+    checkers: HashMap<BackendKey, Checker>,
+    tx: Sender<Result_>,
+    rx: Receiver<Result_>,
+    running: bool,
+    rules: Vec<u32>,
+}
+
+/// The probes a snapshot asks for: (probe, rise, fall) per checked backend.
+pub fn plan(snap: &Snapshot) -> HashMap<BackendKey, (Probe, u32, u32)> {
+    let mut out = HashMap::new();
+    for (bid, b) in snap.backends.iter().enumerate() {
+        if b.removed {
+            continue;
+        }
+        let s = &snap.services[usize::from(b.service)];
+        let Some(h) = &s.health else { continue };
+        let port = h.port.unwrap_or(b.port);
+        let (target, via) = if s.mode == Mode::Dsr {
+            (
+                SocketAddrV4::new(s.vip, h.port.unwrap_or(s.port)),
+                Some((b.addr, MARK_BASE + bid as u32)),
+            )
+        } else {
+            (SocketAddrV4::new(b.addr, port), None)
+        };
+        out.insert(
+            (s.name.clone(), b.addr, b.port),
+            (probe_of(h, target, via), h.rise, h.fall),
+        );
+    }
+    out
+}
+
+fn probe_of(h: &HealthConfig, target: SocketAddrV4, via: Option<(Ipv4Addr, u32)>) -> Probe {
+    Probe {
+        kind: h.kind,
+        target,
+        via,
+        path: h.path.clone(),
+        expect_status: h.expect_status,
+        expect_body: h.expect_body.clone(),
+        query: h.query.clone(),
+        interval: Duration::from_millis(u64::from(h.interval_ms)),
+        timeout: Duration::from_millis(u64::from(h.timeout_ms)),
+    }
+}
+
+impl Health {
+    pub fn new(snap: &Snapshot) -> Health {
+        let (tx, rx) = channel();
+        Health {
+            plan: plan(snap),
+            states: HashMap::new(),
+            checkers: HashMap::new(),
+            tx,
+            rx,
+            running: false,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Starts the checkers (after the workers run, so probes have a data plane).
+    pub fn start(&mut self, snap: &Snapshot, _cfg: &Config) {
+        self.running = true;
+        self.plan = plan(snap);
+        self.respawn();
+    }
+
+    /// A new snapshot: checkers whose probe changed are restarted, gone ones stopped.
+    pub fn sync(&mut self, snap: &Snapshot) {
+        self.plan = plan(snap);
+        if self.running {
+            self.respawn();
+        }
+    }
+
+    fn respawn(&mut self) {
+        let stale: Vec<BackendKey> = self
+            .checkers
+            .keys()
+            .filter(|k| !self.plan.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in stale {
+            if let Some(c) = self.checkers.remove(&k) {
+                c.stop.store(true, Ordering::Relaxed);
+            }
+            self.states.remove(&k);
+        }
+        for (key, (probe, rise, fall)) in self.plan.clone() {
+            let st = self.states.entry(key.clone()).or_insert_with(|| State {
+                up: true,
+                ok_streak: 0,
+                fail_streak: 0,
+                transitions: 0,
+                last_error: String::new(),
+                checks: 0,
+                rtt: Box::new(Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")),
+                rise,
+                fall,
+            });
+            st.rise = rise;
+            st.fall = fall;
+            if let Some(c) = self.checkers.get(&key)
+                && !c.stop.load(Ordering::Relaxed)
+                && self.running_probe(&key) == Some(probe.clone())
+            {
+                continue;
+            }
+            if let Some(c) = self.checkers.remove(&key) {
+                c.stop.store(true, Ordering::Relaxed);
+            }
+            if let Some((backend, mark)) = probe.via {
+                self.route_via(probe.target, backend, mark);
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (s2, tx, k2, p2) = (stop.clone(), self.tx.clone(), key.clone(), probe.clone());
+            let thread = std::thread::Builder::new()
+                .name("sy-health".into())
+                .spawn(move || checker(k2, p2, tx, s2))
+                .ok();
+            self.checkers.insert(key, Checker { stop, thread });
+        }
+    }
+
+    fn running_probe(&self, key: &BackendKey) -> Option<Probe> {
+        // Checkers are restarted whenever the plan entry changes; the plan is the truth.
+        self.plan.get(key).map(|p| p.0.clone())
+    }
+
+    /// Policy routing for a DSR probe: packets marked `mark` reach `vip` through `backend`.
+    fn route_via(&mut self, vip: SocketAddrV4, backend: Ipv4Addr, mark: u32) {
+        let m = mark.to_string();
+        let _ = Command::new("ip")
+            .args(["rule", "del", "fwmark", &m, "table", &m])
+            .output();
+        let a = Command::new("ip")
+            .args(["rule", "add", "fwmark", &m, "table", &m])
+            .output();
+        let b = Command::new("ip")
+            .args([
+                "route",
+                "replace",
+                &format!("{}/32", vip.ip()),
+                "via",
+                &backend.to_string(),
+                "table",
+                &m,
+            ])
+            .output();
+        match (a, b) {
+            (Ok(a), Ok(b)) if a.status.success() && b.status.success() => self.rules.push(mark),
+            (a, b) => tracing::warn!(
+                ?a,
+                ?b,
+                "cannot route DSR health probes to {backend} (is the exception path up?)"
+            ),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.running = false;
+        for (_, mut c) in self.checkers.drain() {
+            c.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = c.thread.take() {
+                let _ = t.join();
+            }
+        }
+        for m in self.rules.drain(..) {
+            let m = m.to_string();
+            let _ = Command::new("ip")
+                .args(["rule", "del", "fwmark", &m, "table", &m])
+                .output();
+            let _ = Command::new("ip")
+                .args(["route", "flush", "table", &m])
+                .output();
+        }
+    }
+
+    /// Takes the checkers' results; returns backends whose health state changed.
+    pub fn poll(&mut self, _snap: &Snapshot) -> Vec<(BackendKey, bool)> {
+        let mut changed = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            let Some(st) = self.states.get_mut(&r.key) else {
+                continue;
+            };
+            st.checks += 1;
+            if r.ok {
+                let _ = st.rtt.record(r.rtt.as_nanos().max(1) as u64);
+                st.ok_streak += 1;
+                st.fail_streak = 0;
+                if !st.up && st.ok_streak >= st.rise {
+                    st.up = true;
+                    st.transitions += 1;
+                    tracing::warn!(service = %r.key.0, backend = %r.key.1, "backend UP after {} good checks", st.ok_streak);
+                    changed.push((r.key.clone(), true));
+                }
+            } else {
+                st.fail_streak += 1;
+                st.ok_streak = 0;
+                st.last_error = r.error;
+                if st.up && st.fail_streak >= st.fall {
+                    st.up = false;
+                    st.transitions += 1;
+                    tracing::warn!(service = %r.key.0, backend = %r.key.1, error = %st.last_error, "backend DOWN after {} failed checks", st.fail_streak);
+                    changed.push((r.key.clone(), false));
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn transitions(&self, key: &BackendKey) -> u64 {
+        self.states.get(key).map_or(0, |s| s.transitions)
+    }
+
+    pub fn view(&self, key: &BackendKey) -> Value {
+        match self.states.get(key) {
+            None => Value::Null,
+            Some(s) => json!({
+                "up": s.up,
+                "checks": s.checks,
+                "transitions": s.transitions,
+                "ok_streak": s.ok_streak,
+                "fail_streak": s.fail_streak,
+                "last_error": s.last_error,
+            }),
+        }
+    }
+
+    pub fn latency_view(&self) -> Value {
+        let mut v: Vec<Value> = self
+            .states
+            .iter()
+            .map(|(k, s)| {
+                let h = &s.rtt;
+                json!({
+                    "service": k.0,
+                    "backend": format!("{}:{}", k.1, k.2),
+                    "count": h.len(),
+                    "p50_ns": h.value_at_quantile(0.5),
+                    "p90_ns": h.value_at_quantile(0.9),
+                    "p99_ns": h.value_at_quantile(0.99),
+                    "p999_ns": h.value_at_quantile(0.999),
+                    "max_ns": h.max(),
+                })
+            })
+            .collect();
+        v.sort_by_key(|x| x["backend"].as_str().unwrap_or("").to_string());
+        json!(v)
+    }
+}
+
+fn checker(key: BackendKey, p: Probe, tx: Sender<Result_>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let res = probe(&p);
+        let rtt = t.elapsed();
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let _ = tx.send(Result_ {
+            key: key.clone(),
+            ok: res.is_ok(),
+            rtt,
+            error: res.err().unwrap_or_default(),
+        });
+        // Sleep the rest of the interval in short steps so a stop is quick.
+        while t.elapsed() < p.interval && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(p.interval));
+        }
+    }
+}
+
+fn socket(p: &Probe, ty: Type, proto: Protocol) -> Result<Socket, String> {
+    let s = Socket::new(Domain::IPV4, ty, Some(proto)).map_err(|e| format!("socket: {e}"))?;
+    if let Some((_, mark)) = p.via {
+        s.set_mark(mark).map_err(|e| format!("SO_MARK: {e}"))?;
+    }
+    s.set_read_timeout(Some(p.timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(p.timeout))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// One probe; Err carries what failed.
+pub fn probe(p: &Probe) -> Result<(), String> {
+    let deadline = Instant::now() + p.timeout;
+    match p.kind {
+        HealthKind::Tcp | HealthKind::Http => {
+            let s = socket(p, Type::STREAM, Protocol::TCP)?;
+            s.connect_timeout(&SocketAddr::V4(p.target).into(), p.timeout)
+                .map_err(|e| format!("connect {}: {e}", p.target))?;
+            if p.kind == HealthKind::Tcp {
+                return Ok(());
+            }
+            let mut stream: std::net::TcpStream = s.into();
+            let req = format!(
+                "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: switchyard-health\r\nConnection: close\r\n\r\n",
+                p.path,
+                p.target.ip()
+            );
+            stream
+                .write_all(req.as_bytes())
+                .map_err(|e| format!("send: {e}"))?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while buf.len() < 65536 {
+                if Instant::now() > deadline {
+                    return Err("timeout reading the response".into());
+                }
+                match stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or("no HTTP status line")?;
+            if status != p.expect_status {
+                return Err(format!("status {status}, expected {}", p.expect_status));
+            }
+            if let Some(want) = &p.expect_body {
+                let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                if !body.contains(want.as_str()) {
+                    return Err(format!("body lacks {want:?}"));
+                }
+            }
+            Ok(())
+        }
+        HealthKind::Dns => {
+            let s = socket(p, Type::DGRAM, Protocol::UDP)?;
+            let udp: std::net::UdpSocket = s.into();
+            let id = (Instant::now().elapsed().subsec_nanos() as u16) ^ 0x5359;
+            let q = dns_query(id, &p.query);
+            udp.send_to(&q, SocketAddr::V4(p.target))
+                .map_err(|e| format!("send: {e}"))?;
+            let mut buf = [0u8; 1500];
+            let (n, _) = udp
+                .recv_from(&mut buf)
+                .map_err(|e| format!("no answer: {e}"))?;
+            dns_check(id, &buf[..n])
+        }
+    }
+}
+
+/// A DNS query for `name` type A, recursion desired.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// A response to query `id` with RCODE 0 and at least one answer.
+pub fn dns_check(id: u16, r: &[u8]) -> Result<(), String> {
+    if r.len() < 12 {
+        return Err("short DNS response".into());
+    }
+    if u16::from_be_bytes([r[0], r[1]]) != id || r[2] & 0x80 == 0 {
+        return Err("not a response to our query".into());
+    }
+    let rcode = r[3] & 0x0f;
+    if rcode != 0 {
+        return Err(format!("rcode {rcode}"));
+    }
+    if u16::from_be_bytes([r[6], r[7]]) == 0 {
+        return Err("no answer records".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_query_and_answer_checks() {
+        let q = dns_query(0x1234, "who.lab.test");
+        assert_eq!(&q[..2], &[0x12, 0x34]);
+        assert_eq!(q.len(), 12 + 14 + 4);
+        let mut r = q.clone();
+        r[2] |= 0x80;
+        assert_eq!(dns_check(0x1234, &r), Err("no answer records".into()));
+        r[7] = 1;
+        assert_eq!(dns_check(0x1234, &r), Ok(()));
+        assert!(dns_check(0x4321, &r).is_err());
+        r[3] = 3;
+        assert_eq!(dns_check(0x1234, &r), Err("rcode 3".into()));
+    }
+
+    #[test]
+    fn tcp_and_http_probes_against_a_local_server() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(3) {
+                let mut s = s.unwrap();
+                let mut b = [0u8; 512];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nall good\n");
+            }
+        });
+        let mut p = Probe {
+            kind: HealthKind::Http,
+            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            via: None,
+            path: "/healthz".into(),
+            expect_status: 200,
+            expect_body: Some("good".into()),
+            query: String::new(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+        };
+        assert_eq!(probe(&p), Ok(()));
+        p.expect_body = Some("bad".into());
+        assert!(probe(&p).unwrap_err().contains("body"));
+        p.kind = HealthKind::Tcp;
+        assert_eq!(probe(&p), Ok(()));
+        p.target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        assert!(probe(&p).unwrap_err().contains("connect"));
+    }
+}

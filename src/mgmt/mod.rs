@@ -1,0 +1,674 @@
+//! The management core: everything that is not per-packet. It owns the authoritative
+//! configuration and run-time state (weights, drains, health), builds immutable snapshots and
+//! publishes them to the workers, resolves neighbours, aggregates counters and latency
+//! histograms, serves the API (through `api`'s thread) and decides when to stop.
+//!
+//! It talks to workers only through their control queues (management is the only producer,
+//! the worker the only consumer), their event queues (the reverse) and their published stats.
+
+pub mod api;
+pub mod health;
+pub mod neigh;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::datapath::{Control, Event};
+use crate::dpdk::MacAddr;
+use crate::flow::Conn;
+use crate::lb::sched::BackendLoad;
+use crate::lb::{BackendId, BackendKey, BackendRuntime, IdRegistry, Snapshot};
+use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
+use api::{Command, Request, Response};
+use neigh::Neighbours;
+
+/// Management's handles on one worker.
+pub struct WorkerLink {
+    pub control: Arc<ArrayQueue<Control>>,
+    pub events: Arc<ArrayQueue<Event>>,
+    pub retired: Arc<ArrayQueue<Arc<Snapshot>>>,
+    pub stats: Arc<WorkerStats>,
+    /// Flow dumps the worker answers `Control::DumpFlows` with.
+    pub flows: Arc<ArrayQueue<Vec<Conn>>>,
+}
+
+/// Sums every worker's published counters.
+pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {
+    let per: Vec<Counters> = links.iter().map(|l| l.stats.load()).collect();
+    let mut sum = Counters::default();
+    for c in &per {
+        sum.sum(c);
+    }
+    (sum, per)
+}
+
+/// Options of the management loop.
+pub struct MgmtOptions {
+    /// Stop once no frame has arrived for this long (pcap replay and tests).
+    pub stop_after_idle: Option<Duration>,
+    pub stats_interval: Option<Duration>,
+    /// The file `reload` reads.
+    pub config_path: Option<PathBuf>,
+    /// Set by SIGHUP.
+    pub hup: Arc<AtomicBool>,
+}
+
+/// A drain in progress.
+struct Drain {
+    since: Instant,
+    timeout: Option<Duration>,
+}
+
+pub struct Mgmt {
+    cfg: Config,
+    macs: Vec<[u8; 6]>,
+    pub snap: Arc<Snapshot>,
+    ids: IdRegistry,
+    runtime: HashMap<BackendKey, BackendRuntime>,
+    drains: HashMap<BackendKey, Drain>,
+    neigh: Neighbours,
+    links: Vec<WorkerLink>,
+    load: Arc<BackendLoad>,
+    /// Cumulative per-worker latency (merged from the workers' hand-overs).
+    latency: Vec<LatencyHistogram>,
+    health: health::Health,
+    started: Instant,
+    reloads: u64,
+    reloads_failed: u64,
+    pending: Vec<(usize, Control)>,
+}
+
+impl Mgmt {
+    pub fn new(
+        cfg: Config,
+        macs: Vec<[u8; 6]>,
+        ids: IdRegistry,
+        snap: Arc<Snapshot>,
+        links: Vec<WorkerLink>,
+        load: Arc<BackendLoad>,
+    ) -> Mgmt {
+        let now = Instant::now();
+        let neigh = Neighbours::new(&snap, &cfg.arp, now);
+        let latency = links.iter().map(|_| *new_latency_histogram()).collect();
+        let health = health::Health::new(&snap);
+        Mgmt {
+            cfg,
+            macs,
+            snap,
+            ids,
+            runtime: HashMap::new(),
+            drains: HashMap::new(),
+            neigh,
+            links,
+            load,
+            latency,
+            health,
+            started: now,
+            reloads: 0,
+            reloads_failed: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn links(&self) -> &[WorkerLink] {
+        &self.links
+    }
+
+    /// Messages the workers get before they start: static neighbours, gratuitous ARPs.
+    pub fn seed_workers(&self) {
+        for l in &self.links {
+            for c in self.neigh.initial() {
+                let _ = l.control.push(c);
+            }
+        }
+        if self.cfg.arp.gratuitous {
+            for (vip, iface) in self.snap.vips() {
+                let _ = self.links[0].control.push(Control::SendArp {
+                    iface,
+                    sender: vip,
+                    target: vip,
+                });
+            }
+        }
+    }
+
+    /// Builds a snapshot from the current config and run-time state and hands it to every
+    /// worker (they swap it in between bursts).
+    fn publish(&mut self) {
+        let rt = &self.runtime;
+        let snap = Arc::new(Snapshot::build_with(
+            &self.cfg,
+            &self.macs,
+            Some(&self.snap),
+            &mut self.ids,
+            &|k| rt.get(k).copied().unwrap_or_default(),
+        ));
+        self.neigh.sync(&snap, Instant::now());
+        self.health.sync(&snap);
+        self.snap = snap.clone();
+        for w in 0..self.links.len() {
+            self.pending.push((w, Control::Snapshot(snap.clone())));
+        }
+        self.flush_pending();
+    }
+
+    fn flush_pending(&mut self) {
+        let links = &self.links;
+        self.pending
+            .retain(|(w, c)| links[*w].control.push(c.clone()).is_err());
+    }
+
+    /// Re-reads the configuration file; applies what can change live, reports what needs a
+    /// restart, and keeps the running config if the new one is invalid.
+    fn reload(&mut self, path: Option<&PathBuf>) -> Result<Value, String> {
+        let Some(path) = path else {
+            return Err("no configuration file to reload from".into());
+        };
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reloads_failed += 1;
+                tracing::warn!("reload rejected, running config kept: {e}");
+                return Err(format!("invalid configuration, running config kept: {e}"));
+            }
+        };
+        let mut restart = Vec::new();
+        let ser = |v: &dyn erased::Ser| v.json();
+        if ser(&new.dpdk) != ser(&self.cfg.dpdk) {
+            restart.push("dpdk");
+        }
+        if ser(&new.cores) != ser(&self.cfg.cores) {
+            restart.push("cores");
+        }
+        if ser(&new.interfaces) != ser(&self.cfg.interfaces) {
+            restart.push("interfaces");
+        }
+        if ser(&new.nat) != ser(&self.cfg.nat) {
+            restart.push("nat");
+        }
+        if ser(&new.flows.capacity_per_core) != ser(&self.cfg.flows.capacity_per_core)
+            || ser(&new.flows.persistence_capacity_per_core)
+                != ser(&self.cfg.flows.persistence_capacity_per_core)
+        {
+            restart.push("flows.capacity_per_core");
+        }
+        if ser(&new.api) != ser(&self.cfg.api) {
+            restart.push("api");
+        }
+        let mut applied = Vec::new();
+        for (name, a, b) in [
+            ("services", ser(&new.services), ser(&self.cfg.services)),
+            ("routes", ser(&new.routes), ser(&self.cfg.routes)),
+            (
+                "neighbours",
+                ser(&new.neighbours),
+                ser(&self.cfg.neighbours),
+            ),
+            (
+                "flows.timeouts",
+                ser(&new.flows.timeouts),
+                ser(&self.cfg.flows.timeouts),
+            ),
+            ("arp", ser(&new.arp), ser(&self.cfg.arp)),
+        ] {
+            if a != b {
+                applied.push(name);
+            }
+        }
+        // Startup-only sections keep their running values; everything else is taken.
+        let mut next = new;
+        next.dpdk = self.cfg.dpdk.clone();
+        next.cores = self.cfg.cores.clone();
+        next.interfaces = self.cfg.interfaces.clone();
+        next.nat = self.cfg.nat.clone();
+        next.api = self.cfg.api.clone();
+        next.flows.capacity_per_core = self.cfg.flows.capacity_per_core;
+        next.flows.persistence_capacity_per_core = self.cfg.flows.persistence_capacity_per_core;
+        if let Err(e) = next.validate() {
+            self.reloads_failed += 1;
+            return Err(format!("invalid with the running startup-only keys: {e}"));
+        }
+        let old_vips = self.snap.vips();
+        self.cfg = next;
+        self.publish();
+        for (vip, iface) in self.snap.vips() {
+            if !old_vips.iter().any(|(v, _)| *v == vip) {
+                self.pending.push((
+                    0,
+                    Control::SendArp {
+                        iface,
+                        sender: vip,
+                        target: vip,
+                    },
+                ));
+            }
+        }
+        self.reloads += 1;
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "reload: these keys need a restart and were not applied");
+        }
+        tracing::info!(changed = ?applied, "configuration reloaded");
+        Ok(json!({
+            "reloaded": true,
+            "applied": applied,
+            "restart_required": restart,
+        }))
+    }
+
+    /// Finds a backend of a service by `addr` or `addr:port`.
+    fn find_backend(&self, service: &str, backend: &str) -> Result<BackendKey, String> {
+        let (addr, port) = match backend.split_once(':') {
+            Some((a, p)) => (
+                a,
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| format!("bad port in {backend:?}"))?,
+                ),
+            ),
+            None => (backend, None),
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{backend:?} is not an address or address:port"))?;
+        let svc = self
+            .snap
+            .services
+            .iter()
+            .position(|s| s.name == service && !s.removed)
+            .ok_or_else(|| format!("no service named {service:?}"))?;
+        let matches: Vec<BackendKey> = self.snap.services[svc]
+            .backends
+            .iter()
+            .filter_map(|id| {
+                let b = &self.snap.backends[id.0 as usize];
+                (b.addr == addr && port.is_none_or(|p| p == b.port))
+                    .then(|| (service.to_string(), b.addr, b.port))
+            })
+            .collect();
+        match matches.len() {
+            0 => Err(format!("service {service:?} has no backend {backend}")),
+            1 => Ok(matches[0].clone()),
+            _ => Err(format!(
+                "{backend} is ambiguous in {service:?}: give address:port"
+            )),
+        }
+    }
+
+    fn drain(
+        &mut self,
+        service: &str,
+        backend: &str,
+        timeout_s: Option<u64>,
+    ) -> Result<Value, String> {
+        let key = self.find_backend(service, backend)?;
+        self.runtime.entry(key.clone()).or_default().draining = true;
+        self.drains.insert(
+            key.clone(),
+            Drain {
+                since: Instant::now(),
+                timeout: timeout_s.map(Duration::from_secs),
+            },
+        );
+        tracing::info!(service, backend = %key.1, "backend draining");
+        self.publish();
+        Ok(
+            json!({"service": service, "backend": format!("{}:{}", key.1, key.2), "state": "draining"}),
+        )
+    }
+
+    fn enable(&mut self, service: &str, backend: &str) -> Result<Value, String> {
+        let key = self.find_backend(service, backend)?;
+        let rt = self.runtime.entry(key.clone()).or_default();
+        rt.draining = false;
+        rt.forced = false;
+        self.drains.remove(&key);
+        tracing::info!(service, backend = %key.1, "backend enabled");
+        self.publish();
+        Ok(
+            json!({"service": service, "backend": format!("{}:{}", key.1, key.2), "state": "enabled"}),
+        )
+    }
+
+    fn weight(&mut self, service: &str, backend: &str, weight: u32) -> Result<Value, String> {
+        if weight > 65535 {
+            return Err("weight must be 0-65535".into());
+        }
+        let key = self.find_backend(service, backend)?;
+        self.runtime.entry(key.clone()).or_default().weight = Some(weight);
+        tracing::info!(service, backend = %key.1, weight, "backend weight set");
+        self.publish();
+        Ok(json!({"service": service, "backend": format!("{}:{}", key.1, key.2), "weight": weight}))
+    }
+
+    /// Drains whose timeout passed: their remaining conns are dropped from now on (counted).
+    fn expire_drains(&mut self, now: Instant) {
+        let mut changed = false;
+        for (key, d) in &self.drains {
+            if let Some(t) = d.timeout
+                && now.duration_since(d.since) >= t
+            {
+                let rt = self.runtime.entry(key.clone()).or_default();
+                if !rt.forced {
+                    rt.forced = true;
+                    changed = true;
+                    tracing::warn!(service = %key.0, backend = %key.1, "drain timed out: remaining conns are dropped");
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Applies health transitions reported by the checkers.
+    fn apply_health(&mut self) {
+        let changes = self.health.poll(&self.snap);
+        if changes.is_empty() {
+            return;
+        }
+        for (key, healthy) in changes {
+            self.runtime.entry(key).or_default().healthy = healthy;
+        }
+        self.publish();
+    }
+
+    fn merge_latency(&mut self) {
+        for (w, l) in self.links.iter().enumerate() {
+            while let Some(mut h) = l.stats.hist_full.pop() {
+                let _ = self.latency[w].add(&*h);
+                h.reset();
+                let _ = l.stats.hist_empty.push(h);
+            }
+        }
+    }
+
+    /// Runs until `stop` is set (signal) or the idle limit is reached; then sets `stop` so the
+    /// workers leave their loops.
+    pub fn run(&mut self, stop: &AtomicBool, opts: &MgmtOptions, cmds: Option<Receiver<Command>>) {
+        let tick = Duration::from_millis(10);
+        let mut probe = Vec::new();
+        let mut broadcast = Vec::new();
+        let mut last_rx = 0u64;
+        let mut last_rx_change = Instant::now();
+        let mut last_stats = Instant::now();
+        self.health.start(&self.snap, &self.cfg);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            for l in &self.links {
+                while let Some(ev) = l.events.pop() {
+                    match ev {
+                        Event::Neighbour { ip, mac, iface } => {
+                            if let Some(c) = self.neigh.learned(ip, mac, iface, now) {
+                                broadcast.push(c);
+                            }
+                        }
+                        Event::Resolve { ip, iface } => self.neigh.wanted(ip, iface, now),
+                    }
+                }
+                while l.retired.pop().is_some() {}
+            }
+            self.neigh.tick(&self.snap, now, &mut probe, &mut broadcast);
+            // ARP requests go out through worker 0; neighbour changes to every worker.
+            self.pending.extend(probe.drain(..).map(|c| (0, c)));
+            for c in broadcast.drain(..) {
+                let n = self.links.len();
+                self.pending.extend((0..n).map(|w| (w, c.clone())));
+            }
+            // A full control queue keeps the message for the next tick instead of losing it.
+            self.flush_pending();
+            self.expire_drains(now);
+            self.apply_health();
+            self.merge_latency();
+            if opts.hup.swap(false, Ordering::Relaxed) {
+                match self.reload(opts.config_path.as_ref()) {
+                    Ok(v) => tracing::info!(result = %v, "SIGHUP reload"),
+                    Err(e) => tracing::error!("SIGHUP reload failed: {e}"),
+                }
+            }
+            if let Some(rx) = &cmds {
+                while let Ok(cmd) = rx.try_recv() {
+                    let resp = self.handle(cmd.req, opts);
+                    let _ = cmd.reply.send(resp);
+                }
+            }
+
+            let (sum, _) = totals(&self.links);
+            let rx = sum.get(Ctr::RxPackets);
+            if rx != last_rx {
+                last_rx = rx;
+                last_rx_change = now;
+            }
+            if let Some(idle) = opts.stop_after_idle
+                && now.duration_since(last_rx_change) >= idle
+                && self.pending.is_empty()
+            {
+                tracing::info!(rx_packets = rx, "idle limit reached; stopping");
+                break;
+            }
+            if let Some(iv) = opts.stats_interval
+                && now.duration_since(last_stats) >= iv
+            {
+                last_stats = now;
+                tracing::info!(counters = %sum.to_json(), "stats");
+            }
+            std::thread::sleep(tick);
+        }
+        stop.store(true, Ordering::Relaxed);
+        self.health.stop();
+        self.merge_latency();
+    }
+
+    fn handle(&mut self, req: Request, opts: &MgmtOptions) -> Response {
+        let r = match req {
+            Request::Status => Ok(self.status()),
+            Request::Services => Ok(self.services()),
+            Request::Backends => Ok(self.backends()),
+            Request::Latency => Ok(self.latency()),
+            Request::Flows(limit) => Ok(self.flows(limit)),
+            Request::Metrics => return Response::metrics(api::metrics(self)),
+            Request::Reload => self.reload(opts.config_path.as_ref()),
+            Request::Drain {
+                service,
+                backend,
+                timeout_s,
+            } => self.drain(&service, &backend, timeout_s),
+            Request::Enable { service, backend } => self.enable(&service, &backend),
+            Request::Weight {
+                service,
+                backend,
+                weight,
+            } => self.weight(&service, &backend, weight),
+        };
+        match r {
+            Ok(v) => Response::json(200, &v),
+            Err(e) => Response::json(400, &json!({ "error": e })),
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let (sum, per) = totals(&self.links);
+        let live = self.snap.services.iter().filter(|s| !s.removed).count();
+        let (up, down) =
+            self.snap
+                .backends
+                .iter()
+                .filter(|b| !b.removed)
+                .fold((0, 0), |(u, d), b| {
+                    if b.weight > 0 || b.sorry {
+                        (u + 1, d)
+                    } else {
+                        (u, d + 1)
+                    }
+                });
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "workers": self.links.len(),
+            "services": live,
+            "backends_up": up,
+            "backends_down": down,
+            "reloads": self.reloads,
+            "reloads_failed": self.reloads_failed,
+            "counters": sum.to_json(),
+            "workers_counters": per.iter().map(Counters::to_json).collect::<Vec<_>>(),
+            "neighbours": self.neigh.entries().iter().map(|(ip, mac, st)| json!({
+                "address": ip.to_string(),
+                "mac": mac.map(|m| MacAddr(m).to_string()),
+                "static": st,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// (packets, bytes, flows) of a service or backend summed over workers.
+    fn sum3(&self, f: impl Fn(&WorkerStats) -> [u64; 3]) -> [u64; 3] {
+        self.links.iter().fold([0; 3], |a, l| {
+            let v = f(&l.stats);
+            [a[0] + v[0], a[1] + v[1], a[2] + v[2]]
+        })
+    }
+
+    pub fn services(&self) -> Value {
+        let list: Vec<Value> = self
+            .snap
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.removed)
+            .map(|(i, s)| {
+                let [p, b, f] = self.sum3(|w| w.service(i));
+                json!({
+                    "name": s.name,
+                    "vip": s.vip.to_string(),
+                    "port": s.port,
+                    "protocol": s.proto.name(),
+                    "mode": format!("{:?}", s.mode).to_lowercase(),
+                    "scheduler": serde_json::to_value(s.scheduler).unwrap_or(Value::Null),
+                    "backends": s.backends.len(),
+                    "backends_up": s.backends.iter().filter(|id| self.snap.backends[id.0 as usize].weight > 0).count(),
+                    "packets": p, "bytes": b, "flows": f,
+                })
+            })
+            .collect();
+        json!(list)
+    }
+
+    pub fn backends(&self) -> Value {
+        let list: Vec<Value> = self
+            .snap
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.removed)
+            .map(|(i, b)| {
+                let s = &self.snap.services[usize::from(b.service)];
+                let key = (s.name.clone(), b.addr, b.port);
+                let rt = self.runtime.get(&key).copied().unwrap_or_default();
+                let [p, by, f] = self.sum3(|w| w.backend(i));
+                let state = if rt.forced {
+                    "drained"
+                } else if rt.draining {
+                    "draining"
+                } else if !rt.healthy {
+                    "down"
+                } else if b.sorry && b.weight == 0 {
+                    "standby"
+                } else {
+                    "up"
+                };
+                let h = self.health.view(&key);
+                json!({
+                    "service": s.name,
+                    "address": b.addr.to_string(),
+                    "port": b.port,
+                    "state": state,
+                    "healthy": rt.healthy,
+                    "weight": b.weight,
+                    "configured_weight": b.cfg_weight,
+                    "sorry": b.sorry,
+                    "active_conns": self.load.total(BackendId(i as u32)),
+                    "packets": p, "bytes": by, "flows": f,
+                    "health": h,
+                })
+            })
+            .collect();
+        json!(list)
+    }
+
+    pub fn latency(&self) -> Value {
+        let q = |h: &LatencyHistogram| {
+            json!({
+                "count": h.len(),
+                "p50_ns": h.value_at_quantile(0.50),
+                "p90_ns": h.value_at_quantile(0.90),
+                "p99_ns": h.value_at_quantile(0.99),
+                "p999_ns": h.value_at_quantile(0.999),
+                "max_ns": h.max(),
+            })
+        };
+        let workers: Vec<Value> = self.latency.iter().map(q).collect();
+        json!({
+            "workers": workers,
+            "health_probes": self.health.latency_view(),
+        })
+    }
+
+    /// Up to `limit` live conns, most recently created first across workers.
+    pub fn flows(&self, limit: usize) -> Value {
+        let limit = limit.clamp(1, 10_000);
+        for l in &self.links {
+            while l.flows.pop().is_some() {}
+            let _ = l.control.push(Control::DumpFlows(limit));
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut all = Vec::new();
+        let mut got = 0;
+        while got < self.links.len() && Instant::now() < deadline {
+            for l in &self.links {
+                if let Some(v) = l.flows.pop() {
+                    all.extend(v);
+                    got += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        all.truncate(limit);
+        let list: Vec<Value> = all
+            .iter()
+            .map(|c| {
+                let svc = self.snap.services.get(usize::from(c.service));
+                let b = self.snap.backends.get(c.backend as usize);
+                json!({
+                    "service": svc.map(|s| s.name.clone()),
+                    "protocol": if c.proto == 6 { "tcp" } else { "udp" },
+                    "client": format!("{}:{}", Ipv4Addr::from(c.client), c.cport),
+                    "vip": format!("{}:{}", Ipv4Addr::from(c.vip), c.vport),
+                    "backend": b.map(|b| format!("{}:{}", b.addr, b.port)),
+                    "local": c.has_reverse().then(|| format!("{}:{}", Ipv4Addr::from(c.rev_dst), c.rev_dport)),
+                    "state": format!("{:?}", c.state()),
+                })
+            })
+            .collect();
+        json!({"workers_answered": got, "flows": list})
+    }
+}
+
+/// serde_json comparison of config sections (they are all Serialize).
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
