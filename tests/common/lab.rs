@@ -29,6 +29,7 @@ pub fn assert_root() {
 
 /// A lab from tests/lab/lab.sh, torn down on drop.
 pub struct Lab {
+    pub backends: usize,
     pub prefix: String,
     pub port: String,
     pub mode: String,
@@ -38,8 +39,13 @@ pub struct Lab {
 impl Lab {
     /// `prefix` must be short (interface names are prefix + a few chars, at most 15).
     pub fn up(prefix: &str, mode: &str) -> Lab {
+        Self::up_with(prefix, mode, 2)
+    }
+
+    pub fn up_with(prefix: &str, mode: &str, backends: usize) -> Lab {
         assert_root();
         let lab = Lab {
+            backends,
             prefix: prefix.into(),
             port: format!("{prefix}p0"),
             mode: mode.into(),
@@ -57,6 +63,7 @@ impl Lab {
             .env("LAB_PREFIX", &self.prefix)
             .env("LAB_PORT", &self.port)
             .env("LAB_MODE", &self.mode)
+            .env("LAB_BACKENDS", self.backends.to_string())
             .env("LAB_LOGDIR", &self.logdir);
         c
     }
@@ -71,6 +78,17 @@ impl Lab {
             .args(["netns", "exec", &self.ns(ns)])
             .args(args)
             .output()
+            .expect("ip netns exec")
+    }
+
+    /// Starts a command in a namespace in the background (stdout piped).
+    pub fn spawn_in(&self, ns: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
             .expect("ip netns exec")
     }
 
@@ -161,6 +179,15 @@ impl Balancer {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("lab.toml");
         std::fs::write(&cfg_path, config_text).unwrap();
+        Self::spawn(&cfg_path, dir)
+    }
+
+    /// Runs with the config file at `path` (which the test may rewrite for reloads).
+    pub fn start_at(path: &Path) -> Balancer {
+        Self::spawn(path, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(cfg_path: &Path, dir: tempfile::TempDir) -> Balancer {
         let stats = dir.path().join("stats.json");
         let child = Command::new(bin())
             .args(["run", "--config", cfg_path.to_str().unwrap()])
