@@ -14,6 +14,8 @@ PKGS=(
 	dnsmasq-base bind9-dnsutils nginx-light
 	# promtool checks /metrics
 	prometheus
+	# packet loss in the health-check lab test (this kernel has no netem)
+	nftables
 )
 
 missing=()

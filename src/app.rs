@@ -46,6 +46,12 @@ fn eal_args(cfg: &Config) -> Vec<String> {
         "0".into(),
     ];
     a.extend(cfg.dpdk.eal_args.iter().cloned());
+    // One tap port per interface with an exception path.
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        if ifc.exception_path {
+            a.push(format!("--vdev=net_tap_sy{i},iface={}", ifc.kernel_iface()));
+        }
+    }
     a
 }
 
@@ -87,6 +93,30 @@ pub fn run(
         ports.push(port);
     }
     let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac.0).collect();
+    // Exception path: a tap port per interface, with the interface's MAC so the kernel
+    // accepts frames for it and sends with it.
+    let mut taps: Vec<Option<(Port, Option<u16>)>> = Vec::new();
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        if !ifc.exception_path {
+            taps.push(None);
+            continue;
+        }
+        let t = Port::open(
+            &format!("net_tap_sy{i}"),
+            n_workers,
+            &pool,
+            cfg.dpdk.rx_descriptors,
+            cfg.dpdk.tx_descriptors,
+            Some(macs[i]),
+        )
+        .map_err(|e| format!("interface {:?} exception path: {e}", ifc.name))?;
+        taps.push(Some((t, ifc.vlan)));
+    }
+    let kifs = mgmt::kernel::plan(cfg);
+    if let Err(e) = mgmt::kernel::setup(cfg, &kifs) {
+        mgmt::kernel::teardown(&kifs);
+        return Err(format!("exception path: {e}"));
+    }
     let mut ids = IdRegistry::default();
     let snap = Arc::new(Snapshot::build_with(cfg, &macs, None, &mut ids, &|_| {
         BackendRuntime::default()
@@ -123,6 +153,7 @@ pub fn run(
     // Seed before start so the first packets already see static neighbours, and the
     // gratuitous ARPs are the first frames worker 0 sends.
     mgmt.seed_workers();
+    mgmt.set_kernel_ifaces(kifs.clone());
     for (w, link) in mgmt.links().iter().enumerate() {
         let me = WorkerInfo {
             index: w,
@@ -148,6 +179,10 @@ pub fn run(
                 .filter_map(|i| rings[i][w].clone())
                 .collect(),
             flows_out: link.flows.clone(),
+            taps: taps
+                .iter()
+                .map(|t| t.as_ref().map(|(p, v)| (p.id, *v)))
+                .collect(),
         };
         if let Err(e) = eal.launch(LcoreId(w as u32 + 1), move || worker.run()) {
             stop.store(true, Ordering::Relaxed);
@@ -187,6 +222,7 @@ pub fn run(
     mgmt.run(&stop, &opts, api.as_ref().map(|_| cmd_rx));
     drop(api);
     eal.wait_all();
+    mgmt::kernel::teardown(&kifs);
     for p in &mut ports {
         p.stop();
     }
@@ -216,6 +252,7 @@ pub fn run(
     // everything before EAL cleanup.
     drop(rings);
     drop(mgmt);
+    drop(taps);
     drop(ports);
     match Arc::try_unwrap(pool) {
         Ok(p) => drop(p),

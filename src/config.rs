@@ -209,6 +209,27 @@ pub struct InterfaceConfig {
     /// Default: the interface address.
     #[serde(default)]
     pub snat_addresses: Vec<String>,
+    /// Bridge traffic for the balancer's own addresses that is not balanced (ICMP, TCP/UDP to
+    /// them) to a kernel interface (a DPDK `net_tap` port) carrying those addresses, so ping,
+    /// ssh and the health checker use the kernel's stack over this network. Startup-only.
+    #[serde(default = "default_true")]
+    pub exception_path: bool,
+    /// Name of that kernel interface (at most 15 characters); default `sy-<name>`.
+    #[serde(default)]
+    pub exception_iface: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl InterfaceConfig {
+    /// The kernel interface of the exception path.
+    pub fn kernel_iface(&self) -> String {
+        self.exception_iface
+            .clone()
+            .unwrap_or_else(|| format!("sy-{}", self.name).chars().take(15).collect())
+    }
 }
 
 /// `[api]`: the management API (HTTP, JSON and Prometheus text).
@@ -272,11 +293,13 @@ fn default_expect_status() -> u16 {
 fn default_dns_name() -> String {
     "health.check".into()
 }
+// A check's timeout outlasts TCP's first SYN retransmission (1 s), so one lost packet does
+// not fail a check; with fall = 3 a lossy link (30 % loss) rarely takes a backend down.
 fn default_interval_ms() -> u32 {
-    1000
+    2000
 }
 fn default_timeout_ms() -> u32 {
-    500
+    1500
 }
 fn default_rise() -> u32 {
     2
@@ -658,6 +681,20 @@ impl Config {
                     )
                 })?;
                 subnets.push(c);
+            }
+            if ifc.exception_path {
+                let n = ifc.kernel_iface();
+                if n.is_empty()
+                    || n.len() > 15
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(err(
+                        k("exception_iface"),
+                        format!("{n:?} is not a usable interface name (1-15 of A-Za-z0-9-_.)"),
+                    ));
+                }
             }
             if ifc.snat_addresses.len() > 16 {
                 return Err(err(k("snat_addresses"), "at most 16 per interface"));

@@ -40,6 +40,8 @@ pub enum Verdict {
     Consumed,
     /// Belongs to a conn owned by this worker: hand it over, untouched.
     Steer(u16),
+    /// For the balancer's own kernel stack: out of the interface's exception (tap) port.
+    ToKernel,
     Drop(DropReason),
 }
 
@@ -210,6 +212,7 @@ impl Datapath {
             Verdict::Consumed => self.ctr.inc(Ctr::Consumed),
             // Counted by the worker: steered_out once the ring took it, else drop_steer_full.
             Verdict::Steer(_) => {}
+            Verdict::ToKernel => self.ctr.inc(Ctr::ToKernel),
             Verdict::Drop(r) => self.ctr.drop(r),
         }
         if steered {
@@ -301,6 +304,7 @@ impl Datapath {
         }
         if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
             return match local {
+                Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
                 Some(_) if ip.is_fragment => Verdict::Drop(DropReason::Fragment),
                 Some(_) => Verdict::Drop(DropReason::LocalNotHandled),
                 None => self.route(p, l2, &ip, in_if, now),
@@ -358,6 +362,9 @@ impl Datapath {
                     Ok(id) => (id, Dir::Forward),
                     Err(r) => return Verdict::Drop(r),
                 }
+            }
+            (None, Some(LocalKind::Interface)) if self.kernel(in_if) => {
+                return Verdict::ToKernel;
             }
             (None, Some(LocalKind::Interface)) => {
                 return Verdict::Drop(DropReason::LocalNotHandled);
@@ -574,6 +581,7 @@ impl Datapath {
                 self.flows.conn_mut(id).touch(now);
                 self.send(p, l2, ip, in_if, id, dir, false, now)
             }
+            None if local == Some(LocalKind::Interface) && self.kernel(in_if) => Verdict::ToKernel,
             None if local == Some(LocalKind::Interface) => Verdict::Drop(DropReason::Fragment),
             None if local.is_none() && self.snap.routing => self.route(p, l2, ip, in_if, now),
             None => Verdict::Drop(DropReason::FragmentNoFlow),
@@ -597,6 +605,7 @@ impl Datapath {
             return self.icmp_error(p, l2, ip, in_if, local, &e, now, steered);
         }
         match local {
+            Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
             Some(_) => {
                 let mac = self.snap.interfaces[usize::from(in_if.0)].mac;
                 match wire::icmp_echo_to_reply(p.bytes(), l2.l3, ip, mac) {
@@ -667,6 +676,7 @@ impl Datapath {
             }
             return match local {
                 None => self.route(p, l2, ip, in_if, now),
+                Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
                 Some(_) => Verdict::Drop(DropReason::IcmpNoFlow),
             };
         };
@@ -845,6 +855,12 @@ impl Datapath {
         }
     }
 
+    /// Whether `in_if` hands unbalanced local traffic to the kernel.
+    #[inline]
+    fn kernel(&self, in_if: IfIdx) -> bool {
+        self.snap.interfaces[usize::from(in_if.0)].exception
+    }
+
     /// The MAC of `ip`, or `None` after asking management to resolve it (rate-limited).
     #[inline]
     fn mac_for(&mut self, ip: Ipv4Addr, iface: IfIdx, now: u32) -> Option<[u8; 6]> {
@@ -879,18 +895,54 @@ fn reclaim(c: &Conn, nat: &mut SnatPortPool, backend_conns: &mut [u32]) {
 pub use mode::nat_rewrite;
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
+    pub use super::tests::{ACK, CLIENT, LB, SYN, VIP, cfg as cfg_text_full, pkt};
+    use super::*;
+
+    pub fn cfg_text(mode: &str, extra_service: &str) -> String {
+        cfg_text_full(mode, extra_service, "")
+    }
+
+    pub fn datapath(snap: &Arc<Snapshot>) -> (Datapath, Arc<ArrayQueue<Event>>) {
+        let ev = Arc::new(ArrayQueue::new(64));
+        let info = WorkerInfo {
+            index: 0,
+            count: 1,
+            flow_capacity: 1024,
+            persist_capacity: 1024,
+        };
+        let mut d = Datapath::new(
+            snap.clone(),
+            info,
+            ev.clone(),
+            Arc::new(BackendLoad::new(1)),
+        );
+        for (ip, last) in [("10.20.1.11", 0x11), ("10.20.1.12", 0x12), ("10.20.0.1", 1)] {
+            d.set_neighbour(ip.parse().unwrap(), Some([2, 0, 0, 0, 0, last]));
+        }
+        (d, ev)
+    }
+
+    pub fn parse_dst(f: &[u8]) -> Ipv4Addr {
+        crate::wire::parse_ipv4(f, crate::wire::ETH_HDR)
+            .unwrap()
+            .dst
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
     use crate::wire::{ARP_FRAME_LEN, ETH_HDR, build_arp_request, parse_ipv4, parse_l4};
     use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket, UdpPacket};
 
-    const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+    pub const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
     const ROUTER: [u8; 6] = [2, 0, 0, 0, 0, 1];
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 20, 9, 2);
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 100);
+    pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 20, 9, 2);
+    pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 100);
 
-    fn cfg(mode: &str, extra_service: &str, extra: &str) -> String {
+    pub fn cfg(mode: &str, extra_service: &str, extra: &str) -> String {
         format!(
             r#"
 [dpdk]
@@ -954,7 +1006,7 @@ mode = "{mode}"
     }
 
     /// Ethernet + IPv4 + TCP (flags byte) or UDP with valid checksums.
-    fn pkt(
+    pub fn pkt(
         src: Ipv4Addr,
         dst: Ipv4Addr,
         sport: u16,
@@ -999,8 +1051,8 @@ mode = "{mode}"
         f
     }
 
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
+    pub const SYN: u8 = 0x02;
+    pub const ACK: u8 = 0x10;
 
     fn tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
         let ip = parse_ipv4(f, ETH_HDR).expect("valid IPv4 after rewrite");
@@ -1410,5 +1462,95 @@ mode = "{mode}"
                 Verdict::Forward(IfIdx(0))
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::lb::{BackendKey, BackendRuntime, IdRegistry};
+
+    fn snap_with(text: &str, rt: &dyn Fn(&BackendKey) -> BackendRuntime) -> Arc<Snapshot> {
+        let cfg = crate::config::Config::from_toml(text).unwrap();
+        Arc::new(Snapshot::build_with(
+            &cfg,
+            &[LB],
+            None,
+            &mut IdRegistry::default(),
+            rt,
+        ))
+    }
+
+    #[test]
+    fn down_backend_policy_keep_or_drop_for_established_conns() {
+        for (policy, want) in [
+            ("keep", Verdict::Forward(IfIdx(0))),
+            ("drop", Verdict::Drop(DropReason::BackendDown)),
+        ] {
+            let text = cfg_text("proxy", &format!("on_backend_down = \"{policy}\""));
+            let (mut d, _) = datapath(&snap_with(&text, &|_| BackendRuntime::default()));
+            let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
+            assert_eq!(
+                d.process(&mut f, IfIdx(0), 0, false),
+                Verdict::Forward(IfIdx(0))
+            );
+            let backend = parse_dst(&f);
+            // That backend fails its health checks.
+            let down = move |k: &BackendKey| BackendRuntime {
+                healthy: k.1 != backend,
+                ..BackendRuntime::default()
+            };
+            d.set_snapshot(snap_with(&text, &down));
+            let mut g = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+            assert_eq!(
+                d.process(&mut g, IfIdx(0), 1, false),
+                want,
+                "policy {policy}"
+            );
+            // New flows avoid it either way.
+            for p in 0..20 {
+                let mut n = pkt(CLIENT, VIP, 41000 + p, 80, PROTO_TCP, SYN);
+                d.process(&mut n, IfIdx(0), 1, false);
+                assert_ne!(parse_dst(&n), backend);
+            }
+        }
+    }
+
+    #[test]
+    fn sorry_backend_takes_new_flows_only_when_all_are_down() {
+        let text = cfg_text("proxy", "sorry_backend = { address = \"10.20.1.99\" }");
+        let (mut d, _) = datapath(&snap_with(&text, &|_| BackendRuntime::default()));
+        d.set_neighbour(Ipv4Addr::new(10, 20, 1, 99), Some([2, 0, 0, 0, 0, 0x99]));
+        let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
+        d.process(&mut f, IfIdx(0), 0, false);
+        assert_ne!(
+            parse_dst(&f),
+            Ipv4Addr::new(10, 20, 1, 99),
+            "sorry idle while others are up"
+        );
+        let all_down = |k: &BackendKey| BackendRuntime {
+            healthy: k.1 == Ipv4Addr::new(10, 20, 1, 99),
+            ..BackendRuntime::default()
+        };
+        d.set_snapshot(snap_with(&text, &all_down));
+        let mut g = pkt(CLIENT, VIP, 40001, 80, PROTO_TCP, SYN);
+        assert_eq!(
+            d.process(&mut g, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        assert_eq!(parse_dst(&g), Ipv4Addr::new(10, 20, 1, 99));
+        // Without a sorry backend, all down means new flows are dropped and counted.
+        let plain = cfg_text("proxy", "");
+        let none_up = |_: &BackendKey| BackendRuntime {
+            healthy: false,
+            ..BackendRuntime::default()
+        };
+        let (mut e, _) = datapath(&snap_with(&plain, &none_up));
+        let mut h = pkt(CLIENT, VIP, 40002, 80, PROTO_TCP, SYN);
+        assert_eq!(
+            e.process(&mut h, IfIdx(0), 0, false),
+            Verdict::Drop(DropReason::NoBackend)
+        );
     }
 }

@@ -67,7 +67,9 @@ fn main() -> ExitCode {
                 .and_then(|base| switchyard::ctl::run(&base, &cmd, json));
             match out {
                 Ok(text) => {
-                    println!("{text}");
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -3,13 +3,14 @@
 //! management core reads and sums them. No counter is ever written by two cores.
 //!
 //! Invariants (asserted by the golden tests, per worker and summed):
-//! - `rx_packets + steered_in = forwarded + replied + consumed + steered_out + Σ drop_*`
+//! - `rx_packets + steered_in = forwarded + replied + consumed + steered_out + to_kernel + Σ drop_*`
 //!   except `drop_tx_full`: every frame a worker handles ends in exactly one verdict (a frame
 //!   handed to the conn's owner core counts as `steered_out` there and `steered_in` at the
 //!   owner, which gives it its verdict). Summed over workers, steered_in = steered_out.
 //! - `routed <= forwarded`, `icmp_sent <= replied` (subsets).
-//! - `tx_packets + drop_tx_full = forwarded + replied + generated`: every frame handed to a
-//!   tx queue is either taken by the device or counted as a tx drop.
+//! - `tx_packets + drop_tx_full = forwarded + replied + generated + to_kernel + from_kernel`:
+//!   every frame handed to a tx queue (a port's, or the exception path's tap) is either taken
+//!   by the device or counted as a tx drop. `to_kernel` is also a verdict in the first line.
 //! - `flows_active = flows_created - flows_expired` (per worker).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,9 +43,11 @@ pub enum Ctr {
     SteeredIn,
     Routed,
     IcmpSent,
+    ToKernel,
+    FromKernel,
 }
 
-const FIXED: usize = Ctr::IcmpSent as usize + 1;
+const FIXED: usize = Ctr::FromKernel as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -65,6 +68,8 @@ const NAMES: [&str; FIXED] = [
     "steered_in",
     "routed",
     "icmp_sent",
+    "to_kernel",
+    "from_kernel",
 ];
 
 /// A worker's own counters (plain integers, hot path).
@@ -127,6 +132,7 @@ impl Counters {
             + self.get(Ctr::Replied)
             + self.get(Ctr::Consumed)
             + self.get(Ctr::SteeredOut)
+            + self.get(Ctr::ToKernel)
             + drops;
         let handled = self.get(Ctr::RxPackets) + self.get(Ctr::SteeredIn);
         if handled != verdicts {
@@ -134,7 +140,11 @@ impl Counters {
                 "rx_packets+steered_in {handled} != forwarded+replied+consumed+steered_out+drops {verdicts}"
             ));
         }
-        let handed = self.get(Ctr::Forwarded) + self.get(Ctr::Replied) + self.get(Ctr::Generated);
+        let handed = self.get(Ctr::Forwarded)
+            + self.get(Ctr::Replied)
+            + self.get(Ctr::Generated)
+            + self.get(Ctr::ToKernel)
+            + self.get(Ctr::FromKernel);
         let out = self.get(Ctr::TxPackets) + self.dropped(DropReason::TxFull);
         if handed != out {
             return Err(format!(

@@ -44,11 +44,15 @@ pub struct Worker {
     pub steer_in: Vec<Arc<MbufRing>>,
     /// Where flow dumps go.
     pub flows_out: Arc<ArrayQueue<Vec<crate::flow::Conn>>>,
+    /// Exception-path (tap) port of each interface, if it has one; with its VLAN.
+    pub taps: Vec<Option<(PortId, Option<u16>)>>,
 }
 
 /// The worker's per-round buffers: fixed arrays, allocated once.
 struct Bufs {
     tx: Vec<MbufArray<TX_BUF>>,
+    /// Frames for the kernel, per interface.
+    tap_tx: Vec<MbufArray<TX_BUF>>,
     steer: Vec<MbufArray<BURST>>,
     drops: MbufArray<BURST>,
 }
@@ -59,6 +63,7 @@ impl Worker {
         let mut rx: MbufArray<BURST> = MbufArray::new();
         let mut bufs = Bufs {
             tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
+            tap_tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
             steer: self.steer_out.iter().map(|_| MbufArray::new()).collect(),
             drops: MbufArray::new(),
         };
@@ -86,6 +91,26 @@ impl Worker {
                 }
                 rx.reset();
             }
+            // What the kernel sends through the exception path goes out of the interface as is.
+            for pi in 0..self.taps.len() {
+                let Some((tap, vlan)) = self.taps[pi] else {
+                    continue;
+                };
+                let n = rx.rx_burst(tap, self.queue);
+                got += n;
+                for i in 0..n {
+                    if let Some(mut m) = rx.take(i) {
+                        if vlan.is_some() && wire::retag(&mut m, None, vlan).is_none() {
+                            self.dp.ctr.drop(DropReason::MultiSegment);
+                            self.drop_mbuf(&mut bufs, m);
+                            continue;
+                        }
+                        self.dp.ctr.inc(Ctr::FromKernel);
+                        self.enqueue(&mut bufs.tx, pi, m);
+                    }
+                }
+                rx.reset();
+            }
             // Packets other workers handed us: their conns live here.
             for r in 0..self.steer_in.len() {
                 let n = self.steer_in[r].dequeue(&mut rx);
@@ -104,6 +129,15 @@ impl Worker {
             let sent_before = self.dp.ctr.get(Ctr::TxPackets);
             for pi in 0..bufs.tx.len() {
                 self.flush_tx(&mut bufs.tx, pi);
+            }
+            for pi in 0..bufs.tap_tx.len() {
+                if let Some((tap, _)) = self.taps[pi] {
+                    let (sent, unsent) = bufs.tap_tx[pi].tx_burst(tap, self.queue);
+                    self.dp.ctr.add(Ctr::TxPackets, sent as u64);
+                    for _ in 0..unsent {
+                        self.dp.ctr.drop(DropReason::TxFull);
+                    }
+                }
             }
             let sent = self.dp.ctr.get(Ctr::TxPackets) - sent_before;
             if sent > 0 {
@@ -169,6 +203,27 @@ impl Worker {
                     self.flush_steer(bufs, w);
                 }
                 let _ = bufs.steer[w].push(m);
+            }
+            Verdict::ToKernel => {
+                let i = usize::from(in_if.0);
+                let Some((tap, vlan)) = self.taps.get(i).copied().flatten() else {
+                    self.dp.ctr.drop(DropReason::LocalNotHandled);
+                    self.drop_mbuf(bufs, m);
+                    return;
+                };
+                if vlan.is_some() && wire::retag(&mut m, vlan, None).is_none() {
+                    self.dp.ctr.drop(DropReason::MultiSegment);
+                    self.drop_mbuf(bufs, m);
+                    return;
+                }
+                if bufs.tap_tx[i].is_full() {
+                    let (sent, unsent) = bufs.tap_tx[i].tx_burst(tap, self.queue);
+                    self.dp.ctr.add(Ctr::TxPackets, sent as u64);
+                    for _ in 0..unsent {
+                        self.dp.ctr.drop(DropReason::TxFull);
+                    }
+                }
+                let _ = bufs.tap_tx[i].push(m);
             }
             Verdict::Consumed | Verdict::Drop(_) => self.drop_mbuf(bufs, m),
         }

@@ -24,6 +24,7 @@ name = "lan"
 port = "net_pcap0"
 address = "10.20.0.10/24"
 mac = "02:00:00:00:00:10"
+exception_path = false
 SECONDARY
 [[neighbours]]
 address = "10.20.0.1"

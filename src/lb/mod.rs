@@ -47,6 +47,8 @@ pub struct Interface {
     pub secondary: Vec<Ipv4Cidr>,
     /// Source-NAT addresses of this interface (proxy mode), as indices into `Snapshot::snat`.
     pub snat: Vec<SnatIdx>,
+    /// Unbalanced traffic for our own addresses goes to the kernel (exception path).
+    pub exception: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +239,7 @@ impl Snapshot {
                         .map(|a| parse_cidr(a).expect("validated"))
                         .collect(),
                     snat: idx,
+                    exception: i.exception_path,
                 }
             })
             .collect();

@@ -38,6 +38,8 @@ pub struct Probe {
     pub target: SocketAddrV4,
     /// DSR: the backend the probe to the VIP is routed to, and the mark selecting that route.
     pub via: Option<(Ipv4Addr, u32)>,
+    /// Our address the probe is sent from (selects the exception path's routing table).
+    pub source: Option<Ipv4Addr>,
     pub path: String,
     pub expect_status: u16,
     pub expect_body: Option<String>,
@@ -90,6 +92,11 @@ pub fn plan(snap: &Snapshot) -> HashMap<BackendKey, (Probe, u32, u32)> {
         let s = &snap.services[usize::from(b.service)];
         let Some(h) = &s.health else { continue };
         let port = h.port.unwrap_or(b.port);
+        let ifc = &snap.interfaces[usize::from(b.iface.0)];
+        let source = std::iter::once(&ifc.net)
+            .chain(&ifc.secondary)
+            .find(|c| c.contains(b.addr))
+            .map_or(ifc.addr, |c| c.addr);
         let (target, via) = if s.mode == Mode::Dsr {
             (
                 SocketAddrV4::new(s.vip, h.port.unwrap_or(s.port)),
@@ -100,17 +107,23 @@ pub fn plan(snap: &Snapshot) -> HashMap<BackendKey, (Probe, u32, u32)> {
         };
         out.insert(
             (s.name.clone(), b.addr, b.port),
-            (probe_of(h, target, via), h.rise, h.fall),
+            (probe_of(h, target, via, Some(source)), h.rise, h.fall),
         );
     }
     out
 }
 
-fn probe_of(h: &HealthConfig, target: SocketAddrV4, via: Option<(Ipv4Addr, u32)>) -> Probe {
+fn probe_of(
+    h: &HealthConfig,
+    target: SocketAddrV4,
+    via: Option<(Ipv4Addr, u32)>,
+    source: Option<Ipv4Addr>,
+) -> Probe {
     Probe {
         kind: h.kind,
         target,
         via,
+        source,
         path: h.path.clone(),
         expect_status: h.expect_status,
         expect_body: h.expect_body.clone(),
@@ -352,6 +365,10 @@ fn socket(p: &Probe, ty: Type, proto: Protocol) -> Result<Socket, String> {
     if let Some((_, mark)) = p.via {
         s.set_mark(mark).map_err(|e| format!("SO_MARK: {e}"))?;
     }
+    if let Some(src) = p.source {
+        s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
+            .map_err(|e| format!("bind {src}: {e}"))?;
+    }
     s.set_read_timeout(Some(p.timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(p.timeout))
@@ -490,6 +507,7 @@ mod tests {
             kind: HealthKind::Http,
             target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             via: None,
+            source: None,
             path: "/healthz".into(),
             expect_status: 200,
             expect_body: Some("good".into()),

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod health;
+pub mod kernel;
 pub mod neigh;
 
 use std::collections::HashMap;
@@ -85,6 +86,8 @@ pub struct Mgmt {
     reloads: u64,
     reloads_failed: u64,
     pending: Vec<(usize, Control)>,
+    /// Exception-path kernel interfaces (neighbours are mirrored into them).
+    kifs: Vec<Option<kernel::KernelIface>>,
 }
 
 impl Mgmt {
@@ -116,7 +119,18 @@ impl Mgmt {
             reloads: 0,
             reloads_failed: 0,
             pending: Vec::new(),
+            kifs: Vec::new(),
         }
+    }
+
+    /// The exception path's kernel interfaces, to mirror neighbours into.
+    pub fn set_kernel_ifaces(&mut self, kifs: Vec<Option<kernel::KernelIface>>) {
+        for (ip, mac, _) in self.neigh.entries() {
+            if mac.is_some() {
+                kernel::neighbour(&kifs, ip, mac);
+            }
+        }
+        self.kifs = kifs;
     }
 
     pub fn links(&self) -> &[WorkerLink] {
@@ -420,6 +434,9 @@ impl Mgmt {
             // ARP requests go out through worker 0; neighbour changes to every worker.
             self.pending.extend(probe.drain(..).map(|c| (0, c)));
             for c in broadcast.drain(..) {
+                if let Control::SetNeighbour { ip, mac } = &c {
+                    kernel::neighbour(&self.kifs, *ip, *mac);
+                }
                 let n = self.links.len();
                 self.pending.extend((0..n).map(|w| (w, c.clone())));
             }

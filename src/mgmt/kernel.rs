@@ -1,0 +1,186 @@
+//! The kernel side of the exception path: each interface with `exception_path` gets a kernel
+//! interface (a DPDK `net_tap` port the data plane bridges) carrying the balancer's addresses,
+//! so ping, ssh and the health checker use the kernel's stack over the same network.
+//!
+//! ARP stays in the data plane: the kernel interface runs with `arp off`, and management
+//! mirrors every neighbour it resolves into the kernel as a permanent entry. Static routes go
+//! into a policy-routing table used for traffic sourced from the balancer's addresses (ending
+//! in `unreachable default`), so the host's own routes are never touched nor used for it.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use crate::config::{Config, parse_cidr};
+
+/// First policy-routing table (one per interface above it).
+const TABLE_BASE: u32 = 0x5359_0100;
+
+#[derive(Debug, Clone)]
+pub struct KernelIface {
+    pub name: String,
+    /// Address/prefix pairs on it.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    pub table: u32,
+}
+
+impl KernelIface {
+    pub fn holds(&self, ip: Ipv4Addr) -> bool {
+        self.addrs.iter().any(|(a, len)| {
+            let m = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(*a) & m == u32::from(ip) & m
+        })
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running ip {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// The kernel interfaces the configuration asks for (index = interface index).
+pub fn plan(cfg: &Config) -> Vec<Option<KernelIface>> {
+    cfg.interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, ifc)| {
+            ifc.exception_path.then(|| {
+                let mut addrs = Vec::new();
+                for a in std::iter::once(&ifc.address).chain(&ifc.secondary_addresses) {
+                    let c = parse_cidr(a).expect("validated");
+                    addrs.push((c.addr, c.len));
+                }
+                KernelIface {
+                    name: ifc.kernel_iface(),
+                    addrs,
+                    table: TABLE_BASE + i as u32,
+                }
+            })
+        })
+        .collect()
+}
+
+fn sysctl(key: &str, value: &str) -> Result<(), String> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Kernel interfaces that `net_af_packet` vdevs open (`iface=` of each `--vdev`).
+fn af_packet_ifaces(cfg: &Config) -> Vec<String> {
+    cfg.dpdk
+        .eal_args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--vdev=").or(Some(a.as_str())))
+        .filter(|a| a.starts_with("net_af_packet"))
+        .flat_map(|a| {
+            a.split(',')
+                .filter_map(|kv| kv.strip_prefix("iface="))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Brings the kernel interfaces up with their addresses and routes (after the tap ports
+/// started). Static routes are put in each interface's table, selected by source address.
+///
+/// With `net_af_packet`, the kernel also sees every frame on the port's own interface and, once
+/// our addresses exist in the kernel, would answer frames for them there too (a TCP reset for
+/// each reply of a proxy conn). Strict reverse-path filtering and `arp_ignore=8` on that
+/// interface stop it: the kernel's view of our network is the tap alone.
+pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), String> {
+    if kifs.iter().any(Option::is_some) {
+        for dev in af_packet_ifaces(cfg) {
+            sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "1")?;
+            sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "8")?;
+        }
+    }
+    for k in kifs.iter().flatten() {
+        // No IPv6 chatter (router solicitations, MLD) from the tap onto the network.
+        let _ = sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", k.name), "1");
+        ip(&["link", "set", "dev", &k.name, "arp", "off"])?;
+        ip(&["link", "set", "dev", &k.name, "up"])?;
+        let t = k.table.to_string();
+        for (a, len) in &k.addrs {
+            ip(&["addr", "replace", &format!("{a}/{len}"), "dev", &k.name])?;
+            let net = format!(
+                "{}/{len}",
+                Ipv4Addr::from(u32::from(*a) & if *len == 0 { 0 } else { u32::MAX << (32 - len) })
+            );
+            ip(&[
+                "route",
+                "replace",
+                &net,
+                "dev",
+                &k.name,
+                "src",
+                &a.to_string(),
+                "table",
+                &t,
+            ])?;
+            let _ = ip(&["rule", "del", "from", &a.to_string(), "table", &t]);
+            ip(&["rule", "add", "from", &a.to_string(), "table", &t])?;
+        }
+        // Nothing sourced from our addresses may fall through to the host's own routes.
+        ip(&["route", "replace", "unreachable", "default", "table", &t])?;
+        for r in &cfg.routes {
+            let via: Ipv4Addr = r.via.parse().expect("validated");
+            if k.holds(via) {
+                ip(&[
+                    "route", "replace", &r.prefix, "via", &r.via, "dev", &k.name, "table", &t,
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors a neighbour into the kernel interface whose subnet holds it.
+pub fn neighbour(kifs: &[Option<KernelIface>], addr: Ipv4Addr, mac: Option<[u8; 6]>) {
+    for k in kifs.iter().flatten().filter(|k| k.holds(addr)) {
+        let r = match mac {
+            Some(m) => {
+                let mac = format!(
+                    "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                );
+                ip(&[
+                    "neigh",
+                    "replace",
+                    &addr.to_string(),
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    &k.name,
+                    "nud",
+                    "permanent",
+                ])
+            }
+            None => ip(&["neigh", "del", &addr.to_string(), "dev", &k.name]),
+        };
+        if let Err(e) = r {
+            tracing::debug!("kernel neighbour {addr}: {e}");
+        }
+    }
+}
+
+/// Removes the policy rules (the interfaces themselves go with their tap ports).
+pub fn teardown(kifs: &[Option<KernelIface>]) {
+    for k in kifs.iter().flatten() {
+        let t = k.table.to_string();
+        for (a, _) in &k.addrs {
+            let _ = ip(&["rule", "del", "from", &a.to_string(), "table", &t]);
+        }
+        let _ = ip(&["route", "flush", "table", &t]);
+    }
+}
