@@ -1232,12 +1232,9 @@ mode = "{mode}"
             &ROUTER,
             "client is reached through the default route"
         );
-        // Unknown local port: no conn.
+        // Unknown local port: no conn, so it is the kernel's (exception path, on by default).
         let mut x = pkt(dst, src, 80, lport.wrapping_add(1), PROTO_TCP, ACK);
-        assert_eq!(
-            d.process(&mut x, IfIdx(0), 1, false),
-            Verdict::Drop(DropReason::LocalNotHandled)
-        );
+        assert_eq!(d.process(&mut x, IfIdx(0), 1, false), Verdict::ToKernel);
     }
 
     #[test]
