@@ -522,7 +522,11 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoBackend);
         };
         if !b.accept_existing {
-            return Verdict::Drop(DropReason::BackendDown);
+            return Verdict::Drop(if b.forced {
+                DropReason::DrainForced
+            } else {
+                DropReason::BackendDown
+            });
         }
         self.svc_ctr
             .count(conn.service, conn.backend, ip.end - l2.l3);
@@ -731,7 +735,13 @@ impl Datapath {
         let snap = self.snap.clone();
         let (egress, target) = match dir {
             Dir::Forward => match snap.backends.get(conn.backend as usize) {
-                Some(b) if !b.accept_existing => return Verdict::Drop(DropReason::BackendDown),
+                Some(b) if !b.accept_existing => {
+                    return Verdict::Drop(if b.forced {
+                        DropReason::DrainForced
+                    } else {
+                        DropReason::BackendDown
+                    });
+                }
                 Some(b) => (b.iface, b.next_hop),
                 None => return Verdict::Drop(DropReason::NoBackend),
             },

@@ -85,13 +85,14 @@ pub enum DropReason {
     TtlExceeded,
     /// No route to the destination (an ICMP unreachable is sent when possible).
     NoRoute,
-    /// A packet of an established conn whose backend is down (service policy `drop`) or
-    /// whose drain timed out.
+    /// A packet of an established conn whose backend is down (service policy `drop`).
     BackendDown,
+    /// A packet of an established conn whose backend's drain timed out (forced).
+    DrainForced,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::BackendDown as usize + 1;
+    pub const COUNT: usize = DropReason::DrainForced as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -122,6 +123,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::NoRoute,
         DropReason::BackendDown,
+        DropReason::DrainForced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -155,6 +157,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::NoRoute => "no_route",
             DropReason::BackendDown => "backend_down",
+            DropReason::DrainForced => "drain_forced",
         }
     }
 }

@@ -353,3 +353,90 @@ print("long ok" if b" 200 " in d else "long FAILED", flush=True)
     let s = lb.finish();
     assert_eq!(s["drop_no_flow"], 0, "{s}");
 }
+
+/// Reload through SIGHUP, keys that need a restart reported (not applied), an invalid
+/// configuration rejected with the running one kept, a drain with a timeout forced and counted.
+#[test]
+fn reload_reports_restart_keys_rejects_bad_configs_and_forces_timed_out_drains() {
+    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(&format!("h{}", std::process::id() % 10000), "proxy");
+    let base = lab.config("lab-proxy.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &base).unwrap();
+    let mut lb = Balancer::start_at(&path);
+    lab.wait_for_vip();
+    // SIGHUP applies a new weight.
+    std::fs::write(
+        &path,
+        base.replacen(
+            "  address = \"10.20.0.12\"\n",
+            "  address = \"10.20.0.12\"\n  weight = 4\n",
+            1,
+        ),
+    )
+    .unwrap();
+    lb.signal("-HUP");
+    let t = Instant::now();
+    loop {
+        let w = ctl_json(&["backends"]);
+        if w.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["service"] == "web" && b["address"] == "10.20.0.12" && b["weight"] == 4)
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "SIGHUP reload not applied: {w}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Startup-only keys: reported, not applied.
+    std::fs::write(
+        &path,
+        base.replace("idle_sleep_us = 50", "idle_sleep_us = 60"),
+    )
+    .unwrap();
+    let v = ctl_json(&["reload"]);
+    assert_eq!(v["restart_required"], serde_json::json!(["cores"]), "{v}");
+    // An invalid file: rejected with the key named; the balancer keeps serving.
+    std::fs::write(&path, base.replace("capacity_per_core", "capacity_per_cor")).unwrap();
+    let (ok, out) = ctl(&["reload"]);
+    assert!(
+        !ok && out.contains("flows.capacity_per_cor: unknown key"),
+        "{out}"
+    );
+    assert!(lab.curl(None).is_some());
+    assert_eq!(ctl_json(&["status"])["reloads_failed"], 1);
+    // A drain with a 1 s timeout: a held connection's packets are then dropped, counted.
+    std::fs::write(&path, &base).unwrap();
+    let held = lab.spawn_in("client", &["/usr/bin/python3", "-u", "-c",
+        "import socket,time\ns=socket.create_connection(('10.20.0.100',80))\ntime.sleep(2.5)\ntry:\n  s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); s.settimeout(2); print('got', len(s.recv(100)))\nexcept Exception as e: print('failed', e)\n"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let flows = ctl_json(&["flows"]);
+    let f = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["state"] == "TcpEstablished")
+        .cloned()
+        .expect("held conn");
+    let addr = f["backend"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ctl(&["drain", "web", &addr, "--timeout-s", "1"]).0);
+    let out = held.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let s = lb.finish();
+    assert!(s["drop_drain_forced"].as_u64().unwrap() >= 1, "{s}");
+}

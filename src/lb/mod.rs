@@ -62,8 +62,10 @@ pub struct Backend {
     /// The configured weight.
     pub cfg_weight: u32,
     /// Whether packets of its established conns are still forwarded (false: dropped, counted
-    /// as `drop_backend_down`).
+    /// as `drop_backend_down`, or `drop_drain_forced` when `forced`).
     pub accept_existing: bool,
+    /// Its drain timed out.
+    pub forced: bool,
     /// Gone from the configuration; kept so its established conns finish.
     pub removed: bool,
     /// The service's sorry backend.
@@ -349,6 +351,7 @@ impl Snapshot {
                         weight,
                         cfg_weight: b.weight,
                         accept_existing,
+                        forced: rt.forced,
                         removed: false,
                         sorry,
                         iface: hop.iface,
@@ -515,6 +518,7 @@ impl Backend {
             weight: 0,
             cfg_weight: 0,
             accept_existing: false,
+            forced: false,
             removed: true,
             sorry: false,
             iface: IfIdx(0),

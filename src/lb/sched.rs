@@ -168,6 +168,7 @@ mod tests {
                 weight: *w,
                 cfg_weight: *w,
                 accept_existing: true,
+                forced: false,
                 removed: false,
                 sorry: false,
                 iface: IfIdx(0),

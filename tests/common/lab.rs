@@ -220,6 +220,18 @@ impl Balancer {
         panic!("switchyard kept failing to start");
     }
 
+    /// Sends a signal (`-HUP`, ...) to the running balancer.
+    pub fn signal(&self, sig: &str) {
+        let id = self.child.as_ref().expect("running").id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &id])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// SIGINT, then wait; returns (exit success, how long it took).
     pub fn interrupt(&mut self) -> (bool, Duration) {
         let mut child = self.child.take().expect("running");
