@@ -108,6 +108,7 @@ fn a_stopped_backend_is_taken_out_and_comes_back() {
         .unwrap();
     assert!(started.success());
     let back = wait_state("10.20.0.11", true, Duration::from_secs(10));
+    eprintln!("down after {took:?}, back after {back:?}");
     assert!(
         back >= Duration::from_millis(400),
         "came back before 2 checks: {back:?}"
