@@ -73,7 +73,8 @@ fn main() {
         .allowlist_var("RTE_PKTMBUF_HEADROOM")
         // Packed structs that hold aligned ones trip rustc (E0588); keep them opaque.
         .opaque_type("rte_arp_hdr|rte_arp_ipv4|rte_l2tpv2_combined_msg_hdr")
-        .opaque_type("rte_mbuf|rte_mempool|rte_ring")
+        .opaque_type("rte_mempool|rte_ring")
+        .allowlist_type("rte_mbuf")
         .derive_default(true)
         .layout_tests(false)
         .generate_comments(false)

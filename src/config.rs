@@ -696,8 +696,8 @@ impl Config {
                     ));
                 }
             }
-            if ifc.snat_addresses.len() > 16 {
-                return Err(err(k("snat_addresses"), "at most 16 per interface"));
+            if ifc.snat_addresses.len() > 64 {
+                return Err(err(k("snat_addresses"), "at most 64 per interface"));
             }
             for (j, a) in ifc.snat_addresses.iter().enumerate() {
                 if a.parse::<Ipv4Addr>().is_err() {

@@ -183,6 +183,33 @@ impl Datapath {
         });
     }
 
+    /// The flow hash of a frame, if it looks like untagged IPv4 TCP/UDP (a cheap guess for
+    /// prefetching only: `process` validates everything properly later).
+    #[inline]
+    pub fn quick_hash(frame: &[u8]) -> Option<u64> {
+        if frame.len() < 14 + 20 + 4 || frame[12..14] != [8, 0] {
+            return None;
+        }
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        let proto = frame[23];
+        if (proto != PROTO_TCP && proto != PROTO_UDP) || frame.len() < 14 + ihl + 4 {
+            return None;
+        }
+        let u32at = |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
+        let u16at = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
+        let l4 = 14 + ihl;
+        Some(
+            FlowKey {
+                src: u32at(26),
+                dst: u32at(30),
+                src_port: u16at(l4),
+                dst_port: u16at(l4 + 2),
+                proto,
+            }
+            .hash(),
+        )
+    }
+
     /// Counts a frame the worker could not hand over as one slice (chained mbuf).
     pub fn count_unparseable(&mut self, len: usize, reason: DropReason) {
         self.ctr.inc(Ctr::RxPackets);

@@ -321,6 +321,28 @@ impl FlowTable {
         })
     }
 
+    /// Prefetch stage 1 for a burst: both candidate index buckets of `hash`.
+    #[inline]
+    pub fn prefetch_buckets(&self, hash: u64) {
+        let (a, b) = self.candidates(hash);
+        crate::dpdk::prefetch0(&self.index[a]);
+        crate::dpdk::prefetch0(&self.index[b]);
+    }
+
+    /// Prefetch stage 2 (buckets now in cache): the conn a signature match points at.
+    #[inline]
+    pub fn prefetch_conn(&self, hash: u64) {
+        let sig = sig_of(hash);
+        let (a, b) = self.candidates(hash);
+        for bi in [a, b] {
+            let bucket = &self.index[bi];
+            if let Some(w) = (0..WAYS).find(|&w| bucket.sig[w] == sig) {
+                crate::dpdk::prefetch0(&self.conns[(bucket.r[w] >> 1) as usize]);
+                return;
+            }
+        }
+    }
+
     /// Finds the live conn for `key`. A dead (expired) conn met here is reclaimed, `reclaim`
     /// is called with it, and the lookup reports a miss.
     #[inline]

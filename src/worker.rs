@@ -84,6 +84,18 @@ impl Worker {
             for pi in 0..self.ports.len() {
                 let n = rx.rx_burst(self.ports[pi], self.queue);
                 got += n;
+                // Conn-table lookups miss the cache: prefetch the whole burst's index buckets,
+                // then its conns, so the loads overlap instead of stalling one by one.
+                let mut hashes = [None; BURST];
+                for (i, h) in hashes.iter_mut().enumerate().take(n) {
+                    *h = rx.data_mut(i).and_then(|f| Datapath::quick_hash(f));
+                    if let Some(h) = *h {
+                        self.dp.flows.prefetch_buckets(h);
+                    }
+                }
+                for h in hashes.iter().take(n).flatten() {
+                    self.dp.flows.prefetch_conn(*h);
+                }
                 for i in 0..n {
                     if let Some(m) = rx.take(i) {
                         self.handle(&mut bufs, m, IfIdx(pi as u16), now, false);

@@ -19,6 +19,24 @@ use thiserror::Error;
 /// Packets per rx/tx burst.
 pub const BURST: usize = 32;
 
+// The mbuf header is read from Rust (see `Mbuf::data_mut`): its layout must be DPDK's.
+const _: () = assert!(std::mem::size_of::<ffi::rte_mbuf>() == 128);
+
+/// Asks the CPU to bring `r`'s cache line closer (DPDK's `rte_prefetch0`); a hint only.
+#[inline(always)]
+pub fn prefetch0<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a pure hint with no memory effects; the address comes from a live
+    // reference and SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(r).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 /// A DPDK ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortId(pub u16);
@@ -214,18 +232,21 @@ pub struct Mbuf(NonNull<ffi::rte_mbuf>);
 unsafe impl Send for Mbuf {}
 
 impl Mbuf {
-    /// The packet bytes of a single-segment mbuf, `None` for a chained one.
+    /// The packet bytes of a single-segment mbuf, `None` for a chained one. Reads the mbuf
+    /// header directly (bindgen's layout of `struct rte_mbuf`, checked below), so this inlines
+    /// instead of crossing into C.
     #[inline]
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
-        let m = self.0.as_ptr();
-        // SAFETY: we own the mbuf; nb_segs/data_len/mtod read its header. For a single segment
-        // the data_len bytes at mtod are inside its buffer and nobody else aliases them.
+        // SAFETY: we own the mbuf, so reading its header is fine; for a single segment the
+        // `data_len` bytes at `buf_addr + data_off` lie inside its buffer and nobody else
+        // aliases them while we hold `&mut self`.
         unsafe {
-            if ffi::sy_mbuf_nb_segs(m) != 1 {
+            let m = &*self.0.as_ptr();
+            if m.nb_segs != 1 {
                 return None;
             }
-            let len = usize::from(ffi::sy_mbuf_data_len(m));
-            Some(std::slice::from_raw_parts_mut(ffi::sy_mbuf_data(m), len))
+            let data = m.buf_addr.cast::<u8>().add(usize::from(m.data_off));
+            Some(std::slice::from_raw_parts_mut(data, usize::from(m.data_len)))
         }
     }
 
@@ -274,10 +295,9 @@ impl Mbuf {
     #[inline]
     pub fn port(&self) -> PortId {
         // SAFETY: reads the owned mbuf's header.
-        PortId(unsafe { ffi::sy_mbuf_port(self.0.as_ptr()) })
+        PortId(unsafe { (*self.0.as_ptr()).port })
     }
 }
-
 impl crate::wire::PacketBuf for Mbuf {
     #[inline]
     fn bytes(&mut self) -> &mut [u8] {
