@@ -111,6 +111,8 @@ pub struct Datapath {
     /// Live conns per backend on this worker (exact); others' via `load`.
     backend_conns: Vec<u32>,
     load: Arc<BackendLoad>,
+    /// The worker's prefetch pass already hashed this packet's tuple (see `quick_hash`).
+    hash_hint: Option<u64>,
 }
 
 impl Datapath {
@@ -137,6 +139,7 @@ impl Datapath {
             persist: PersistTable::new(me.persist_capacity),
             backend_conns: vec![0; MAX_BACKENDS],
             load,
+            hash_hint: None,
         }
     }
 
@@ -166,7 +169,9 @@ impl Datapath {
         self.ctr.set(Ctr::FlowsCreated, f.created);
         self.ctr.set(Ctr::FlowsExpired, f.expired);
         self.ctr.set(Ctr::FlowsActive, self.flows.active() as u64);
-        self.load.publish(self.me.index, &self.backend_conns);
+        // Only the backends that exist (the array is sized for the most there can be).
+        let n = self.snap.backends.len().min(self.backend_conns.len());
+        self.load.publish(self.me.index, &self.backend_conns[..n]);
     }
 
     /// Reclaims a slice of expired conns (between bursts).
@@ -195,7 +200,8 @@ impl Datapath {
         if (proto != PROTO_TCP && proto != PROTO_UDP) || frame.len() < 14 + ihl + 4 {
             return None;
         }
-        let u32at = |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
+        let u32at =
+            |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
         let u16at = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
         let l4 = 14 + ihl;
         Some(
@@ -215,6 +221,21 @@ impl Datapath {
         self.ctr.inc(Ctr::RxPackets);
         self.ctr.add(Ctr::RxBytes, len as u64);
         self.ctr.drop(reason);
+    }
+
+    /// Like [`Datapath::process`], with the tuple hash the prefetch pass computed.
+    #[inline]
+    pub fn process_hinted<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        in_if: IfIdx,
+        now: u32,
+        hint: Option<u64>,
+    ) -> Verdict {
+        self.hash_hint = hint;
+        let v = self.process(p, in_if, now, false);
+        self.hash_hint = None;
+        v
     }
 
     /// Decides one frame that arrived on `in_if` (or was handed over by another worker when
@@ -366,7 +387,12 @@ impl Datapath {
             return Verdict::Steer(o as u16);
         }
         let t = self.snap.timeouts;
-        let hash = key.hash();
+        // `quick_hash` read the same bytes for an untagged frame: no need to hash twice.
+        let hash = match self.hash_hint.take() {
+            Some(h) if l2.vlan.is_none() => h,
+            _ => key.hash(),
+        };
+        debug_assert_eq!(hash, key.hash());
         let hit = {
             let Datapath {
                 flows,
@@ -542,9 +568,11 @@ impl Datapath {
         has_l4: bool,
         now: u32,
     ) -> Verdict {
-        let snap = self.snap.clone();
         let conn = *self.flows.conn(id);
-        let svc = &snap.services[usize::from(conn.service)];
+        // Copy out what is needed so the snapshot is not borrowed across `&mut self` calls
+        // (cloning the Arc per packet would cost two atomic operations).
+        let snap = &*self.snap;
+        let mode = snap.services[usize::from(conn.service)].mode;
         let Some(b) = snap.backends.get(conn.backend as usize) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
@@ -555,8 +583,6 @@ impl Datapath {
                 DropReason::BackendDown
             });
         }
-        self.svc_ctr
-            .count(conn.service, conn.backend, ip.end - l2.l3);
         let (egress, target) = match dir {
             Dir::Forward => (b.iface, b.next_hop),
             Dir::Reverse => {
@@ -567,13 +593,16 @@ impl Datapath {
                 }
             }
         };
-        if svc.mode != Mode::Dsr && !wire::decrement_ttl(p.bytes(), l2.l3) {
+        let eg = &snap.interfaces[usize::from(egress.0)];
+        let (eg_mac, eg_vlan) = (eg.mac, eg.vlan);
+        self.svc_ctr
+            .count(conn.service, conn.backend, ip.end - l2.l3);
+        if mode != Mode::Dsr && !wire::decrement_ttl(p.bytes(), l2.l3) {
             return self.icmp_reply(p, l2, ip, in_if, ICMP_TIME_EXCEEDED, 0);
         }
         let Some(mac) = self.mac_for(target, egress, now) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        let eg = &snap.interfaces[usize::from(egress.0)];
         let x = Xmit {
             conn: &conn,
             dir,
@@ -581,15 +610,15 @@ impl Datapath {
             end: ip.end,
             has_l4,
             egress,
-            egress_mac: eg.mac,
+            egress_mac: eg_mac,
             next_hop_mac: mac,
         };
-        let v = match svc.mode {
+        let v = match mode {
             Mode::Dsr => dsr::xmit(p.bytes(), &x),
             Mode::Proxy => proxy::xmit(p.bytes(), &x),
             Mode::Gateway => gateway::xmit(p.bytes(), &x),
         };
-        if l2.vlan != eg.vlan && wire::retag(p, l2.vlan, eg.vlan).is_none() {
+        if l2.vlan != eg_vlan && wire::retag(p, l2.vlan, eg_vlan).is_none() {
             return Verdict::Drop(DropReason::MultiSegment);
         }
         v

@@ -273,10 +273,13 @@ impl FlowTable {
         }
         let slots = (2 * capacity + capacity / 4).max(WAYS * 2);
         let n = slots.div_ceil(WAYS);
+        let mut index = vec![Bucket::default(); n].into_boxed_slice();
+        crate::dpdk::advise_hugepages(&mut conns);
+        crate::dpdk::advise_hugepages(&mut index);
         Self {
             conns,
             free_head: 0,
-            index: vec![Bucket::default(); n].into_boxed_slice(),
+            index,
             n_buckets: n as u64,
             active: 0,
             sweep_pos: 0,

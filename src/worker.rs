@@ -18,11 +18,14 @@ use crate::wire::{self, DropReason};
 
 /// How often service/backend counters and the latency histogram are handed over.
 const PUBLISH_EVERY_MS: u32 = 100;
-/// Flow-table buckets reclaimed per poll round.
-const SWEEP_BUCKETS: usize = 64;
+/// Conn slots checked for expiry per poll round (a 1M-conn table is swept in about a second
+/// at full load; more per round costs cache misses on the hot path).
+const SWEEP_BUCKETS: usize = 8;
 /// Control messages applied per poll round (bounded so a flood cannot stall rx).
 const CONTROL_PER_ROUND: usize = 64;
 const TX_BUF: usize = 2 * BURST;
+/// How many packets ahead of processing a conn is prefetched.
+const PREFETCH_AHEAD: usize = 8;
 
 pub struct Worker {
     pub index: usize,
@@ -75,6 +78,7 @@ impl Worker {
             .pop()
             .unwrap_or_else(crate::stats::new_latency_histogram);
         let mut last_publish = 0u32;
+        let mut last_counters = u32::MAX;
         tracing::info!(worker = self.index, queue = self.queue.0, "worker started");
         while !self.stop.load(Ordering::Relaxed) {
             let t0 = tsc();
@@ -93,12 +97,20 @@ impl Worker {
                         self.dp.flows.prefetch_buckets(h);
                     }
                 }
-                for h in hashes.iter().take(n).flatten() {
+                // Conns are prefetched a few packets ahead of processing, by when their
+                // bucket (prefetched above) has arrived.
+                for h in hashes.iter().take(n.min(PREFETCH_AHEAD)).flatten() {
                     self.dp.flows.prefetch_conn(*h);
                 }
                 for i in 0..n {
+                    if let Some(Some(h)) = hashes
+                        .get(i + PREFETCH_AHEAD)
+                        .filter(|_| i + PREFETCH_AHEAD < n)
+                    {
+                        self.dp.flows.prefetch_conn(*h);
+                    }
                     if let Some(m) = rx.take(i) {
-                        self.handle(&mut bufs, m, IfIdx(pi as u16), now, false);
+                        self.handle(&mut bufs, m, IfIdx(pi as u16), now, false, hashes[i]);
                     }
                 }
                 rx.reset();
@@ -130,7 +142,7 @@ impl Worker {
                 for i in 0..n {
                     if let Some(m) = rx.take(i) {
                         let in_if = self.ports.iter().position(|p| *p == m.port()).unwrap_or(0);
-                        self.handle(&mut bufs, m, IfIdx(in_if as u16), now, true);
+                        self.handle(&mut bufs, m, IfIdx(in_if as u16), now, true, None);
                     }
                 }
                 rx.reset();
@@ -159,8 +171,12 @@ impl Worker {
             }
             bufs.drops.free_all();
             self.dp.sweep(now, SWEEP_BUCKETS);
-            self.dp.publish();
-            self.stats.publish(&self.dp.ctr);
+            // Counters go out once a millisecond, not every round (dozens of stores each).
+            if now != last_counters {
+                last_counters = now;
+                self.dp.publish();
+                self.stats.publish(&self.dp.ctr);
+            }
             if now.wrapping_sub(last_publish) >= PUBLISH_EVERY_MS {
                 last_publish = now;
                 self.publish_slow(&mut hist);
@@ -169,6 +185,7 @@ impl Worker {
                 std::thread::sleep(self.idle_sleep);
             }
         }
+        self.dp.publish();
         self.stats.publish(&self.dp.ctr);
         self.publish_slow(&mut hist);
         tracing::info!(worker = self.index, "worker stopped");
@@ -194,12 +211,22 @@ impl Worker {
     }
 
     #[inline]
-    fn handle(&mut self, bufs: &mut Bufs, mut m: Mbuf, in_if: IfIdx, now: u32, steered: bool) {
-        let verdict = if m.data_mut().is_some() {
-            self.dp.process(&mut m, in_if, now, steered)
-        } else {
+    fn handle(
+        &mut self,
+        bufs: &mut Bufs,
+        mut m: Mbuf,
+        in_if: IfIdx,
+        now: u32,
+        steered: bool,
+        hint: Option<u64>,
+    ) {
+        let verdict = if m.data_mut().is_none() {
             self.dp.count_unparseable(0, DropReason::MultiSegment);
             Verdict::Drop(DropReason::MultiSegment)
+        } else if steered {
+            self.dp.process(&mut m, in_if, now, true)
+        } else {
+            self.dp.process_hinted(&mut m, in_if, now, hint)
         };
         match verdict {
             Verdict::Forward(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),

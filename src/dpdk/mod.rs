@@ -22,6 +22,25 @@ pub const BURST: usize = 32;
 // The mbuf header is read from Rust (see `Mbuf::data_mut`): its layout must be DPDK's.
 const _: () = assert!(std::mem::size_of::<ffi::rte_mbuf>() == 128);
 
+/// Asks the kernel to back `v` with transparent huge pages (fewer TLB misses on big per-core
+/// tables such as the conn slab and index). Advice only: failure changes nothing.
+pub fn advise_hugepages<T>(v: &mut [T]) {
+    let len = std::mem::size_of_val(v);
+    if len < (2 << 20) {
+        return;
+    }
+    let page = 4096usize;
+    let start = v.as_mut_ptr() as usize;
+    let aligned = (start + page - 1) & !(page - 1);
+    let Some(ptr) = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void) else {
+        return;
+    };
+    let len = (start + len - aligned) & !(page - 1);
+    // SAFETY: the range lies inside `v`'s allocation (rounded inwards to whole pages);
+    // MADV_HUGEPAGE only changes how the kernel backs it, never its contents.
+    let _ = unsafe { nix::sys::mman::madvise(ptr, len, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE) };
+}
+
 /// Asks the CPU to bring `r`'s cache line closer (DPDK's `rte_prefetch0`); a hint only.
 #[inline(always)]
 pub fn prefetch0<T>(r: &T) {
@@ -246,7 +265,10 @@ impl Mbuf {
                 return None;
             }
             let data = m.buf_addr.cast::<u8>().add(usize::from(m.data_off));
-            Some(std::slice::from_raw_parts_mut(data, usize::from(m.data_len)))
+            Some(std::slice::from_raw_parts_mut(
+                data,
+                usize::from(m.data_len),
+            ))
         }
     }
 

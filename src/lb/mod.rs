@@ -27,6 +27,44 @@ use route::{NextHop, RouteTable};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// A read-only map that scans a short array when it is small (the usual case: a handful of
+/// VIPs and services) and hashes only when it is large; built once per snapshot.
+#[derive(Debug, Default)]
+struct SmallMap<K: Eq + std::hash::Hash + Copy, V: Copy> {
+    keys: Vec<K>,
+    vals: Vec<V>,
+    map: Option<FxMap<K, V>>,
+}
+
+const SMALL: usize = 16;
+
+impl<K: Eq + std::hash::Hash + Copy, V: Copy> SmallMap<K, V> {
+    fn from_map(m: FxMap<K, V>) -> Self {
+        if m.len() <= SMALL {
+            let (keys, vals) = m.into_iter().unzip();
+            SmallMap {
+                keys,
+                vals,
+                map: None,
+            }
+        } else {
+            SmallMap {
+                keys: Vec::new(),
+                vals: Vec::new(),
+                map: Some(m),
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, k: &K) -> Option<V> {
+        match &self.map {
+            Some(m) => m.get(k).copied(),
+            None => self.keys.iter().position(|x| x == k).map(|i| self.vals[i]),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IfIdx(pub u16);
 
@@ -185,8 +223,8 @@ pub struct Snapshot {
     /// Source-NAT port range.
     pub nat_ports: (u16, u16),
     pub timeouts: Timeouts,
-    services_by_key: FxMap<(u32, u16, u8), u16>,
-    local: FxMap<u32, (IfIdx, LocalKind)>,
+    services_by_key: SmallMap<(u32, u16, u8), u16>,
+    local: SmallMap<u32, (IfIdx, LocalKind)>,
 }
 
 impl Snapshot {
@@ -452,22 +490,20 @@ impl Snapshot {
             routing,
             nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
-            services_by_key,
-            local,
+            services_by_key: SmallMap::from_map(services_by_key),
+            local: SmallMap::from_map(local),
         }
     }
 
     #[inline]
     pub fn service(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
-        self.services_by_key
-            .get(&(u32::from(vip), port, proto))
-            .copied()
+        self.services_by_key.get(&(u32::from(vip), port, proto))
     }
 
     /// Whether `ip` is one of the balancer's addresses, and on which interface.
     #[inline]
     pub fn local(&self, ip: Ipv4Addr) -> Option<(IfIdx, LocalKind)> {
-        self.local.get(&u32::from(ip)).copied()
+        self.local.get(&u32::from(ip))
     }
 
     /// Distinct VIPs with the interface announcing each, in service order.

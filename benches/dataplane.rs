@@ -1,0 +1,219 @@
+//! Micro-benchmarks of the data-plane building blocks (criterion). `cargo bench` measures;
+//! `cargo test --benches` (part of the test suite) runs each once so they cannot rot.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use crossbeam_queue::ArrayQueue;
+use switchyard::config::Config;
+use switchyard::datapath::{Datapath, WorkerInfo};
+use switchyard::flow::{Conn, FlowKey, FlowState, FlowTable, Timeouts};
+use switchyard::lb::maglev::{MaglevBackend, MaglevTable};
+use switchyard::lb::sched::BackendLoad;
+use switchyard::lb::{IfIdx, Snapshot};
+use switchyard::wire::{self, ETH_HDR, Rewrite};
+
+const T: Timeouts = Timeouts([30_000, 900_000, 10_000, 60_000]);
+
+/// An untagged IPv4 TCP ACK 172.16.0.1:40000 -> 10.20.0.100:80 to our MAC, checksums valid.
+fn frame(src: u32, sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x10]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12] = 8;
+    f[14..34].copy_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 63, 6, 0, 0, 0, 0, 0, 0, 10, 20, 0, 100,
+    ]);
+    f[26..30].copy_from_slice(&src.to_be_bytes());
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x10;
+    let sum = |b: &[u8]| {
+        let mut s: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    };
+    let c = sum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn key(i: u32) -> FlowKey {
+    FlowKey {
+        src: 0xac10_0000 | (i >> 10),
+        dst: 0x0a14_0064,
+        src_port: 1024 + (i & 1023) as u16,
+        dst_port: 80,
+        proto: 6,
+    }
+}
+
+fn parsing(c: &mut Criterion) {
+    let f = frame(0xac10_0001, 40000);
+    c.bench_function("parse eth+ipv4(checksum)+tcp", |b| {
+        b.iter(|| {
+            let f = black_box(&f[..]);
+            let l2 = wire::parse_l2(f).unwrap();
+            let ip = wire::parse_ipv4(f, l2.l3).unwrap();
+            black_box(wire::parse_l4(f, &ip).unwrap())
+        })
+    });
+}
+
+fn flows(c: &mut Criterion) {
+    const N: u32 = 1 << 20;
+    let mut t = FlowTable::new(N as usize);
+    for i in 0..N {
+        let k = key(i);
+        t.insert(Conn::new(&k, FlowState::TcpEstablished, 0, 0), 0)
+            .unwrap();
+    }
+    let mut i = 0u32;
+    c.bench_function("flow lookup hit (1M conns)", |b| {
+        b.iter(|| {
+            i = (i.wrapping_mul(2_654_435_761).wrapping_add(1)) % N;
+            let k = key(i);
+            black_box(t.lookup(&k, k.hash(), 1, &T, &mut |_| {}))
+        })
+    });
+    c.bench_function("flow lookup miss (1M conns)", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let k = key(N + (i % N));
+            black_box(t.lookup(&k, k.hash(), 1, &T, &mut |_| {}))
+        })
+    });
+    c.bench_function("flow insert+remove (1M conns)", |b| {
+        b.iter_batched(
+            || {
+                i = i.wrapping_add(1);
+                (key(2 * N + (i % N)), key(i % N))
+            },
+            |(k, victim)| {
+                // Full table: make room first, as a steady state of churn would.
+                if let Some((id, _)) = t.lookup(&victim, victim.hash(), 1, &T, &mut |_| {}) {
+                    t.remove(id, &mut |_| {});
+                }
+                black_box(t.insert(Conn::new(&k, FlowState::TcpSyn, 0, 0), 1).is_ok())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn maglev(c: &mut Criterion) {
+    let backends: Vec<MaglevBackend> = (0..10u8)
+        .map(|i| MaglevBackend {
+            addr: Ipv4Addr::new(10, 20, 1, 10 + i),
+            weight: 1 + u32::from(i % 3),
+        })
+        .collect();
+    let table = MaglevTable::build(&backends, 65537);
+    let mut h = 1u64;
+    c.bench_function("maglev lookup", |b| {
+        b.iter(|| {
+            h = h.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            black_box(table.lookup(h))
+        })
+    });
+    c.bench_function("maglev rebuild (10 backends, M=65537)", |b| {
+        b.iter(|| black_box(MaglevTable::build(black_box(&backends), 65537)))
+    });
+}
+
+fn nat(c: &mut Criterion) {
+    let f = frame(0xac10_0001, 40000);
+    let rw = Rewrite {
+        src: Some((Ipv4Addr::new(10, 20, 0, 10), 1024)),
+        dst: Some((Ipv4Addr::new(10, 20, 0, 11), 8080)),
+    };
+    c.bench_function("NAT rewrite, incremental checksums", |b| {
+        b.iter_batched_ref(
+            || f.clone(),
+            |f| wire::rewrite_ipv4(black_box(f), ETH_HDR, 54, true, &rw),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn pipeline(c: &mut Criterion) {
+    for mode in ["dsr", "proxy", "gateway"] {
+        let text = format!(
+            r#"
+[dpdk]
+eal_args = []
+[cores]
+management = 0
+workers = [1]
+[flows]
+capacity_per_core = 200000
+[[interfaces]]
+name = "lan"
+port = "p0"
+address = "10.20.0.10/24"
+exception_path = false
+[[routes]]
+prefix = "0.0.0.0/0"
+via = "10.20.0.1"
+[[services]]
+name = "web"
+vip = "10.20.0.100"
+port = 80
+protocol = "tcp"
+mode = "{mode}"
+  [[services.backends]]
+  address = "10.20.0.11"
+  [[services.backends]]
+  address = "10.20.0.12"
+"#
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let snap = Arc::new(Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]));
+        let info = WorkerInfo {
+            index: 0,
+            count: 1,
+            flow_capacity: 200_000,
+            persist_capacity: 1024,
+        };
+        let mut d = Datapath::new(
+            snap,
+            info,
+            Arc::new(ArrayQueue::new(64)),
+            Arc::new(BackendLoad::new(1)),
+        );
+        for (ip, m) in [("10.20.0.11", 0x11), ("10.20.0.12", 0x12), ("10.20.0.1", 1)] {
+            d.set_neighbour(ip.parse().unwrap(), Some([2, 0, 0, 0, 0, m]));
+        }
+        let frames: Vec<Vec<u8>> = (0..65536u32)
+            .map(|i| frame(0xac10_0000 | (i >> 10), 1024 + (i & 1023) as u16))
+            .collect();
+        for f in &frames {
+            d.process(&mut f.clone(), IfIdx(0), 0, false);
+        }
+        let mut i = 0usize;
+        c.bench_function(
+            &format!("datapath {mode}: established flow, 64k conns"),
+            |b| {
+                b.iter_batched_ref(
+                    || {
+                        i = (i + 7919) % frames.len();
+                        frames[i].clone()
+                    },
+                    |f| black_box(d.process(f, IfIdx(0), 1, false)),
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+}
+
+criterion_group!(benches, parsing, flows, maglev, nat, pipeline);
+criterion_main!(benches);
