@@ -386,24 +386,13 @@ impl Datapath {
             }
             return Verdict::Steer(o as u16);
         }
-        let t = self.snap.timeouts;
         // `quick_hash` read the same bytes for an untagged frame: no need to hash twice.
         let hash = match self.hash_hint.take() {
             Some(h) if l2.vlan.is_none() => h,
             _ => key.hash(),
         };
         debug_assert_eq!(hash, key.hash());
-        let hit = {
-            let Datapath {
-                flows,
-                nat,
-                backend_conns,
-                ..
-            } = self;
-            flows.lookup(&key, hash, now, &t, &mut |c: &Conn| {
-                reclaim(c, nat, backend_conns)
-            })
-        };
+        let hit = self.lookup(&key, hash, now);
         let (id, dir) = match (hit, local) {
             (Some(h), _) => h,
             (None, Some(LocalKind::Vip)) => {
@@ -571,28 +560,12 @@ impl Datapath {
         let conn = *self.flows.conn(id);
         // Copy out what is needed so the snapshot is not borrowed across `&mut self` calls
         // (cloning the Arc per packet would cost two atomic operations).
+        let (egress, target) = match self.next_hop(&conn, dir) {
+            Ok(h) => h,
+            Err(r) => return Verdict::Drop(r),
+        };
         let snap = &*self.snap;
         let mode = snap.services[usize::from(conn.service)].mode;
-        let Some(b) = snap.backends.get(conn.backend as usize) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        if !b.accept_existing {
-            return Verdict::Drop(if b.forced {
-                DropReason::DrainForced
-            } else {
-                DropReason::BackendDown
-            });
-        }
-        let (egress, target) = match dir {
-            Dir::Forward => (b.iface, b.next_hop),
-            Dir::Reverse => {
-                let client = Ipv4Addr::from(conn.client);
-                match snap.routes.lookup(client) {
-                    Some(h) => (h.iface, h.l2_target(client)),
-                    None => return Verdict::Drop(DropReason::NoRoute),
-                }
-            }
-        };
         let eg = &snap.interfaces[usize::from(egress.0)];
         let (eg_mac, eg_vlan) = (eg.mac, eg.vlan);
         self.svc_ctr
@@ -716,18 +689,7 @@ impl Datapath {
         {
             return Verdict::Steer(o as u16);
         }
-        let t = self.snap.timeouts;
-        let hit = {
-            let Datapath {
-                flows,
-                nat,
-                backend_conns,
-                ..
-            } = self;
-            flows.lookup(&key, key.hash(), now, &t, &mut |c: &Conn| {
-                reclaim(c, nat, backend_conns)
-            })
-        };
+        let hit = self.lookup(&key, key.hash(), now);
         let Some((id, dir)) = hit else {
             if vip_dsr {
                 // DSR is stateless enough: the conn may live on another core; Maglev maps
@@ -789,25 +751,9 @@ impl Datapath {
         now: u32,
     ) -> Verdict {
         let snap = self.snap.clone();
-        let (egress, target) = match dir {
-            Dir::Forward => match snap.backends.get(conn.backend as usize) {
-                Some(b) if !b.accept_existing => {
-                    return Verdict::Drop(if b.forced {
-                        DropReason::DrainForced
-                    } else {
-                        DropReason::BackendDown
-                    });
-                }
-                Some(b) => (b.iface, b.next_hop),
-                None => return Verdict::Drop(DropReason::NoBackend),
-            },
-            Dir::Reverse => {
-                let client = Ipv4Addr::from(conn.client);
-                match snap.routes.lookup(client) {
-                    Some(h) => (h.iface, h.l2_target(client)),
-                    None => return Verdict::Drop(DropReason::NoRoute),
-                }
-            }
+        let (egress, target) = match self.next_hop(conn, dir) {
+            Ok(h) => h,
+            Err(r) => return Verdict::Drop(r),
         };
         let dsr = snap.services[usize::from(conn.service)].mode == Mode::Dsr;
         if !dsr && !wire::decrement_ttl(p.bytes(), l2.l3) {
@@ -918,6 +864,49 @@ impl Datapath {
             Verdict::Reply
         } else {
             Verdict::Drop(reason)
+        }
+    }
+
+    /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
+    #[inline]
+    fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
+        let t = self.snap.timeouts;
+        let Datapath {
+            flows,
+            nat,
+            backend_conns,
+            ..
+        } = self;
+        flows.lookup(key, hash, now, &t, &mut |c: &Conn| {
+            reclaim(c, nat, backend_conns)
+        })
+    }
+
+    /// Where a packet of `conn` travelling in `dir` goes: (egress interface, address whose MAC
+    /// it is sent to), or why it cannot go.
+    #[inline]
+    fn next_hop(&self, conn: &Conn, dir: Dir) -> Result<(IfIdx, Ipv4Addr), DropReason> {
+        let snap = &*self.snap;
+        match dir {
+            Dir::Forward => {
+                let b = snap
+                    .backends
+                    .get(conn.backend as usize)
+                    .ok_or(DropReason::NoBackend)?;
+                if !b.accept_existing {
+                    return Err(if b.forced {
+                        DropReason::DrainForced
+                    } else {
+                        DropReason::BackendDown
+                    });
+                }
+                Ok((b.iface, b.next_hop))
+            }
+            Dir::Reverse => {
+                let client = Ipv4Addr::from(conn.client);
+                let h = snap.routes.lookup(client).ok_or(DropReason::NoRoute)?;
+                Ok((h.iface, h.l2_target(client)))
+            }
         }
     }
 
