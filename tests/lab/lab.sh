@@ -127,6 +127,9 @@ readonly PORT_ALIAS="switchyard-lab:$P"
 log() { printf 'lab[%s]: %s\n' "$P" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# shellcheck source=common.sh
+. "$SCRIPT_DIR/common.sh"
+
 # ---------------------------------------------------------------- checks ---
 validate() {
 	[[ "$P" =~ ^[A-Za-z0-9_-]+$ ]] || die "LAB_PREFIX '$P' must match [A-Za-z0-9_-]+"
@@ -149,11 +152,6 @@ validate() {
 	fi
 }
 
-need_root() {
-	((EUID == 0)) || die "must run as root (network namespaces, veths, sysctls)"
-	command -v ip >/dev/null || die "missing tool: ip (iproute2)"
-}
-
 need_root_and_tools() {
 	need_root
 	local t
@@ -166,13 +164,6 @@ need_root_and_tools() {
 	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
 }
 
-# --------------------------------------------------------------- helpers ---
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-# sysctl inside a namespace. `ip netns exec` remounts /sys and gives us the
-# namespace's own /proc/sys/net, so plain sysctl sees per-netns values.
-nsysctl() { local ns=$1; shift; local kv; for kv in "$@"; do nsx "$ns" sysctl -qw "$kv" >/dev/null; done; }
-
 have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
 
 # Our namespaces, whatever LAB_BACKENDS was when `up` ran.
@@ -181,76 +172,15 @@ our_namespaces() {
 		grep -E "^${P}-(client|router|lan|b[0-9]+)\$" | sort -V || true
 }
 
-# Root-namespace veths this lab created, found by ifalias, so `down` also
-# cleans up when it is run without the LAB_PORT that `up` was given.
-our_root_ports() {
-	local f
-	for f in /sys/class/net/*/ifalias; do
-		[[ -r "$f" && "$(cat "$f" 2>/dev/null)" == "$PORT_ALIAS" ]] || continue
-		basename "$(dirname "$f")"
-	done
-}
-
 port_is_ours() {
 	[[ -e "/sys/class/net/$PORT" ]] || return 1
 	[[ "$(cat "/sys/class/net/$PORT/ifalias" 2>/dev/null)" == "$PORT_ALIAS" ]]
 }
 
-new_ns() {
-	local ns=$1
-	ip netns add "$ns"
-	ip -n "$ns" link set lo up
-	if have_ipv6; then
-		# Before any interface exists, so every veth is born with IPv6 off:
-		# no router solicitations / MLD / DAD packets polluting captures.
-		nsysctl "$ns" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-	fi
-}
-
 # "ns dev" of every veth end we create; `up` waits for all of them to be
 # operationally up (carrier is propagated asynchronously after `link set up`).
+# shellcheck disable=SC2034  # used by common.sh (wait_links)
 LINKS=()
-
-# Settings every lab veth end gets, before it is brought up.
-prep_if() {
-	local ns=$1 dev=$2
-	LINKS+=("$ns $dev")
-	if have_ipv6; then
-		nsysctl "$ns" "net.ipv6.conf.$dev.disable_ipv6=1"
-	fi
-	ip -n "$ns" link set dev "$dev" mtu 1500
-	# veths default to checksum offload: packets then carry CHECKSUM_PARTIAL
-	# and AF_PACKET hands DPDK frames whose L4 checksum is only a pseudo-
-	# header seed. Turning tx checksumming off makes every sender compute
-	# full checksums; it also turns TSO off (it depends on tx csum), so GSO
-	# segments in software and DPDK never sees frames above the MTU.
-	nsx "$ns" ethtool -K "$dev" tx off >/dev/null
-}
-
-# veth pair with both ends created straight in their namespaces.
-veth() {
-	local ns_a=$1 a=$2 ns_b=$3 b=$4
-	ip -n "$ns_a" link add "$a" type veth peer name "$b" netns "$ns_b"
-	prep_if "$ns_a" "$a"
-	prep_if "$ns_b" "$b"
-}
-
-# Kill every process inside a namespace. A namespace that still holds a
-# process survives `ip netns del` (and so do its veths), so this comes first.
-kill_ns_pids() {
-	local ns=$1 pids i
-	pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
-	[[ -n "${pids// /}" ]] || return 0
-	# shellcheck disable=SC2086 # word splitting of the pid list is intended
-	kill -TERM $pids 2>/dev/null || true
-	for ((i = 0; i < 30; i++)); do
-		pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
-		[[ -n "${pids// /}" ]] || return 0
-		sleep 0.1
-	done
-	# shellcheck disable=SC2086
-	kill -KILL $pids 2>/dev/null || true
-}
 
 # ------------------------------------------------------------------ down ---
 cmd_down() {
@@ -300,14 +230,6 @@ cmd_down() {
 
 # -------------------------------------------------------------------- up ---
 UP_OK=0
-on_up_exit() {
-	local rc=$?
-	if ((UP_OK == 0)); then
-		log "up failed (rc=$rc); tearing down partial lab"
-		trap - EXIT ERR INT TERM HUP
-		cmd_down || true
-	fi
-}
 
 BACKEND_PIDS=()
 start_backend() {
@@ -403,25 +325,6 @@ wait_backend() {
 	log "backend $name did not accept connections within ${WAIT_SECS}s; its stderr:"
 	sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
 	return 1
-}
-
-wait_links() {
-	local l ns dev state deadline=$((SECONDS + WAIT_SECS))
-	for l in "${LINKS[@]}"; do
-		ns=${l% *}
-		dev=${l#* }
-		while :; do
-			# The root-namespace end ($PORT) is recorded with ns "-".
-			if [[ "$ns" == "-" ]]; then
-				state=$(cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
-			else
-				state=$(nsx "$ns" cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
-			fi
-			[[ "$state" == "up" ]] && break
-			((SECONDS < deadline)) || die "link $dev (ns $ns) is not up (operstate '$state')"
-			sleep 0.05
-		done
-	done
 }
 
 cmd_up() {
@@ -535,39 +438,11 @@ cmd_up() {
 	done
 	write_env >"$LOGDIR/lab.env"
 
+	# shellcheck disable=SC2034  # read by common.sh (on_up_exit)
 	UP_OK=1
 	trap - EXIT ERR INT TERM HUP
 	log "up: client $CLIENT_IP -> router -> LAN 10.20.0.0/24; balancer port '$PORT' (root ns); VIP $VIP; $NB backend(s); logs in $LOGDIR"
 	describe | while IFS= read -r line; do log "  $line"; done
-}
-
-check_port_free() {
-	local port=$1 var=$2 owner
-	[[ -e "/sys/class/net/$port" ]] || return 0
-	owner=$(cat "/sys/class/net/$port/ifalias" 2>/dev/null || true)
-	if [[ "$owner" == switchyard-lab:* ]]; then
-		die "interface $port belongs to the lab with LAB_PREFIX=${owner#switchyard-lab:}; pick another $var"
-	fi
-	die "interface $port already exists in the root namespace and was not created by this lab; pick another $var"
-}
-
-# A root-namespace veth end for DPDK, its peer a port of a bridge in $NS_LAN.
-root_port() {
-	local port=$1 peer=$2 bridge=$3
-	ip link add "$port" type veth peer name "$peer" netns "$NS_LAN"
-	ip link set dev "$port" alias "$PORT_ALIAS"
-	# Root end: no IP (DPDK owns it), IPv6 off so the kernel never emits
-	# RS/DAD/MLD on it, promisc so AF_PACKET sees frames for the balancer's
-	# MAC even if DPDK's view of the MAC differs, MTU 1500.
-	if have_ipv6; then sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1" >/dev/null; fi
-	ip link set dev "$port" mtu 1500
-	ethtool -K "$port" tx off >/dev/null
-	LINKS+=("- $port")
-	prep_if "$NS_LAN" "$peer"
-	ip -n "$NS_LAN" link set "$peer" master "$bridge"
-	ip -n "$NS_LAN" link set "$peer" up
-	ip link set dev "$port" promisc on
-	ip link set dev "$port" up
 }
 
 # The mode's addressing as KEY=VALUE lines (no spaces, no quoting: both
@@ -671,11 +546,6 @@ cmd_status() {
 			echo "  $name pid ${pid:-?} NOT running"
 		fi
 	done
-}
-
-usage() {
-	sed -n '2,/^set -Eeuo/{/^set -Eeuo/d;s/^# \{0,1\}//;p}' "$0" >&2
-	exit 2
 }
 
 main() {

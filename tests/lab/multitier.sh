@@ -93,6 +93,9 @@ readonly PORT_ALIAS="switchyard-multitier:$P"
 log() { printf 'multitier[%s]: %s\n' "$P" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# shellcheck source=common.sh
+. "$SCRIPT_DIR/common.sh"
+
 # ---------------------------------------------------------------- checks ---
 validate() {
 	[[ "$P" =~ ^[A-Za-z0-9_-]+$ ]] || die "LAB_PREFIX '$P' must match [A-Za-z0-9_-]+"
@@ -111,11 +114,6 @@ validate() {
 	[[ "$PORT_T1" != "$PORT_T2" ]] || die "LAB_PORT_T1 and LAB_PORT_T2 must differ"
 }
 
-need_root() {
-	((EUID == 0)) || die "must run as root (network namespaces, veths, sysctls)"
-	command -v ip >/dev/null || die "missing tool: ip (iproute2)"
-}
-
 need_root_and_tools() {
 	need_root
 	local t
@@ -127,9 +125,6 @@ need_root_and_tools() {
 	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
 }
 
-# --------------------------------------------------------------- helpers ---
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-nsysctl() { local ns=$1; shift; local kv; for kv in "$@"; do nsx "$ns" sysctl -qw "$kv" >/dev/null; done; }
 have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
 
 our_namespaces() {
@@ -137,58 +132,8 @@ our_namespaces() {
 		grep -E "^${P}-(client|router|lan|c[0-9]+|h[0-9]+)\$" | sort -V || true
 }
 
-our_root_ports() {
-	local f
-	for f in /sys/class/net/*/ifalias; do
-		[[ -r "$f" && "$(cat "$f" 2>/dev/null)" == "$PORT_ALIAS" ]] || continue
-		basename "$(dirname "$f")"
-	done
-}
-
-new_ns() {
-	local ns=$1
-	ip netns add "$ns"
-	ip -n "$ns" link set lo up
-	if have_ipv6; then
-		nsysctl "$ns" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-	fi
-}
-
+# shellcheck disable=SC2034  # used by common.sh (wait_links)
 LINKS=()
-
-# Same per-veth settings as lab.sh: IPv6 off, MTU 1500, tx checksum offload
-# off (full checksums on the wire for AF_PACKET/DPDK; also disables TSO).
-prep_if() {
-	local ns=$1 dev=$2
-	LINKS+=("$ns $dev")
-	if have_ipv6; then
-		nsysctl "$ns" "net.ipv6.conf.$dev.disable_ipv6=1"
-	fi
-	ip -n "$ns" link set dev "$dev" mtu 1500
-	nsx "$ns" ethtool -K "$dev" tx off >/dev/null
-}
-
-veth() {
-	local ns_a=$1 a=$2 ns_b=$3 b=$4
-	ip -n "$ns_a" link add "$a" type veth peer name "$b" netns "$ns_b"
-	prep_if "$ns_a" "$a"
-	prep_if "$ns_b" "$b"
-}
-
-kill_ns_pids() {
-	local ns=$1 pids i
-	pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
-	[[ -n "${pids// /}" ]] || return 0
-	# shellcheck disable=SC2086 # word splitting of the pid list is intended
-	kill -TERM $pids 2>/dev/null || true
-	for ((i = 0; i < 30; i++)); do
-		pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ') || true
-		[[ -n "${pids// /}" ]] || return 0
-		sleep 0.1
-	done
-	# shellcheck disable=SC2086
-	kill -KILL $pids 2>/dev/null || true
-}
 
 # ------------------------------------------------------------------ down ---
 cmd_down() {
@@ -230,42 +175,6 @@ cmd_down() {
 
 # -------------------------------------------------------------------- up ---
 UP_OK=0
-on_up_exit() {
-	local rc=$?
-	if ((UP_OK == 0)); then
-		log "up failed (rc=$rc); tearing down partial lab"
-		trap - EXIT ERR INT TERM HUP
-		cmd_down || true
-	fi
-}
-
-check_port_free() {
-	local port=$1 var=$2 owner
-	[[ -e "/sys/class/net/$port" ]] || return 0
-	owner=$(cat "/sys/class/net/$port/ifalias" 2>/dev/null || true)
-	case "$owner" in
-	switchyard-multitier:*) die "interface $port belongs to the multitier lab with LAB_PREFIX=${owner#switchyard-multitier:}; pick another $var" ;;
-	switchyard-lab:*) die "interface $port belongs to the lab.sh lab with LAB_PREFIX=${owner#switchyard-lab:}; pick another $var" ;;
-	esac
-	die "interface $port already exists in the root namespace and was not created by this lab; pick another $var"
-}
-
-# A root-namespace veth end for DPDK (no IP, IPv6 off, promisc, MTU 1500, tx
-# csum off), its peer a port of the LAN bridge.
-root_port() {
-	local port=$1 peer=$2
-	ip link add "$port" type veth peer name "$peer" netns "$NS_LAN"
-	ip link set dev "$port" alias "$PORT_ALIAS"
-	if have_ipv6; then sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1" >/dev/null; fi
-	ip link set dev "$port" mtu 1500
-	ethtool -K "$port" tx off >/dev/null
-	LINKS+=("- $port")
-	prep_if "$NS_LAN" "$peer"
-	ip -n "$NS_LAN" link set "$peer" master "$IF_BRIDGE"
-	ip -n "$NS_LAN" link set "$peer" up
-	ip link set dev "$port" promisc on
-	ip link set dev "$port" up
-}
 
 # A server namespace $P-NAME on the LAN: interface $P-NAME, bridge port
 # $P-lNAME, address ADDR/24, default route via the router.
@@ -412,24 +321,6 @@ wait_http() {
 	return 1
 }
 
-wait_links() {
-	local l ns dev state deadline=$((SECONDS + WAIT_SECS))
-	for l in "${LINKS[@]}"; do
-		ns=${l% *}
-		dev=${l#* }
-		while :; do
-			if [[ "$ns" == "-" ]]; then
-				state=$(cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
-			else
-				state=$(nsx "$ns" cat "/sys/class/net/$dev/operstate" 2>/dev/null || true)
-			fi
-			[[ "$state" == "up" ]] && break
-			((SECONDS < deadline)) || die "link $dev (ns $ns) is not up (operstate '$state')"
-			sleep 0.05
-		done
-	done
-}
-
 cmd_up() {
 	need_root_and_tools
 	cmd_down
@@ -473,8 +364,8 @@ cmd_up() {
 	ip -n "$NS_LAN" link set "$IF_LAN_R" up
 
 	log "$PORT_T1 (tier 1) and $PORT_T2 (tier 2) (root ns) <-> lan"
-	root_port "$PORT_T1" "$IF_LAN_T1"
-	root_port "$PORT_T2" "$IF_LAN_T2"
+	root_port "$PORT_T1" "$IF_LAN_T1" "$IF_BRIDGE"
+	root_port "$PORT_T2" "$IF_LAN_T2" "$IF_BRIDGE"
 
 	local i ns dev addr
 	for ((i = 1; i <= NH; i++)); do
@@ -508,6 +399,7 @@ cmd_up() {
 	for ((i = 1; i <= NC; i++)); do : >"$LOGDIR/c$i.access.log"; done
 	write_env >"$LOGDIR/lab.env"
 
+	# shellcheck disable=SC2034  # read by common.sh (on_up_exit)
 	UP_OK=1
 	trap - EXIT ERR INT TERM HUP
 	log "up: logs in $LOGDIR"
@@ -591,11 +483,6 @@ cmd_status() {
 			echo "  $name pid ${pid:-?} NOT running"
 		fi
 	done
-}
-
-usage() {
-	sed -n '2,/^set -Eeuo/{/^set -Eeuo/d;s/^# \{0,1\}//;p}' "$0" >&2
-	exit 2
 }
 
 main() {
