@@ -21,6 +21,8 @@ const PUBLISH_EVERY_MS: u32 = 100;
 /// Conn slots checked for expiry per poll round (a 1M-conn table is swept in about a second
 /// at full load; more per round costs cache misses on the hot path).
 const SWEEP_BUCKETS: usize = 8;
+/// Conn slots checked in a round that received nothing.
+const SWEEP_IDLE: usize = 1024;
 /// Control messages applied per poll round (bounded so a flood cannot stall rx).
 const CONTROL_PER_ROUND: usize = 64;
 const TX_BUF: usize = 2 * BURST;
@@ -170,7 +172,10 @@ impl Worker {
                 let _ = hist.record_n(ns.max(1), sent);
             }
             bufs.drops.free_all();
-            self.dp.sweep(now, SWEEP_BUCKETS);
+            // An idle round has time to spare: sweep much more, so expired conns (and their
+            // NAT ports) come back quickly when traffic is light.
+            self.dp
+                .sweep(now, if got == 0 { SWEEP_IDLE } else { SWEEP_BUCKETS });
             // Counters go out once a millisecond, not every round (dozens of stores each).
             if now != last_counters {
                 last_counters = now;
