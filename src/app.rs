@@ -187,6 +187,7 @@ pub fn run(
         if let Err(e) = eal.launch(LcoreId(w as u32 + 1), move || worker.run()) {
             stop.store(true, Ordering::Relaxed);
             eal.wait_all();
+            mgmt::kernel::teardown(&kifs);
             return Err(e.to_string());
         }
     }
@@ -215,6 +216,7 @@ pub fn run(
             Err(e) => {
                 stop.store(true, Ordering::Relaxed);
                 eal.wait_all();
+                mgmt::kernel::teardown(&kifs);
                 return Err(e);
             }
         }
