@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, HealthConfig, HealthKind, Mode};
+use crate::config::{HealthConfig, HealthKind, Mode};
 use crate::lb::{BackendKey, Snapshot};
 
 /// First socket mark / routing table used for DSR checks (one per backend id above it).
@@ -68,6 +68,8 @@ struct State {
 }
 
 struct Checker {
+    /// What this checker probes (a reload that changes it restarts the checker).
+    probe: Probe,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -148,7 +150,7 @@ impl Health {
     }
 
     /// Starts the checkers (after the workers run, so probes have a data plane).
-    pub fn start(&mut self, snap: &Snapshot, _cfg: &Config) {
+    pub fn start(&mut self, snap: &Snapshot) {
         self.running = true;
         self.plan = plan(snap);
         self.respawn();
@@ -189,10 +191,7 @@ impl Health {
             });
             st.rise = rise;
             st.fall = fall;
-            if let Some(c) = self.checkers.get(&key)
-                && !c.stop.load(Ordering::Relaxed)
-                && self.running_probe(&key) == Some(probe.clone())
-            {
+            if self.checkers.get(&key).is_some_and(|c| c.probe == probe) {
                 continue;
             }
             if let Some(c) = self.checkers.remove(&key) {
@@ -207,13 +206,15 @@ impl Health {
                 .name("sy-health".into())
                 .spawn(move || checker(k2, p2, tx, s2))
                 .ok();
-            self.checkers.insert(key, Checker { stop, thread });
+            self.checkers.insert(
+                key,
+                Checker {
+                    probe,
+                    stop,
+                    thread,
+                },
+            );
         }
-    }
-
-    fn running_probe(&self, key: &BackendKey) -> Option<Probe> {
-        // Checkers are restarted whenever the plan entry changes; the plan is the truth.
-        self.plan.get(key).map(|p| p.0.clone())
     }
 
     /// Policy routing for a DSR probe: packets marked `mark` reach `vip` through `backend`.
@@ -267,7 +268,7 @@ impl Health {
     }
 
     /// Takes the checkers' results; returns backends whose health state changed.
-    pub fn poll(&mut self, _snap: &Snapshot) -> Vec<(BackendKey, bool)> {
+    pub fn poll(&mut self) -> Vec<(BackendKey, bool)> {
         let mut changed = Vec::new();
         while let Ok(r) = self.rx.try_recv() {
             let Some(st) = self.states.get_mut(&r.key) else {

@@ -385,7 +385,7 @@ impl Mgmt {
 
     /// Applies health transitions reported by the checkers.
     fn apply_health(&mut self) {
-        let changes = self.health.poll(&self.snap);
+        let changes = self.health.poll();
         if changes.is_empty() {
             return;
         }
@@ -414,7 +414,7 @@ impl Mgmt {
         let mut last_rx = 0u64;
         let mut last_rx_change = Instant::now();
         let mut last_stats = Instant::now();
-        self.health.start(&self.snap, &self.cfg);
+        self.health.start(&self.snap);
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             for l in &self.links {
