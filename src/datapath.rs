@@ -176,6 +176,18 @@ impl Datapath {
 
     /// Reclaims a slice of expired conns (between bursts).
     pub fn sweep(&mut self, now: u32, buckets: usize) {
+        self.with_reclaim(|flows, t, reclaim| {
+            flows.sweep(now, t, buckets, &mut { reclaim });
+        });
+    }
+
+    /// Runs `f` on the conn table with the idle timeouts and the callback that gives back
+    /// what a dead conn held (its NAT port, its backend count).
+    #[inline]
+    fn with_reclaim<R>(
+        &mut self,
+        f: impl FnOnce(&mut FlowTable, &crate::flow::Timeouts, &mut dyn FnMut(&Conn)) -> R,
+    ) -> R {
         let t = self.snap.timeouts;
         let Datapath {
             flows,
@@ -183,9 +195,7 @@ impl Datapath {
             backend_conns,
             ..
         } = self;
-        flows.sweep(now, &t, buckets, &mut |c: &Conn| {
-            reclaim(c, nat, backend_conns)
-        });
+        f(flows, &t, &mut |c: &Conn| reclaim(c, nat, backend_conns))
     }
 
     /// The flow hash of a frame, if it looks like untagged IPv4 TCP/UDP (a cheap guess for
@@ -870,16 +880,7 @@ impl Datapath {
     /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
     #[inline]
     fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
-        let t = self.snap.timeouts;
-        let Datapath {
-            flows,
-            nat,
-            backend_conns,
-            ..
-        } = self;
-        flows.lookup(key, hash, now, &t, &mut |c: &Conn| {
-            reclaim(c, nat, backend_conns)
-        })
+        self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
     }
 
     /// Where a packet of `conn` travelling in `dir` goes: (egress interface, address whose MAC
