@@ -1657,12 +1657,12 @@ mod robustness_tests {
                         let at = (rng.next() as usize) % f.len();
                         f[at] = rng.next() as u8;
                     }
-                    if rng.next() % 5 == 0 {
+                    if rng.next().is_multiple_of(5) {
                         let cut = (rng.next() as usize) % f.len();
                         f.truncate(cut);
                     }
                     // Keep many of them addressed to us so they get past the MAC check.
-                    if rng.next() % 2 == 0 && f.len() >= 6 {
+                    if rng.next().is_multiple_of(2) && f.len() >= 6 {
                         f[0..6].copy_from_slice(&LB);
                     }
                     f
