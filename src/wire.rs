@@ -240,7 +240,7 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4Meta, DropReason> {
     }
     // The checks above are exactly smoltcp's `check_len`, so its accessors cannot panic now.
     let ip = Ipv4Packet::new_unchecked(&buf[..total]);
-    if !ip.verify_checksum() {
+    if !ipv4_header_checksum_ok(&buf[..ihl]) {
         return Err(DropReason::BadIpv4Checksum);
     }
     let frag_offset = ip.frag_offset();
@@ -254,6 +254,21 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4Meta, DropReason> {
         is_later_fragment: frag_offset != 0,
         id: ip.ident(),
     })
+}
+
+/// The IPv4 header checksum verifies (one's complement sum of the header is 0xffff). Summing
+/// 32-bit words measured faster than smoltcp's generic byte-pair loop for this hot check
+/// (benches/dataplane.rs, "parse eth+ipv4(checksum)+tcp").
+#[inline]
+fn ipv4_header_checksum_ok(h: &[u8]) -> bool {
+    let mut sum: u64 = 0;
+    for w in h.chunks_exact(4) {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
 }
 
 /// TCP flags the flow state machine needs.
