@@ -15,6 +15,9 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxHasher;
 
+mod fast;
+pub use fast::Pre;
+
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
 use crate::frag::{FragAction, FragTable};
@@ -111,8 +114,10 @@ pub struct Datapath {
     /// Live conns per backend on this worker (exact); others' via `load`.
     backend_conns: Vec<u32>,
     load: Arc<BackendLoad>,
-    /// The worker's prefetch pass already hashed this packet's tuple (see `quick_hash`).
+    /// The worker's prefetch pass already hashed this packet's tuple (see `pre_parse`).
     hash_hint: Option<u64>,
+    /// The fast lane's caches (see `fast`).
+    fast: fast::FastCache,
 }
 
 impl Datapath {
@@ -127,6 +132,7 @@ impl Datapath {
         Datapath {
             nat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
             sched: snap.services.iter().map(SchedState::for_service).collect(),
+            fast: fast::FastCache::new(&snap),
             snap,
             flows: FlowTable::new(me.flow_capacity),
             neigh,
@@ -145,6 +151,7 @@ impl Datapath {
 
     pub fn set_neighbour(&mut self, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
         let k = u32::from(ip);
+        self.fast.invalidate();
         match mac {
             Some(m) if self.neigh.len() < NEIGH_CAPACITY || self.neigh.contains_key(&k) => {
                 self.neigh.insert(k, m);
@@ -160,6 +167,7 @@ impl Datapath {
     /// across snapshots, so established flows stay on their backend.
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) -> Arc<Snapshot> {
         self.sched = snap.services.iter().map(SchedState::for_service).collect();
+        self.fast.rebuild(&snap);
         std::mem::replace(&mut self.snap, snap)
     }
 
@@ -196,34 +204,6 @@ impl Datapath {
             ..
         } = self;
         f(flows, &t, &mut |c: &Conn| reclaim(c, nat, backend_conns))
-    }
-
-    /// The flow hash of a frame, if it looks like untagged IPv4 TCP/UDP (a cheap guess for
-    /// prefetching only: `process` validates everything properly later).
-    #[inline]
-    pub fn quick_hash(frame: &[u8]) -> Option<u64> {
-        if frame.len() < 14 + 20 + 4 || frame[12..14] != [8, 0] {
-            return None;
-        }
-        let ihl = usize::from(frame[14] & 0x0f) * 4;
-        let proto = frame[23];
-        if (proto != PROTO_TCP && proto != PROTO_UDP) || frame.len() < 14 + ihl + 4 {
-            return None;
-        }
-        let u32at =
-            |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
-        let u16at = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
-        let l4 = 14 + ihl;
-        Some(
-            FlowKey {
-                src: u32at(26),
-                dst: u32at(30),
-                src_port: u16at(l4),
-                dst_port: u16at(l4 + 2),
-                proto,
-            }
-            .hash(),
-        )
     }
 
     /// Counts a frame the worker could not hand over as one slice (chained mbuf).
@@ -396,11 +376,8 @@ impl Datapath {
             }
             return Verdict::Steer(o as u16);
         }
-        // `quick_hash` read the same bytes for an untagged frame: no need to hash twice.
-        let hash = match self.hash_hint.take() {
-            Some(h) if l2.vlan.is_none() => h,
-            _ => key.hash(),
-        };
+        // `pre_parse` hashed this very tuple already: no need to hash twice.
+        let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
         let hit = self.lookup(&key, hash, now);
         let (id, dir) = match (hit, local) {
@@ -432,15 +409,7 @@ impl Datapath {
         let c = self.flows.conn_mut(id);
         c.touch(now);
         if ip.proto == PROTO_TCP {
-            let st = c.state();
-            if l4.tcp.rst || l4.tcp.fin {
-                c.set_state(FlowState::TcpClosing);
-            } else if l4.tcp.syn && st == FlowState::TcpClosing {
-                // Port reuse after close: a new connection on the same backend.
-                c.set_state(FlowState::TcpSyn);
-            } else if l4.tcp.ack && st == FlowState::TcpSyn {
-                c.set_state(FlowState::TcpEstablished);
-            }
+            fast::track_tcp(c, p.bytes()[ip.l4 + 13]);
         }
         self.send(p, l2, &ip, in_if, id, dir, true, now)
     }
@@ -1110,7 +1079,7 @@ mode = "{mode}"
     pub const SYN: u8 = 0x02;
     pub const ACK: u8 = 0x10;
 
-    fn tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    pub(super) fn tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
         let ip = parse_ipv4(f, ETH_HDR).expect("valid IPv4 after rewrite");
         let l4 = parse_l4(f, &ip).unwrap();
         (ip.src, l4.src_port, ip.dst, l4.dst_port)
@@ -1567,6 +1536,146 @@ mod policy_tests {
                 d.process(&mut n, IfIdx(0), 1, false);
                 assert_ne!(parse_dst(&n), backend);
             }
+        }
+    }
+
+    /// The fast lane (datapath/fast.rs) is an optimisation only. Two datapaths see the same
+    /// stream - flows opening, carrying data, closing and reopening, replies, TTL 1, VLAN tags,
+    /// damaged frames, a backend going down, a neighbour vanishing and coming back with a new
+    /// MAC, time passing so conns expire - one through `process` only, one the way the worker
+    /// does it (fast lane first). Every verdict, output frame and counter must be identical.
+    #[test]
+    fn fast_lane_decides_exactly_like_the_full_path() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = move || {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let cases = ["dsr", "proxy", "gateway"]
+            .into_iter()
+            .flat_map(|m| [(m, false), (m, true)]);
+        for (mode, tagged) in cases {
+            let mut text = cfg_text(mode, "on_backend_down = \"drop\"");
+            if tagged {
+                text = text.replace("port = \"p0\"", "port = \"p0\"\nvlan = 7");
+            }
+            let up = snap_with(&text, &|_| BackendRuntime::default());
+            let b11: Ipv4Addr = "10.20.1.11".parse().unwrap();
+            let down = snap_with(&text, &move |k: &BackendKey| BackendRuntime {
+                healthy: k.1 != b11,
+                ..BackendRuntime::default()
+            });
+            let (mut full, _) = datapath(&up);
+            let (mut fast, _) = datapath(&up);
+            let mut last_out: HashMap<(u8, bool), Vec<u8>> = HashMap::new();
+            let (mut lane, n) = (0, 8000u32);
+            for step in 0..n {
+                let router: Ipv4Addr = "10.20.0.1".parse().unwrap();
+                match step {
+                    2000 => [&mut full, &mut fast]
+                        .map(|d| d.set_snapshot(down.clone()))
+                        .len(),
+                    3000 => [&mut full, &mut fast]
+                        .map(|d| d.set_snapshot(up.clone()))
+                        .len(),
+                    4000 => [&mut full, &mut fast]
+                        .map(|d| d.set_neighbour(b11, None))
+                        .len(),
+                    4500 => [&mut full, &mut fast]
+                        .map(|d| d.set_neighbour(b11, Some([2, 0, 0, 0, 0, 0x77])))
+                        .len(),
+                    5500 => [&mut full, &mut fast]
+                        .map(|d| d.set_neighbour(router, Some([2, 0, 0, 0, 0, 0x66])))
+                        .len(),
+                    _ => 0,
+                };
+                let now = step * 7;
+                let c = (rnd() % 48) as u8;
+                let udp = rnd() % 4 == 0;
+                let client = Ipv4Addr::new(10, 20, 9, 2 + c);
+                let (proto, dport) = if udp {
+                    (PROTO_UDP, 53)
+                } else {
+                    (PROTO_TCP, 80)
+                };
+                let flags = [SYN, ACK, ACK, ACK, ACK, 0x11, 0x04, 0x18][(rnd() % 8) as usize];
+                let mut f = pkt(client, VIP, 40000 + u16::from(c), dport, proto, flags);
+                let kind = rnd() % 10;
+                match kind {
+                    // A reply to what was last sent for this flow, mirrored.
+                    0..=2 => {
+                        if let Some(o) = last_out.get(&(c, udp)) {
+                            let (s, sp, d, dp) = super::tests::tuple(o);
+                            f = pkt(d, s, dp, sp, proto, ACK);
+                        }
+                    }
+                    3 => {
+                        f[14 + 8] = 1; // TTL 1 (checksum fixed below)
+                    }
+                    // 4: the wrong tagging (below).
+                    5 => {
+                        for _ in 0..(1 + rnd() % 3) {
+                            let at = (rnd() as usize) % f.len();
+                            f[at] = rnd() as u8;
+                        }
+                        if rnd() % 2 == 0 {
+                            f[0..6].copy_from_slice(&LB);
+                        }
+                    }
+                    _ => {}
+                }
+                if f.len() > 34 && f[12] == 8 && f[14 + 8] == 1 {
+                    smoltcp::wire::Ipv4Packet::new_unchecked(&mut f[14..34]).fill_checksum();
+                }
+                if tagged != (kind == 4) {
+                    f.splice(12..12, [0x81, 0, 0, 7]);
+                }
+                let mut f1 = f.clone();
+                let mut f2 = f;
+                let v1 = full.process(&mut f1, IfIdx(0), now, false);
+                let pre = Datapath::pre_parse(&f2);
+                let v2 = match pre.and_then(|p| fast.fast_path(&mut f2, IfIdx(0), &p, now)) {
+                    Some(out) => {
+                        lane += 1;
+                        Verdict::Forward(out)
+                    }
+                    None => fast.process_hinted(&mut f2, IfIdx(0), now, pre.map(|p| p.hash)),
+                };
+                assert_eq!(v1, v2, "{mode} tagged {tagged} step {step}");
+                assert_eq!(f1, f2, "{mode} step {step}: frames differ");
+                assert_eq!(
+                    full.ctr.0, fast.ctr.0,
+                    "{mode} step {step}: counters differ"
+                );
+                if step % 97 == 0 || step == n - 1 {
+                    assert!(full.svc_ctr.svc == fast.svc_ctr.svc, "{mode} step {step}");
+                    assert!(
+                        full.svc_ctr.backend == fast.svc_ctr.backend,
+                        "{mode} {step}"
+                    );
+                    // Conns too: tuples, TCP state, last seen, backend.
+                    let conns = |d: &Datapath| d.flows.snapshot(usize::MAX);
+                    assert!(
+                        conns(&full) == conns(&fast),
+                        "{mode} step {step}: conns differ"
+                    );
+                }
+                if matches!(v1, Verdict::Forward(_)) {
+                    if f1.get(12) == Some(&0x81) {
+                        f1.drain(12..16);
+                    }
+                    if f1.len() >= 34 && f1[12] == 8 {
+                        last_out.insert((c, udp), f1);
+                    }
+                }
+            }
+            // The comparison means something only if both lanes were taken often.
+            assert!(
+                lane > n / 4 && lane < n - n / 10,
+                "{mode}: fast lane took {lane}"
+            );
         }
     }
 

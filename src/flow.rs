@@ -20,6 +20,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::dpdk::HugeSlice;
+
 /// A 5-tuple as seen on the wire, source first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
@@ -249,9 +251,9 @@ pub struct FlowCounters {
 pub struct TableFull;
 
 pub struct FlowTable {
-    conns: Box<[Conn]>,
+    conns: HugeSlice<Conn>,
     free_head: u32,
-    index: Box<[Bucket]>,
+    index: HugeSlice<Bucket>,
     n_buckets: u64,
     active: usize,
     sweep_pos: usize,
@@ -267,15 +269,13 @@ impl FlowTable {
     /// Allocates the whole table up front (the only allocation it ever makes).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, (u32::MAX >> 2) as usize);
-        let mut conns = vec![Conn::default(); capacity].into_boxed_slice();
+        let mut conns = HugeSlice::new(capacity, Conn::default());
         for (i, c) in conns.iter_mut().enumerate() {
             c.backend = if i + 1 < capacity { i as u32 + 1 } else { NIL };
         }
         let slots = (2 * capacity + capacity / 4).max(WAYS * 2);
         let n = slots.div_ceil(WAYS);
-        let mut index = vec![Bucket::default(); n].into_boxed_slice();
-        crate::dpdk::advise_hugepages(&mut conns);
-        crate::dpdk::advise_hugepages(&mut index);
+        let index = HugeSlice::new(n, Bucket::default());
         Self {
             conns,
             free_head: 0,
@@ -324,25 +324,24 @@ impl FlowTable {
         })
     }
 
-    /// Prefetch stage 1 for a burst: both candidate index buckets of `hash`.
+    /// Prefetch stage 1 for a burst: the first candidate bucket of `hash`, where inserts put
+    /// a tuple unless that bucket is full (so nearly always).
     #[inline]
     pub fn prefetch_buckets(&self, hash: u64) {
-        let (a, b) = self.candidates(hash);
+        let (a, _) = self.candidates(hash);
         crate::dpdk::prefetch0(&self.index[a]);
-        crate::dpdk::prefetch0(&self.index[b]);
     }
 
-    /// Prefetch stage 2 (buckets now in cache): the conn a signature match points at.
+    /// Prefetch stage 2 (first bucket now in cache): the conn a signature match there points
+    /// at, else the second bucket.
     #[inline]
     pub fn prefetch_conn(&self, hash: u64) {
         let sig = sig_of(hash);
         let (a, b) = self.candidates(hash);
-        for bi in [a, b] {
-            let bucket = &self.index[bi];
-            if let Some(w) = (0..WAYS).find(|&w| bucket.sig[w] == sig) {
-                crate::dpdk::prefetch0(&self.conns[(bucket.r[w] >> 1) as usize]);
-                return;
-            }
+        let bucket = &self.index[a];
+        match (0..WAYS).find(|&w| bucket.sig[w] == sig) {
+            Some(w) => crate::dpdk::prefetch0_span(&self.conns[(bucket.r[w] >> 1) as usize]),
+            None => crate::dpdk::prefetch0(&self.index[b]),
         }
     }
 
@@ -536,6 +535,15 @@ impl FlowTable {
             if c.in_use() && c.expired(now, t) {
                 self.remove(ConnId(id), reclaim);
                 freed += 1;
+            }
+        }
+        // The next call's conns, so that it does not wait for them.
+        if let Some(next) = self
+            .conns
+            .get(self.sweep_pos..(self.sweep_pos + n.min(16)).min(self.conns.len()))
+        {
+            for c in next.iter().step_by(64 / std::mem::size_of::<Conn>()) {
+                crate::dpdk::prefetch0_span(c);
             }
         }
         freed

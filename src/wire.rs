@@ -260,7 +260,7 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4Meta, DropReason> {
 /// 32-bit words measured faster than smoltcp's generic byte-pair loop for this hot check
 /// (benches/dataplane.rs, "parse eth+ipv4(checksum)+tcp").
 #[inline]
-fn ipv4_header_checksum_ok(h: &[u8]) -> bool {
+pub fn ipv4_header_checksum_ok(h: &[u8]) -> bool {
     let mut sum: u64 = 0;
     for w in h.chunks_exact(4) {
         sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::datapath::{Control, Datapath, Verdict};
+use crate::datapath::{Control, Datapath, Pre, Verdict};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
 use crate::lb::{IfIdx, Snapshot};
 use crate::stats::{Ctr, LatencyHistogram, WorkerStats};
@@ -66,6 +66,7 @@ impl Worker {
     /// Runs until `stop` is set. Returns the lcore exit code.
     pub fn run(mut self) -> i32 {
         let mut rx: MbufArray<BURST> = MbufArray::new();
+        let mut pre: [Option<Pre>; BURST] = [None; BURST];
         let mut bufs = Bufs {
             tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
             tap_tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
@@ -90,30 +91,38 @@ impl Worker {
             for pi in 0..self.ports.len() {
                 let n = rx.rx_burst(self.ports[pi], self.queue);
                 got += n;
-                // Conn-table lookups miss the cache: prefetch the whole burst's index buckets,
-                // then its conns, so the loads overlap instead of stalling one by one.
-                let mut hashes = [None; BURST];
-                for (i, h) in hashes.iter_mut().enumerate().take(n) {
-                    *h = rx.data_mut(i).and_then(|f| Datapath::quick_hash(f));
-                    if let Some(h) = *h {
-                        self.dp.flows.prefetch_buckets(h);
+                // First pass: tuple and hash of every frame the fast lane may take, and the
+                // conn-table buckets they need, so the loads overlap instead of stalling one
+                // by one.
+                for (i, p) in pre.iter_mut().enumerate().take(n) {
+                    *p = rx.data_mut(i).and_then(|f| Datapath::pre_parse(f));
+                    if let Some(p) = p {
+                        self.dp.flows.prefetch_buckets(p.hash);
                     }
                 }
                 // Conns are prefetched a few packets ahead of processing, by when their
                 // bucket (prefetched above) has arrived.
-                for h in hashes.iter().take(n.min(PREFETCH_AHEAD)).flatten() {
-                    self.dp.flows.prefetch_conn(*h);
+                for p in pre.iter().take(n.min(PREFETCH_AHEAD)).flatten() {
+                    self.dp.flows.prefetch_conn(p.hash);
                 }
+                let in_if = IfIdx(pi as u16);
                 for i in 0..n {
-                    if let Some(Some(h)) = hashes
-                        .get(i + PREFETCH_AHEAD)
-                        .filter(|_| i + PREFETCH_AHEAD < n)
+                    if i + PREFETCH_AHEAD < n
+                        && let Some(p) = &pre[i + PREFETCH_AHEAD]
                     {
-                        self.dp.flows.prefetch_conn(*h);
+                        self.dp.flows.prefetch_conn(p.hash);
                     }
-                    if let Some(m) = rx.take(i) {
-                        self.handle(&mut bufs, m, IfIdx(pi as u16), now, false, hashes[i]);
+                    let Some(mut m) = rx.take(i) else { continue };
+                    if let Some(p) = &pre[i] {
+                        let out = m
+                            .data_mut()
+                            .and_then(|f| self.dp.fast_path(f, in_if, p, now));
+                        if let Some(out) = out {
+                            self.enqueue(&mut bufs.tx, usize::from(out.0), m);
+                            continue;
+                        }
                     }
+                    self.handle(&mut bufs, m, in_if, now, false, pre[i].map(|p| p.hash));
                 }
                 rx.reset();
             }

@@ -8,6 +8,9 @@
 #![allow(unsafe_code)]
 
 mod ffi;
+mod huge;
+
+pub use huge::HugeSlice;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -22,25 +25,6 @@ pub const BURST: usize = 32;
 // The mbuf header is read from Rust (see `Mbuf::data_mut`): its layout must be DPDK's.
 const _: () = assert!(std::mem::size_of::<ffi::rte_mbuf>() == 128);
 
-/// Asks the kernel to back `v` with transparent huge pages (fewer TLB misses on big per-core
-/// tables such as the conn slab and index). Advice only: failure changes nothing.
-pub fn advise_hugepages<T>(v: &mut [T]) {
-    let len = std::mem::size_of_val(v);
-    if len < (2 << 20) {
-        return;
-    }
-    let page = 4096usize;
-    let start = v.as_mut_ptr() as usize;
-    let aligned = (start + page - 1) & !(page - 1);
-    let Some(ptr) = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void) else {
-        return;
-    };
-    let len = (start + len - aligned) & !(page - 1);
-    // SAFETY: the range lies inside `v`'s allocation (rounded inwards to whole pages);
-    // MADV_HUGEPAGE only changes how the kernel backs it, never its contents.
-    let _ = unsafe { nix::sys::mman::madvise(ptr, len, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE) };
-}
-
 /// Asks the CPU to bring `r`'s cache line closer (DPDK's `rte_prefetch0`); a hint only.
 #[inline(always)]
 pub fn prefetch0<T>(r: &T) {
@@ -54,6 +38,23 @@ pub fn prefetch0<T>(r: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
+}
+
+/// Prefetches every cache line `r` spans (a 40-byte entry straddles two lines more often than
+/// not).
+#[inline]
+pub fn prefetch0_span<T>(r: &T) {
+    prefetch0(r);
+    let last = std::ptr::from_ref(r)
+        .cast::<u8>()
+        .wrapping_add(std::mem::size_of::<T>() - 1);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as above: a hint without memory effects; `last` is the last byte of `*r`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(last.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = last;
 }
 
 /// A DPDK ethdev port id.

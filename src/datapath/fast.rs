@@ -1,0 +1,287 @@
+//! The fast lane: packets of established conns, decided in a few dozen instructions.
+//!
+//! Nearly every packet a balancer sees belongs to a conn it already knows, and such a packet
+//! needs little: the conn, the next hop's MAC, a rewrite. The full decision ([`Datapath::process`])
+//! walks the configuration snapshot for all of that (interface, service, backend, route,
+//! neighbour map) packet after packet. The fast lane instead keeps what the snapshot and the
+//! neighbour table say about a next hop in small per-worker caches, and otherwise takes exactly
+//! the same decision:
+//!
+//! 1. [`Datapath::pre_parse`] (the worker's first pass over a burst, which also prefetches the
+//!    conn-table buckets) accepts only an untagged or 802.1Q-tagged IPv4 packet without
+//!    options, not a fragment, TCP or UDP, every length and the header checksum valid, and
+//!    computes its tuple and hash once.
+//! 2. [`Datapath::fast_path`] forwards it if its conn exists and the conn's service, next hop
+//!    and VLAN need nothing special; otherwise it returns `None` having changed and counted
+//!    nothing, and the frame takes the full path (which then reaches the same decision the slow
+//!    way: creating the conn, asking for a MAC, answering TTL expiry, re-tagging, ...).
+//!
+//! The caches are tagged with a generation (epoch) bumped by every snapshot and neighbour change, so
+//! a reload, a drain, a health transition or a new MAC is seen by the very next packet. The
+//! unit test `fast_lane_decides_exactly_like_the_full_path` runs every frame through both and
+//! compares frames, verdicts and counters.
+
+use super::Datapath;
+use crate::config::Mode;
+use crate::flow::{Conn, Dir, FlowKey, FlowState};
+use crate::lb::{IfIdx, Snapshot};
+use crate::mode::nat_rewrite;
+use crate::stats::Ctr;
+use crate::wire::{self, PROTO_TCP, PROTO_UDP};
+
+/// What the first pass learned about a frame the fast lane may take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pre {
+    pub key: FlowKey,
+    /// `key.hash()`.
+    pub hash: u64,
+    /// 802.1Q VLAN id, or [`NO_VLAN`].
+    vlan: u16,
+    /// Offset of the IPv4 header (14 or 18).
+    l3: u8,
+}
+
+/// "Untagged" in the fast lane's VLAN fields (real ids are 12 bits).
+const NO_VLAN: u16 = u16::MAX;
+
+fn vlan_code(v: Option<u16>) -> u16 {
+    v.unwrap_or(NO_VLAN)
+}
+
+/// Where a conn's packets in one direction go: egress interface and the frame's first 12
+/// bytes (destination MAC = next hop, source MAC = egress port), valid while `epoch` is the
+/// datapath's current generation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Hop {
+    /// Backend id (forward cache) or client address (reverse cache).
+    key: u32,
+    epoch: u32,
+    iface: u16,
+    vlan: u16,
+    macs: [u8; 12],
+}
+
+/// Slots of the direct-mapped reverse-direction cache (client address -> hop).
+const REV_SLOTS: usize = 1024;
+
+/// Per-worker caches of the fast lane. Rebuilt or invalidated on the control path only.
+pub(super) struct FastCache {
+    epoch: u32,
+    /// Per interface: (MAC, VLAN code).
+    ifaces: Vec<([u8; 6], u16)>,
+    /// Per service id: the mode, or `None` when its packets must take the full path.
+    services: Vec<Option<Mode>>,
+    /// Per backend id: the hop of forward packets.
+    fwd: Vec<Hop>,
+    /// Direct-mapped by client address: the hop of replies to that client.
+    rev: Box<[Hop; REV_SLOTS]>,
+}
+
+impl FastCache {
+    pub(super) fn new(snap: &Snapshot) -> FastCache {
+        let mut c = FastCache {
+            epoch: 0,
+            ifaces: Vec::new(),
+            services: Vec::new(),
+            fwd: Vec::new(),
+            rev: Box::new([Hop::default(); REV_SLOTS]),
+        };
+        c.rebuild(snap);
+        c
+    }
+
+    /// A new snapshot: interfaces and services re-read, every hop forgotten.
+    pub(super) fn rebuild(&mut self, snap: &Snapshot) {
+        self.ifaces.clear();
+        self.ifaces
+            .extend(snap.interfaces.iter().map(|i| (i.mac, vlan_code(i.vlan))));
+        self.services.clear();
+        self.services.extend(snap.services.iter().map(|s| {
+            // Removed services and (with routing off) gateway replies have extra rules on
+            // the full path; they are rare, so they stay there.
+            let special = s.removed || (s.mode == Mode::Gateway && !snap.routing);
+            (!special).then_some(s.mode)
+        }));
+        self.fwd.clear();
+        self.fwd.resize(snap.backends.len(), Hop::default());
+        self.invalidate();
+    }
+
+    /// Something a hop depends on changed (a neighbour's MAC): forget every hop.
+    pub(super) fn invalidate(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Wrapped: entries of generation 0 would look valid again.
+            self.fwd.fill(Hop::default());
+            self.rev.fill(Hop::default());
+            self.epoch = 1;
+        }
+    }
+}
+
+impl Datapath {
+    /// First pass over a frame (see the module documentation): `Some` only for a frame the
+    /// fast lane can take; everything checked here is re-checked by the full path.
+    #[inline]
+    pub fn pre_parse(frame: &[u8]) -> Option<Pre> {
+        let (l3, vlan) = match frame.get(12..14)? {
+            [8, 0] => (14, NO_VLAN),
+            [0x81, 0] if frame.get(16..18)? == [8, 0] => {
+                (18, u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff)
+            }
+            _ => return None,
+        };
+        let ip = frame.get(l3..)?;
+        if ip.len() < 20 || ip[0] != 0x45 {
+            return None;
+        }
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        // More-fragments or an offset: fragments have their own rules.
+        if total > ip.len() || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            return None;
+        }
+        let proto = ip[9];
+        let l4_ok = match proto {
+            // Exactly the full path's TCP check (smoltcp's): a data offset of at least 20
+            // bytes that fits the segment.
+            PROTO_TCP => {
+                total >= 40 && {
+                    let doff = usize::from(ip[32] >> 4) * 4;
+                    doff >= 20 && doff <= total - 20
+                }
+            }
+            PROTO_UDP => total >= 28,
+            _ => false,
+        };
+        if !l4_ok || !wire::ipv4_header_checksum_ok(&ip[..20]) {
+            return None;
+        }
+        let key = FlowKey {
+            src: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+            dst: u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            src_port: u16::from_be_bytes([ip[20], ip[21]]),
+            dst_port: u16::from_be_bytes([ip[22], ip[23]]),
+            proto,
+        };
+        Some(Pre {
+            key,
+            hash: key.hash(),
+            vlan,
+            l3: l3 as u8,
+        })
+    }
+
+    /// Forwards a packet of an established conn in place and counts it as the full path
+    /// would, returning the egress interface; `None` (nothing changed, nothing counted) sends
+    /// the frame down the full path. `pre` must be `pre_parse(frame)`.
+    #[inline]
+    pub fn fast_path(
+        &mut self,
+        frame: &mut [u8],
+        in_if: IfIdx,
+        pre: &Pre,
+        now: u32,
+    ) -> Option<IfIdx> {
+        let &(mac, vlan) = self.fast.ifaces.get(usize::from(in_if.0))?;
+        if pre.vlan != vlan || frame[0..6] != mac {
+            return None;
+        }
+        let (id, dir) = self.lookup(&pre.key, pre.hash, now)?;
+        let conn = *self.flows.conn(id);
+        let mode = (*self.fast.services.get(usize::from(conn.service))?)?;
+        let l3 = usize::from(pre.l3);
+        if mode != Mode::Dsr && frame[l3 + 8] <= 1 {
+            return None; // TTL expiry: the full path answers it
+        }
+        let hop = match dir {
+            Dir::Forward => self.fwd_hop(&conn)?,
+            Dir::Reverse => self.rev_hop(&conn)?,
+        };
+        if hop.vlan != pre.vlan {
+            return None; // re-tagging may have to grow the frame
+        }
+        // Decided: from here on, exactly what the full path does for this packet.
+        let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+        self.ctr.inc(Ctr::RxPackets);
+        self.ctr.add(Ctr::RxBytes, frame.len() as u64);
+        self.ctr.inc(Ctr::Forwarded);
+        self.svc_ctr.count(conn.service, conn.backend, total);
+        let c = self.flows.conn_mut(id);
+        c.touch(now);
+        if pre.key.proto == PROTO_TCP {
+            track_tcp(c, frame[l3 + 20 + 13]);
+        }
+        if mode != Mode::Dsr {
+            wire::decrement_ttl(frame, l3);
+            wire::rewrite_ipv4(frame, l3, l3 + total, true, &nat_rewrite(&conn, dir));
+        }
+        frame[0..12].copy_from_slice(&hop.macs);
+        Some(IfIdx(hop.iface))
+    }
+
+    /// The hop of a conn's forward packets (to its backend), from the cache or filled in.
+    #[inline]
+    fn fwd_hop(&mut self, conn: &Conn) -> Option<Hop> {
+        let epoch = self.fast.epoch;
+        let slot = conn.backend as usize;
+        let h = *self.fast.fwd.get(slot)?;
+        if h.epoch == epoch {
+            return Some(h);
+        }
+        let h = self.fill_hop(conn, Dir::Forward, conn.backend)?;
+        self.fast.fwd[slot] = h;
+        Some(h)
+    }
+
+    /// The hop of a conn's replies (to its client): a route lookup and a neighbour, cached
+    /// per client address.
+    #[inline]
+    fn rev_hop(&mut self, conn: &Conn) -> Option<Hop> {
+        let epoch = self.fast.epoch;
+        let slot = (conn.client.wrapping_mul(0x9e37_79b9) >> 22) as usize % REV_SLOTS;
+        let h = self.fast.rev[slot];
+        if h.epoch == epoch && h.key == conn.client {
+            return Some(h);
+        }
+        let h = self.fill_hop(conn, Dir::Reverse, conn.client)?;
+        self.fast.rev[slot] = h;
+        Some(h)
+    }
+
+    /// Works a hop out the full path's way (`next_hop`, then the neighbour table); `None`
+    /// when that way would drop or ask for a MAC.
+    #[cold]
+    fn fill_hop(&self, conn: &Conn, dir: Dir, key: u32) -> Option<Hop> {
+        let (iface, target) = self.next_hop(conn, dir).ok()?;
+        let mac = *self.neigh.get(&u32::from(target))?;
+        let eg = self.snap.interfaces.get(usize::from(iface.0))?;
+        let mut macs = [0; 12];
+        macs[..6].copy_from_slice(&mac);
+        macs[6..].copy_from_slice(&eg.mac);
+        Some(Hop {
+            key,
+            epoch: self.fast.epoch,
+            iface: iface.0,
+            vlan: vlan_code(eg.vlan),
+            macs,
+        })
+    }
+}
+
+/// The TCP part of a conn's state machine, from the segment's flags byte (both paths).
+#[inline]
+pub(super) fn track_tcp(c: &mut Conn, flags: u8) {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    let st = c.state();
+    if flags & (RST | FIN) != 0 {
+        c.set_state(FlowState::TcpClosing);
+    } else if flags & SYN != 0 && st == FlowState::TcpClosing {
+        // Port reuse after close: a new connection on the same backend.
+        c.set_state(FlowState::TcpSyn);
+    } else if flags & ACK != 0 && st == FlowState::TcpSyn {
+        c.set_state(FlowState::TcpEstablished);
+    }
+}

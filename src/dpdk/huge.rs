@@ -1,0 +1,143 @@
+//! [`HugeSlice`]: a fixed-size table in its own anonymous mapping, 2 MiB aligned and advised
+//! to the kernel as transparent-huge-page memory *before* it is first touched, so the kernel
+//! backs it with 2 MiB pages from the first fault. A 1M-conn table spans 58 MB: with 4 KiB
+//! pages nearly every packet would also miss the TLB (and in a VM a TLB miss walks two page
+//! tables). Advice only: where THP is off the table still works on 4 KiB pages.
+
+use std::alloc::Layout;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};
+
+const HUGE: usize = 2 << 20;
+
+/// `len` values of `T` in a huge-page-advised mapping. Like `Box<[T]>`, but never moved or
+/// grown; `T: Copy` so that nothing needs dropping.
+pub struct HugeSlice<T: Copy> {
+    ptr: NonNull<T>,
+    len: usize,
+    map: NonNull<std::ffi::c_void>,
+    map_len: usize,
+}
+
+// SAFETY: HugeSlice owns its mapping exclusively, like Box<[T]>; sending it moves that
+// ownership, sharing `&HugeSlice` only hands out `&[T]`.
+unsafe impl<T: Copy + Send> Send for HugeSlice<T> {}
+// SAFETY: as above.
+unsafe impl<T: Copy + Sync> Sync for HugeSlice<T> {}
+
+impl<T: Copy> HugeSlice<T> {
+    /// `len` copies of `init`, in memory of its own. Aborts like `Vec` when the system has no
+    /// memory to give.
+    pub fn new(len: usize, init: T) -> HugeSlice<T> {
+        assert!(
+            std::mem::align_of::<T>() <= 4096,
+            "HugeSlice: alignment above a page"
+        );
+        let bytes = len.max(1).checked_mul(std::mem::size_of::<T>().max(1));
+        let Some(bytes) = bytes else {
+            panic!("HugeSlice: {len} entries overflow the address space");
+        };
+        let map_len = bytes.div_ceil(HUGE) * HUGE + HUGE;
+        let oom = || std::alloc::handle_alloc_error(Layout::from_size_align(bytes, HUGE).unwrap());
+        let Some(nz) = std::num::NonZeroUsize::new(map_len) else {
+            oom()
+        };
+        // SAFETY: a fresh private anonymous mapping aliases nothing; it is unmapped only by
+        // Drop, with the same address and length.
+        let map = unsafe {
+            mmap_anonymous(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .unwrap_or_else(|_| oom());
+        // Start at the first 2 MiB boundary inside the mapping (one huge page of slack).
+        let base = map.as_ptr() as usize;
+        let start = base.next_multiple_of(HUGE);
+        let data = start as *mut T;
+        // SAFETY: [start, start + bytes) lies inside the mapping (map_len has a huge page of
+        // slack for the alignment); the advice changes how it is backed, never its contents.
+        let _ = unsafe {
+            madvise(
+                NonNull::new_unchecked(start as *mut std::ffi::c_void),
+                map_len - (start - base),
+                MmapAdvise::MADV_HUGEPAGE,
+            )
+        };
+        for i in 0..len {
+            // SAFETY: entry i is inside the mapping, aligned (page-aligned start, T's alignment
+            // divides the page size and its own size), and written before anyone reads it.
+            unsafe { data.add(i).write(init) };
+        }
+        HugeSlice {
+            // SAFETY: `start` is inside a successful mapping, so it is not null.
+            ptr: unsafe { NonNull::new_unchecked(data) },
+            len,
+            map,
+            map_len,
+        }
+    }
+
+    /// Whether the kernel actually backs the table with huge pages (for diagnostics: reads
+    /// /proc/self/smaps).
+    pub fn huge_pages_kb(&self) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let want = format!("{:x}-", self.ptr.as_ptr() as usize);
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(&want));
+        lines.next()?;
+        lines
+            // "Key: value" lines until the next mapping's header.
+            .take_while(|l| {
+                l.split_once(':')
+                    .is_some_and(|(k, _)| !k.contains([' ', '-']))
+            })
+            .find_map(|l| l.strip_prefix("AnonHugePages:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl<T: Copy> Deref for HugeSlice<T> {
+    type Target = [T];
+    #[inline]
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` initialised values at `ptr`, owned by self, alive until Drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> DerefMut for HugeSlice<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> Drop for HugeSlice<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; T: Copy needs no drop.
+        let _ = unsafe { munmap(self.map, self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_and_changes_values_like_a_boxed_slice() {
+        let mut s = HugeSlice::new(3_000_000, 7u64);
+        assert_eq!(s.len(), 3_000_000);
+        assert!(s.iter().all(|&v| v == 7));
+        s[2_999_999] = 9;
+        s[0] = 1;
+        assert_eq!((s[0], s[1], s[2_999_999]), (1, 7, 9));
+        assert_eq!(s.as_ptr() as usize % HUGE, 0);
+        let empty = HugeSlice::new(0, 0u8);
+        assert!(empty.is_empty());
+    }
+}
