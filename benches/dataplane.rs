@@ -212,8 +212,84 @@ mode = "{mode}"
                 )
             },
         );
+        // The worker's way: a burst of 32 copied in (as a vdev would), parsed and its
+        // buckets prefetched, conns prefetched, then the fast lane; no allocation per burst.
+        let mut g = c.benchmark_group(format!("fast lane {mode}"));
+        g.throughput(criterion::Throughput::Elements(32));
+        let len = frames[0].len();
+        for conns in [1024usize, 65536] {
+            let mut i = 0usize;
+            let mut burst = [[0u8; 64]; 32];
+            let mut pre = [None; 32];
+            g.bench_function(format!("burst of 32, {conns} conns"), |b| {
+                b.iter(|| {
+                    for (f, p) in burst.iter_mut().zip(pre.iter_mut()) {
+                        i = (i + 7919) & (conns - 1);
+                        f[..len].copy_from_slice(&frames[i]);
+                        *p = Datapath::pre_parse(&f[..len]);
+                        if let Some(p) = p {
+                            d.flows.prefetch_buckets(p.hash);
+                        }
+                    }
+                    for p in pre.iter().flatten() {
+                        d.flows.prefetch_conn(p.hash);
+                    }
+                    for (f, p) in burst.iter_mut().zip(&pre) {
+                        let p = p.as_ref().expect("plain TCP");
+                        let f = &mut f[..len];
+                        black_box(d.fast_path(f, IfIdx(0), p, 1).expect("fast lane"));
+                    }
+                })
+            });
+        }
+        g.finish();
     }
 }
 
-criterion_group!(benches, parsing, flows, maglev, nat, pipeline);
+/// The machine's memory system, which bounds the cells of `perf/run` whose conn tables do not
+/// stay in cache: 64 MiB of 64-byte lines linked in one random cycle, walked as one chain
+/// (every load waits for the previous one: the latency of a miss) and as 32 independent chains
+/// (as many misses in flight as the core allows: the cost per line at full overlap, which is
+/// what a perfectly prefetched conn lookup can at best achieve).
+fn memory(c: &mut Criterion) {
+    const LINES: usize = 1 << 20;
+    let mut next: Vec<[u32; 16]> = vec![[0; 16]; LINES];
+    // Sattolo's algorithm: a random permutation that is one single cycle.
+    let mut order: Vec<u32> = (0..LINES as u32).collect();
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for i in (1..LINES).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % i as u64) as usize);
+    }
+    for w in 0..LINES {
+        next[order[w] as usize][0] = order[(w + 1) % LINES];
+    }
+    let mut g = c.benchmark_group("memory 64 MiB random lines");
+    g.throughput(criterion::Throughput::Elements(1024));
+    let mut at = 0u32;
+    g.bench_function("1 chain (latency)", |b| {
+        b.iter(|| {
+            for _ in 0..1024 {
+                at = next[at as usize][0];
+            }
+            black_box(at)
+        })
+    });
+    let mut chains: [u32; 32] = std::array::from_fn(|k| order[k * (LINES / 32)]);
+    g.bench_function("32 chains (throughput)", |b| {
+        b.iter(|| {
+            for _ in 0..32 {
+                for c in chains.iter_mut() {
+                    *c = next[*c as usize][0];
+                }
+            }
+            black_box(chains[0])
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parsing, flows, maglev, nat, pipeline, memory);
 criterion_main!(benches);

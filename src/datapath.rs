@@ -549,7 +549,8 @@ impl Datapath {
         let (eg_mac, eg_vlan) = (eg.mac, eg.vlan);
         self.svc_ctr
             .count(conn.service, conn.backend, ip.end - l2.l3);
-        if mode != Mode::Dsr && !wire::decrement_ttl(p.bytes(), l2.l3) {
+        // NAT modes route: the TTL goes down by one (in the mode's rewrite, below).
+        if mode != Mode::Dsr && p.bytes()[l2.l3 + 8] <= 1 {
             return self.icmp_reply(p, l2, ip, in_if, ICMP_TIME_EXCEEDED, 0);
         }
         let Some(mac) = self.mac_for(target, egress, now) else {

@@ -187,15 +187,19 @@ impl Datapath {
             return None;
         }
         let (id, dir) = self.lookup(&pre.key, pre.hash, now)?;
-        let conn = *self.flows.conn(id);
-        let mode = (*self.fast.services.get(usize::from(conn.service))?)?;
+        // Field by field: a DSR packet must not touch the conn's reverse tuple (another cache
+        // line, half the time).
+        let c = self.flows.conn(id);
+        let (service, backend, client) = (c.service, c.backend, c.client);
+        let mode = (*self.fast.services.get(usize::from(service))?)?;
+        let rw = (mode != Mode::Dsr).then(|| nat_rewrite(c, dir));
         let l3 = usize::from(pre.l3);
-        if mode != Mode::Dsr && frame[l3 + 8] <= 1 {
+        if rw.is_some() && frame[l3 + 8] <= 1 {
             return None; // TTL expiry: the full path answers it
         }
         let hop = match dir {
-            Dir::Forward => self.fwd_hop(&conn)?,
-            Dir::Reverse => self.rev_hop(&conn)?,
+            Dir::Forward => self.fwd_hop(backend)?,
+            Dir::Reverse => self.rev_hop(client)?,
         };
         if hop.vlan != pre.vlan {
             return None; // re-tagging may have to grow the frame
@@ -205,45 +209,48 @@ impl Datapath {
         self.ctr.inc(Ctr::RxPackets);
         self.ctr.add(Ctr::RxBytes, frame.len() as u64);
         self.ctr.inc(Ctr::Forwarded);
-        self.svc_ctr.count(conn.service, conn.backend, total);
+        self.svc_ctr.count(service, backend, total);
         let c = self.flows.conn_mut(id);
         c.touch(now);
         if pre.key.proto == PROTO_TCP {
             track_tcp(c, frame[l3 + 20 + 13]);
         }
-        if mode != Mode::Dsr {
+        if let Some(rw) = rw
+            && !wire::nat_forward(frame, l3, l3 + total, &rw)
+        {
+            // Not reached: pre_parse admitted only what nat_forward takes.
             wire::decrement_ttl(frame, l3);
-            wire::rewrite_ipv4(frame, l3, l3 + total, true, &nat_rewrite(&conn, dir));
+            wire::rewrite_ipv4(frame, l3, l3 + total, true, &rw);
         }
         frame[0..12].copy_from_slice(&hop.macs);
         Some(IfIdx(hop.iface))
     }
 
-    /// The hop of a conn's forward packets (to its backend), from the cache or filled in.
+    /// The hop of forward packets to `backend`, from the cache or filled in.
     #[inline]
-    fn fwd_hop(&mut self, conn: &Conn) -> Option<Hop> {
+    fn fwd_hop(&mut self, backend: u32) -> Option<Hop> {
         let epoch = self.fast.epoch;
-        let slot = conn.backend as usize;
+        let slot = backend as usize;
         let h = *self.fast.fwd.get(slot)?;
         if h.epoch == epoch {
             return Some(h);
         }
-        let h = self.fill_hop(conn, Dir::Forward, conn.backend)?;
+        let h = self.fill_hop(Dir::Forward, backend)?;
         self.fast.fwd[slot] = h;
         Some(h)
     }
 
-    /// The hop of a conn's replies (to its client): a route lookup and a neighbour, cached
-    /// per client address.
+    /// The hop of replies to `client`: a route lookup and a neighbour, cached per client
+    /// address.
     #[inline]
-    fn rev_hop(&mut self, conn: &Conn) -> Option<Hop> {
+    fn rev_hop(&mut self, client: u32) -> Option<Hop> {
         let epoch = self.fast.epoch;
-        let slot = (conn.client.wrapping_mul(0x9e37_79b9) >> 22) as usize % REV_SLOTS;
+        let slot = (client.wrapping_mul(0x9e37_79b9) >> 22) as usize % REV_SLOTS;
         let h = self.fast.rev[slot];
-        if h.epoch == epoch && h.key == conn.client {
+        if h.epoch == epoch && h.key == client {
             return Some(h);
         }
-        let h = self.fill_hop(conn, Dir::Reverse, conn.client)?;
+        let h = self.fill_hop(Dir::Reverse, client)?;
         self.fast.rev[slot] = h;
         Some(h)
     }
@@ -251,8 +258,14 @@ impl Datapath {
     /// Works a hop out the full path's way (`next_hop`, then the neighbour table); `None`
     /// when that way would drop or ask for a MAC.
     #[cold]
-    fn fill_hop(&self, conn: &Conn, dir: Dir, key: u32) -> Option<Hop> {
-        let (iface, target) = self.next_hop(conn, dir).ok()?;
+    fn fill_hop(&self, dir: Dir, key: u32) -> Option<Hop> {
+        // `next_hop` reads the backend of a forward conn, the client of a reverse one.
+        let mut conn = Conn::default();
+        match dir {
+            Dir::Forward => conn.backend = key,
+            Dir::Reverse => conn.client = key,
+        }
+        let (iface, target) = self.next_hop(&conn, dir).ok()?;
         let mac = *self.neigh.get(&u32::from(target))?;
         let eg = self.snap.interfaces.get(usize::from(iface.0))?;
         let mut macs = [0; 12];

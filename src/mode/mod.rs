@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use crate::datapath::Verdict;
 use crate::flow::{Conn, Dir};
 use crate::lb::IfIdx;
-use crate::wire::{Rewrite, rewrite_ipv4, set_macs};
+use crate::wire::{Rewrite, decrement_ttl, nat_forward, rewrite_ipv4, set_macs};
 
 /// Everything a mode needs to send one packet of one conn.
 pub struct Xmit<'a> {
@@ -47,10 +47,16 @@ pub fn nat_rewrite(c: &Conn, dir: Dir) -> Rewrite {
     }
 }
 
-/// Shared body of the NAT modes: translate, then address the frame to the next hop.
+/// Shared body of the NAT modes: decrement the TTL (the caller checked it stays above zero)
+/// and translate, in one pass for a plain TCP/UDP packet, then address the frame to the next
+/// hop.
 #[inline]
 fn nat_xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
-    rewrite_ipv4(frame, x.l3, x.end, x.has_l4, &nat_rewrite(x.conn, x.dir));
+    let rw = nat_rewrite(x.conn, x.dir);
+    if !(x.has_l4 && nat_forward(frame, x.l3, x.end, &rw)) {
+        decrement_ttl(frame, x.l3);
+        rewrite_ipv4(frame, x.l3, x.end, x.has_l4, &rw);
+    }
     set_macs(frame, x.egress_mac, x.next_hop_mac);
     Verdict::Forward(x.egress)
 }
