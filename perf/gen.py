@@ -2,7 +2,12 @@
 """Generates benchmark traffic: pcap files of 60-byte frames (64 on the wire) with N distinct
 flows, for DPDK's net_pcap to replay with infinite_rx=1.
 
-  gen.py MODE FLOWS OUT.pcap     MODE: dsr | proxy | gateway | testpmd
+  gen.py MODE FLOWS OUT.pcap [REPEAT]     MODE: dsr | proxy | gateway | testpmd
+
+REPEAT (default 1) writes the whole set of flows that many times: the same frames per second
+reach the vdev from a file REPEAT times larger while the conn table stays FLOWS big, which
+separates the cost of the vdev's own memory traffic from that of the conn table (see
+perf/README.md, "Where the cycles go").
 
 Flow i comes from client 172.16.0.0 + i/1024 (port 1024 + i%1024) to the VIP 10.20.0.100,
 half TCP ACKs (port 80), half UDP (port 53). For proxy and gateway the file also holds each
@@ -95,6 +100,7 @@ def snat_assignments(n):
 
 def main():
     mode, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     snat = snat_assignments(n) if mode == "proxy" else None
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
@@ -104,7 +110,8 @@ def main():
             f.write(rec.pack(0, 0, len(b), len(b)))
             f.write(b)
 
-        for i, (src, sport, proto, dport) in enumerate(flows(n)):
+        for i, (src, sport, proto, dport) in enumerate(f for _ in range(repeat) for f in flows(n)):
+            i %= n
             if mode == "testpmd":
                 put(frame(ROUTER, LB, src, VIP, proto, sport, dport))
                 continue
