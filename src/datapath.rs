@@ -129,12 +129,14 @@ impl Datapath {
     ) -> Self {
         let mut neigh = FxMap::default();
         neigh.reserve(NEIGH_CAPACITY);
+        let mut flows = FlowTable::new(me.flow_capacity);
+        record_backends(&mut flows, &snap);
         Datapath {
             nat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
             sched: snap.services.iter().map(SchedState::for_service).collect(),
             fast: fast::FastCache::new(&snap),
             snap,
-            flows: FlowTable::new(me.flow_capacity),
+            flows,
             neigh,
             resolve_asked: [(0, 0); 64],
             ctr: Counters::default(),
@@ -168,6 +170,7 @@ impl Datapath {
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) -> Arc<Snapshot> {
         self.sched = snap.services.iter().map(SchedState::for_service).collect();
         self.fast.rebuild(&snap);
+        record_backends(&mut self.flows, &snap);
         std::mem::replace(&mut self.snap, snap)
     }
 
@@ -565,6 +568,7 @@ impl Datapath {
             egress,
             egress_mac: eg_mac,
             next_hop_mac: mac,
+            backend: self.flows.endpoint(conn.backend),
         };
         let v = match mode {
             Mode::Dsr => dsr::xmit(p.bytes(), &x),
@@ -686,16 +690,17 @@ impl Datapath {
         let snap = self.snap.clone();
         let mode = snap.services[usize::from(conn.service)].mode;
         if mode != Mode::Dsr {
+            let be = self.flows.endpoint(conn.backend);
             let (outer, inner) = match dir {
                 // An error about our reply to the client: to the backend, quoting the reply
                 // as the backend sent it.
                 Dir::Forward => (
                     Rewrite {
                         src: (mode == Mode::Proxy).then(|| (Ipv4Addr::from(conn.rev_dst), 0)),
-                        dst: Some((Ipv4Addr::from(conn.rev_src), 0)),
+                        dst: Some((Ipv4Addr::from(be.0), 0)),
                     },
                     Rewrite {
-                        src: Some((Ipv4Addr::from(conn.rev_src), conn.rev_sport)),
+                        src: Some((Ipv4Addr::from(be.0), be.1)),
                         dst: Some((Ipv4Addr::from(conn.rev_dst), conn.rev_dport)),
                     },
                 ),
@@ -903,6 +908,14 @@ impl Datapath {
             }
         }
         None
+    }
+}
+
+/// Tells the conn table every backend's address and port (the start of NAT conns' reverse
+/// tuples), before any packet sees the snapshot.
+fn record_backends(flows: &mut FlowTable, snap: &Snapshot) {
+    for (id, b) in snap.backends.iter().enumerate() {
+        flows.set_backend(id as u32, u32::from(b.addr), b.port);
     }
 }
 

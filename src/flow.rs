@@ -2,15 +2,17 @@
 //! exactly one worker so it needs no locks.
 //!
 //! Two parts, as in IPVS/DPVS (a connection reachable by two tuples):
-//! - a **slab** of [`Conn`]s (40 bytes each), one per connection, holding both directions'
-//!   tuples, the TCP state, last-seen time, service, backend and NAT data;
+//! - a **slab** of [`Conn`]s (32 bytes each, two per cache line), one per connection, holding
+//!   the client tuple, what the backend side's tuple needs beyond the backend (whose address
+//!   and port the table keeps per backend id), the TCP state, last-seen time, service, backend
+//!   and NAT data;
 //! - an **index** from a tuple to its conn: 2-choice hashing over 64-byte buckets of eight
 //!   (signature, conn reference) slots, the two buckets picked by multiply-shift of each half of
 //!   one 64-bit hash, and a bounded cuckoo search (depth 2) when both are full. A DSR conn has
 //!   one index entry (client tuple); a NAT conn has two (client tuple and the tuple of the
 //!   backend's replies), so a packet in either direction finds the same conn in one lookup.
 //!
-//! Memory per flow of capacity: 40 bytes of slab + 2 × 9/8 × 8 bytes of index = 58 bytes.
+//! Memory per flow of capacity: 32 bytes of slab + 2 × 9/8 × 8 bytes of index = 50 bytes.
 //!
 //! A conn idle for longer than its state's timeout is dead: a lookup that meets it reclaims it
 //! (and reports a miss), and the incremental [`FlowTable::sweep`] reclaims the rest, so the
@@ -129,10 +131,10 @@ pub mod flags {
     pub const SNAT: u8 = 4;
 }
 
-/// One connection: 40 bytes. What a forward packet needs (its tuple, state, last seen,
-/// backend, service) comes first, in 26 bytes, so that with the slab's 40-byte stride it
-/// spans one cache line more often than the whole conn does (5 of 8 slots vs 4 of 8); the
-/// reverse tuple, which only NAT replies read, comes last.
+/// One connection: 32 bytes, so two share a cache line and none straddles two (the slab is
+/// 2 MiB aligned). The reverse tuple (what the backend side sends us) is
+/// `backend address:port -> rev_dst:rev_dport`; the backend's address and port are the same for
+/// every conn of that backend id and live in the table's endpoint list, not here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Conn {
@@ -151,18 +153,14 @@ pub struct Conn {
     /// Stable backend id (see `lb::BackendId`); the free-list link while the slot is free.
     pub backend: u32,
     pub service: u16,
-    _pad: u16,
-    /// Reverse tuple: what the backend side sends us (`rev_src:rev_sport -> rev_dst:rev_dport`).
-    pub rev_src: u32,
-    pub rev_dst: u32,
-    pub rev_sport: u16,
+    /// Where the backend side's packets go (NAT modes): the SNAT port (proxy) or the client
+    /// port (gateway) ...
     pub rev_dport: u16,
+    /// ... at the SNAT address (proxy) or the client (gateway).
+    pub rev_dst: u32,
 }
 
-/// Bytes at the start of a [`Conn`] that a forward packet reads.
-pub const CONN_FORWARD_BYTES: usize = 26;
-
-const _: () = assert!(std::mem::size_of::<Conn>() == 40);
+const _: () = assert!(std::mem::size_of::<Conn>() == 32);
 
 impl Conn {
     /// A new conn for the forward tuple `fwd`.
@@ -180,49 +178,44 @@ impl Conn {
         }
     }
 
-    /// Adds the reverse tuple (replies from the backend side) to be indexed too.
+    /// Adds the reverse tuple (replies from the backend side) to be indexed too. Its source
+    /// must be the conn's backend (address and port, as given to
+    /// [`FlowTable::set_backend`]).
     pub fn with_reverse(mut self, rev: &FlowKey) -> Conn {
-        self.rev_src = rev.src;
         self.rev_dst = rev.dst;
-        self.rev_sport = rev.src_port;
         self.rev_dport = rev.dst_port;
         self.flags |= flags::REVERSE;
         self
     }
 
+    /// The tuple of direction `dir`; `backend` is the backend's (address, port), which the
+    /// reverse tuple starts from.
+    #[inline]
+    pub fn key(&self, dir: Dir, backend: (u32, u16)) -> FlowKey {
+        let (src, dst, src_port, dst_port) = match dir {
+            Dir::Forward => (self.client, self.vip, self.cport, self.vport),
+            Dir::Reverse => (backend.0, self.rev_dst, backend.1, self.rev_dport),
+        };
+        FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto: self.proto,
+        }
+    }
+
     /// Whether `key` is this conn's tuple in direction `dir` (all fields compared at once,
     /// without a branch per field).
     #[inline]
-    pub fn matches(&self, dir: Dir, key: &FlowKey) -> bool {
-        let (s, d, sp, dp) = match dir {
-            Dir::Forward => (self.client, self.vip, self.cport, self.vport),
-            Dir::Reverse => (self.rev_src, self.rev_dst, self.rev_sport, self.rev_dport),
-        };
-        (s ^ key.src)
-            | (d ^ key.dst)
-            | u32::from(sp ^ key.src_port)
-            | u32::from(dp ^ key.dst_port)
-            | u32::from(self.proto ^ key.proto)
+    pub fn matches(&self, dir: Dir, key: &FlowKey, backend: (u32, u16)) -> bool {
+        let k = self.key(dir, backend);
+        (k.src ^ key.src)
+            | (k.dst ^ key.dst)
+            | u32::from(k.src_port ^ key.src_port)
+            | u32::from(k.dst_port ^ key.dst_port)
+            | u32::from(k.proto ^ key.proto)
             == 0
-    }
-
-    pub fn key(&self, dir: Dir) -> FlowKey {
-        match dir {
-            Dir::Forward => FlowKey {
-                src: self.client,
-                dst: self.vip,
-                src_port: self.cport,
-                dst_port: self.vport,
-                proto: self.proto,
-            },
-            Dir::Reverse => FlowKey {
-                src: self.rev_src,
-                dst: self.rev_dst,
-                src_port: self.rev_sport,
-                dst_port: self.rev_dport,
-                proto: self.proto,
-            },
-        }
     }
 
     pub fn state(&self) -> FlowState {
@@ -249,18 +242,16 @@ impl Conn {
 
 const WAYS: usize = 8;
 
-/// An index entry's reference to its conn: `conn << 2 | whole << 1 | reverse`, where
-/// `reverse` says which tuple it indexes and `whole` that a packet matching it reads the
-/// whole conn (NAT conns) rather than its first [`CONN_FORWARD_BYTES`] (DSR), so the
-/// prefetch can fetch no more than needed.
+/// An index entry's reference to its conn: `conn << 1 | reverse`, where `reverse` says which
+/// of the conn's tuples the entry indexes.
 #[inline]
-fn conn_ref(id: u32, c: &Conn, dir: Dir) -> u32 {
-    (id << 2) | (u32::from(c.has_reverse()) << 1) | u32::from(dir == Dir::Reverse)
+fn conn_ref(id: u32, dir: Dir) -> u32 {
+    (id << 1) | u32::from(dir == Dir::Reverse)
 }
 
 #[inline]
 fn ref_conn(r: u32) -> u32 {
-    r >> 2
+    r >> 1
 }
 
 #[inline]
@@ -297,6 +288,8 @@ pub struct TableFull;
 
 pub struct FlowTable {
     conns: HugeSlice<Conn>,
+    /// (address, port) of each backend id: where a NAT conn's reverse tuple comes from.
+    endpoints: Vec<(u32, u16)>,
     free_head: u32,
     index: HugeSlice<Bucket>,
     n_buckets: u64,
@@ -323,6 +316,7 @@ impl FlowTable {
         let index = HugeSlice::new(n, Bucket::default());
         Self {
             conns,
+            endpoints: Vec::new(),
             free_head: 0,
             index,
             n_buckets: n as u64,
@@ -334,6 +328,28 @@ impl FlowTable {
 
     pub fn capacity(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Records backend `id`'s address and port (control path; a backend id keeps them for
+    /// life, so conns already in the table are unaffected).
+    pub fn set_backend(&mut self, id: u32, addr: u32, port: u16) {
+        let i = id as usize;
+        if self.endpoints.len() <= i {
+            self.endpoints.resize(i + 1, (0, 0));
+        }
+        self.endpoints[i] = (addr, port);
+    }
+
+    /// Backend `id`'s (address, port), as recorded by [`FlowTable::set_backend`].
+    #[inline]
+    pub fn endpoint(&self, id: u32) -> (u32, u16) {
+        self.endpoints.get(id as usize).copied().unwrap_or_default()
+    }
+
+    /// The tuple of conn `c` in direction `dir`.
+    #[inline]
+    pub fn key_of(&self, c: &Conn, dir: Dir) -> FlowKey {
+        c.key(dir, self.endpoint(c.backend))
     }
 
     /// Live conns (expired ones count until reclaimed by a lookup or the sweep).
@@ -361,7 +377,7 @@ impl FlowTable {
 
     #[inline]
     fn ref_key(&self, r: u32) -> FlowKey {
-        self.conns[ref_conn(r) as usize].key(ref_dir(r))
+        self.key_of(&self.conns[ref_conn(r) as usize], ref_dir(r))
     }
 
     /// Prefetch stage 1 for a burst: the first candidate bucket of `hash`, where inserts put
@@ -380,17 +396,8 @@ impl FlowTable {
         let (a, b) = self.candidates(hash);
         let bucket = &self.index[a];
         match (0..WAYS).find(|&w| bucket.sig[w] == sig) {
-            Some(w) => {
-                let r = bucket.r[w];
-                let c = &self.conns[ref_conn(r) as usize];
-                // A DSR packet reads only the conn's first bytes, a NAT packet all of it.
-                let bytes = if r & 2 == 0 {
-                    CONN_FORWARD_BYTES
-                } else {
-                    std::mem::size_of::<Conn>()
-                };
-                crate::dpdk::prefetch0_span(c, bytes);
-            }
+            // 32-byte conns in a 2 MiB-aligned slab: one line holds all of it.
+            Some(w) => crate::dpdk::prefetch0(&self.conns[ref_conn(bucket.r[w]) as usize]),
             None => crate::dpdk::prefetch0(&self.index[b]),
         }
     }
@@ -418,7 +425,7 @@ impl FlowTable {
                 let id = ref_conn(r);
                 let dir = ref_dir(r);
                 let c = &self.conns[id as usize];
-                if !c.matches(dir, key) {
+                if !c.matches(dir, key, self.endpoint(c.backend)) {
                     continue;
                 }
                 if c.expired(now, t) {
@@ -453,13 +460,22 @@ impl FlowTable {
         conn.flags |= flags::IN_USE;
         conn.last_seen = now;
         self.conns[id as usize] = conn;
-        let fwd_ok = self.index_insert(&conn.key(Dir::Forward), conn_ref(id, &conn, Dir::Forward));
+        let fwd_ok = self.index_insert(
+            &self.key_of(&conn, Dir::Forward),
+            conn_ref(id, Dir::Forward),
+        );
         let rev_ok = !fwd_ok
             || !conn.has_reverse()
-            || self.index_insert(&conn.key(Dir::Reverse), conn_ref(id, &conn, Dir::Reverse));
+            || self.index_insert(
+                &self.key_of(&conn, Dir::Reverse),
+                conn_ref(id, Dir::Reverse),
+            );
         if !fwd_ok || !rev_ok {
             if fwd_ok {
-                self.index_remove(&conn.key(Dir::Forward), conn_ref(id, &conn, Dir::Forward));
+                self.index_remove(
+                    &self.key_of(&conn, Dir::Forward),
+                    conn_ref(id, Dir::Forward),
+                );
             }
             self.free_slot(id);
             self.counters.full += 1;
@@ -475,9 +491,9 @@ impl FlowTable {
     pub fn remove(&mut self, id: ConnId, reclaim: &mut impl FnMut(&Conn)) {
         let c = self.conns[id.0 as usize];
         debug_assert!(c.in_use());
-        self.index_remove(&c.key(Dir::Forward), conn_ref(id.0, &c, Dir::Forward));
+        self.index_remove(&self.key_of(&c, Dir::Forward), conn_ref(id.0, Dir::Forward));
         if c.has_reverse() {
-            self.index_remove(&c.key(Dir::Reverse), conn_ref(id.0, &c, Dir::Reverse));
+            self.index_remove(&self.key_of(&c, Dir::Reverse), conn_ref(id.0, Dir::Reverse));
         }
         reclaim(&c);
         self.free_slot(id.0);
@@ -589,7 +605,7 @@ impl FlowTable {
             .get(self.sweep_pos..(self.sweep_pos + n.min(16)).min(self.conns.len()))
         {
             for c in next.iter().step_by(64 / std::mem::size_of::<Conn>()) {
-                crate::dpdk::prefetch0_span(c, std::mem::size_of::<Conn>());
+                crate::dpdk::prefetch0(c);
             }
         }
         freed
@@ -661,6 +677,7 @@ mod tests {
             dst_port: 20001,
             proto: 6,
         };
+        t.set_backend(1, rev.src, rev.src_port);
         let id = t
             .insert(
                 Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev),
@@ -768,6 +785,7 @@ mod tests {
                 dst_port: i as u16,
                 proto: 17,
             };
+            t.set_backend(i, rev.src, rev.src_port);
             let c = Conn::new(&k, FlowState::Udp, 0, i).with_reverse(&rev);
             assert!(t.insert(c, 0).is_ok(), "refused at {i}");
         }

@@ -187,12 +187,11 @@ impl Datapath {
             return None;
         }
         let (id, dir) = self.lookup(&pre.key, pre.hash, now)?;
-        // Field by field: a DSR packet must not touch the conn's reverse tuple (another cache
-        // line, half the time).
+        // Only what is needed, not a copy of the whole conn.
         let c = self.flows.conn(id);
         let (service, backend, client) = (c.service, c.backend, c.client);
         let mode = (*self.fast.services.get(usize::from(service))?)?;
-        let rw = (mode != Mode::Dsr).then(|| nat_rewrite(c, dir));
+        let rw = (mode != Mode::Dsr).then(|| nat_rewrite(c, self.flows.endpoint(backend), dir));
         let l3 = usize::from(pre.l3);
         if rw.is_some() && frame[l3 + 8] <= 1 {
             return None; // TTL expiry: the full path answers it

@@ -40,22 +40,6 @@ pub fn prefetch0<T>(r: &T) {
     let _ = r;
 }
 
-/// Prefetches the cache lines holding the first `bytes` bytes of `r` (at most two lines: a
-/// 40-byte entry straddles two lines more often than not).
-#[inline]
-pub fn prefetch0_span<T>(r: &T, bytes: usize) {
-    prefetch0(r);
-    let bytes = bytes.clamp(1, std::mem::size_of::<T>().max(1));
-    let last = std::ptr::from_ref(r).cast::<u8>().wrapping_add(bytes - 1);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as above: a hint without memory effects; `last` is a byte of `*r`.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(last.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = last;
-}
-
 /// A DPDK ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortId(pub u16);

@@ -38,6 +38,7 @@ mod tests {
                 egress: IfIdx(0),
                 egress_mac: [2, 0, 0, 0, 0, 0x10],
                 next_hop_mac: [2, 0, 0, 0, 0, 0x11],
+                backend: (0, 0),
             },
         );
         assert_eq!(v, Verdict::Forward(IfIdx(0)));

@@ -31,14 +31,17 @@ pub struct Xmit<'a> {
     pub egress: IfIdx,
     pub egress_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
+    /// The conn's backend (address, port): where its reverse tuple starts.
+    pub backend: (u32, u16),
 }
 
-/// The address/port rewrite a NAT conn applies to a packet travelling in `dir`.
-pub fn nat_rewrite(c: &Conn, dir: Dir) -> Rewrite {
+/// The address/port rewrite a NAT conn (whose backend is at `backend`) applies to a packet
+/// travelling in `dir`.
+pub fn nat_rewrite(c: &Conn, backend: (u32, u16), dir: Dir) -> Rewrite {
     match dir {
         Dir::Forward => Rewrite {
             src: Some((Ipv4Addr::from(c.rev_dst), c.rev_dport)),
-            dst: Some((Ipv4Addr::from(c.rev_src), c.rev_sport)),
+            dst: Some((Ipv4Addr::from(backend.0), backend.1)),
         },
         Dir::Reverse => Rewrite {
             src: Some((Ipv4Addr::from(c.vip), c.vport)),
@@ -52,7 +55,7 @@ pub fn nat_rewrite(c: &Conn, dir: Dir) -> Rewrite {
 /// hop.
 #[inline]
 fn nat_xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
-    let rw = nat_rewrite(x.conn, x.dir);
+    let rw = nat_rewrite(x.conn, x.backend, x.dir);
     if !(x.has_l4 && nat_forward(frame, x.l3, x.end, &rw)) {
         decrement_ttl(frame, x.l3);
         rewrite_ipv4(frame, x.l3, x.end, x.has_l4, &rw);

@@ -57,6 +57,7 @@ mod tests {
             egress: IfIdx(0),
             egress_mac: [2, 0, 0, 0, 0, 0x10],
             next_hop_mac: [2, 0, 0, 0, 0, 0x11],
+            backend: (u32::from(Ipv4Addr::new(10, 20, 0, 11)), 8080),
         };
         assert_eq!(xmit(&mut f, &x), Verdict::Forward(IfIdx(0)));
         let ip2 = parse_ipv4(&f, ETH_HDR).unwrap();
