@@ -161,11 +161,24 @@ pub fn run(
             flow_capacity: cfg.flows.capacity_per_core as usize,
             persist_capacity: cfg.flows.persistence_capacity_per_core as usize,
         };
+        let dp = Datapath::new(snap.clone(), me, link.events.clone(), load.clone());
+        let mib = dp.flows.memory_bytes() >> 20;
+        tracing::info!(
+            worker = w,
+            conns = dp.flows.capacity(),
+            mib,
+            // Of its mapping, which the kernel may have merged with a neighbour: at most all.
+            huge_page_mib = dp
+                .flows
+                .huge_pages_kb()
+                .map(|k| ((k >> 10) as usize).min(mib)),
+            "conn table allocated"
+        );
         let worker = Worker {
             index: w,
             ports: ports.iter().map(|p| p.id).collect(),
             queue: QueueId(w as u16),
-            dp: Datapath::new(snap.clone(), me, link.events.clone(), load.clone()),
+            dp,
             control: link.control.clone(),
             retired: link.retired.clone(),
             stats: link.stats.clone(),

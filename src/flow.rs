@@ -357,6 +357,20 @@ impl FlowTable {
         self.active
     }
 
+    /// Bytes of table memory (slab and index).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.conns) + std::mem::size_of_val(&*self.index)
+    }
+
+    /// How much of the table the kernel backs with huge pages, in KiB (`None` where
+    /// /proc/self/smaps cannot be read). Diagnostics, for the start-up log.
+    pub fn huge_pages_kb(&self) -> Option<u64> {
+        let (a, ka) = self.conns.huge_pages()?;
+        let (b, kb) = self.index.huge_pages()?;
+        // Both may sit in one (merged) mapping: count it once.
+        Some(if a == b { ka } else { ka + kb })
+    }
+
     /// Bytes of table memory per conn of capacity.
     pub fn bytes_per_flow(&self) -> usize {
         (self.conns.len() * std::mem::size_of::<Conn>()

@@ -82,21 +82,32 @@ impl<T: Copy> HugeSlice<T> {
         }
     }
 
-    /// Whether the kernel actually backs the table with huge pages (for diagnostics: reads
-    /// /proc/self/smaps).
-    pub fn huge_pages_kb(&self) -> Option<u64> {
+    /// How the kernel backs the table: the address range of the mapping holding it (the
+    /// kernel may merge neighbouring mappings of the same kind) and that mapping's KiB on huge
+    /// pages, from /proc/self/smaps (`None` if unreadable). Diagnostics only.
+    pub fn huge_pages(&self) -> Option<((usize, usize), u64)> {
         let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        let want = format!("{:x}-", self.ptr.as_ptr() as usize);
-        let mut lines = text.lines().skip_while(|l| !l.starts_with(&want));
-        lines.next()?;
-        lines
+        let at = self.ptr.as_ptr() as usize;
+        let range_of = |l: &str| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            ))
+        };
+        let mut lines = text.lines();
+        let range = lines
+            .by_ref()
+            .find_map(|l| range_of(l).filter(|&(lo, hi)| lo <= at && at < hi))?;
+        let kb = lines
             // "Key: value" lines until the next mapping's header.
             .take_while(|l| {
                 l.split_once(':')
                     .is_some_and(|(k, _)| !k.contains([' ', '-']))
             })
             .find_map(|l| l.strip_prefix("AnonHugePages:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+        Some((range, kb))
     }
 }
 
@@ -139,5 +150,10 @@ mod tests {
         assert_eq!(s.as_ptr() as usize % HUGE, 0);
         let empty = HugeSlice::new(0, 0u8);
         assert!(empty.is_empty());
+        // The mapping is found in smaps; how much of it is on huge pages depends on the
+        // kernel (THP setting, fragmentation), so only the bound is checked.
+        let ((lo, hi), kb) = s.huge_pages().expect("mapping listed in /proc/self/smaps");
+        assert!(lo <= s.as_ptr() as usize && (s.as_ptr() as usize) < hi);
+        assert!(kb <= ((hi - lo) / 1024) as u64, "{kb} KiB");
     }
 }
