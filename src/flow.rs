@@ -439,7 +439,12 @@ impl FlowTable {
                 let id = ref_conn(r);
                 let dir = ref_dir(r);
                 let c = &self.conns[id as usize];
-                if !c.matches(dir, key, self.endpoint(c.backend)) {
+                // Only a reverse tuple starts at the backend's endpoint.
+                let be = match dir {
+                    Dir::Forward => (0, 0),
+                    Dir::Reverse => self.endpoint(c.backend),
+                };
+                if !c.matches(dir, key, be) {
                     continue;
                 }
                 if c.expired(now, t) {
