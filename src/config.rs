@@ -15,6 +15,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+/// Most conns one worker's table may hold: 2^28, 12.5 GiB of table per core.
+pub const MAX_FLOWS_PER_CORE: u32 = 1 << 28;
+
 /// A whole Switchyard configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -615,6 +618,16 @@ impl Config {
         if self.flows.capacity_per_core == 0 {
             return Err(err("flows.capacity_per_core", "must be > 0"));
         }
+        if self.flows.capacity_per_core > MAX_FLOWS_PER_CORE {
+            return Err(err(
+                "flows.capacity_per_core",
+                format!(
+                    "{} is more than {MAX_FLOWS_PER_CORE} (the conn table takes 50 bytes per \
+                     conn, allocated up front on every worker)",
+                    self.flows.capacity_per_core
+                ),
+            ));
+        }
         if self.cores.allow_shared && self.cores.idle_sleep_us == 0 {
             return Err(err(
                 "cores.idle_sleep_us",
@@ -979,6 +992,16 @@ scheduler = "maglev"
         let c = Config::from_toml(GOOD).unwrap();
         assert_eq!(c.flows.capacity_per_core, 1 << 20);
         assert_eq!(c.services[0].backends[0].weight, 1);
+    }
+
+    #[test]
+    fn oversized_conn_table_is_refused_with_its_cost() {
+        let e = broken(
+            "capacity_per_core = 1048576",
+            "capacity_per_core = 4000000000",
+        );
+        assert_eq!(e.key, "flows.capacity_per_core");
+        assert!(e.problem.contains("50 bytes per"), "{}", e.problem);
     }
 
     #[test]
