@@ -861,7 +861,7 @@ pub fn rewrite_ipv4(b: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewr
 /// computation from scratch gives; a zero UDP checksum stays zero. Returns false, changing
 /// nothing, for any other packet or a TTL that would expire: the caller then takes
 /// [`decrement_ttl`] and [`rewrite_ipv4`].
-#[inline]
+#[inline(always)]
 pub fn nat_forward(b: &mut [u8], l3: usize, end: usize, rw: &Rewrite) -> bool {
     let (Some((src, sport)), Some((dst, dport))) = (rw.src, rw.dst) else {
         return false;
@@ -877,41 +877,53 @@ pub fn nat_forward(b: &mut [u8], l3: usize, end: usize, rw: &Rewrite) -> bool {
     if h.len() < csum_at + 2 || h[0] != 0x45 || h[8] <= 1 {
         return false;
     }
-    let rd = |h: &[u8], at: usize| u32::from(u16::from_be_bytes([h[at], h[at + 1]]));
+    // The IPv4 header and the ports as one fixed-size array (no bounds checks below), the
+    // L4 checksum apart.
+    let (head, rest) = h.split_at_mut(24);
+    let Ok(hd) = <&mut [u8; 24]>::try_from(head) else {
+        return false;
+    };
+    let Some(ck) = rest.get_mut(csum_at - 24..csum_at - 22) else {
+        return false;
+    };
+    let rd = |h: &[u8; 24], at: usize| u32::from(u16::from_be_bytes([h[at], h[at + 1]]));
     // One's complement sum of `!old + new` over the changed 16-bit words.
     let (src, dst) = (u32::from(src), u32::from(dst));
-    let words = [
-        (rd(h, 12), src >> 16),
-        (rd(h, 14), src & 0xffff),
-        (rd(h, 16), dst >> 16),
-        (rd(h, 18), dst & 0xffff),
-    ];
-    let addr: u32 = words.iter().map(|&(o, n)| (!o & 0xffff) + n).sum();
-    let ttl_old = rd(h, 8);
+    let addr = (!rd(hd, 12) & 0xffff)
+        + (src >> 16)
+        + (!rd(hd, 14) & 0xffff)
+        + (src & 0xffff)
+        + (!rd(hd, 16) & 0xffff)
+        + (dst >> 16)
+        + (!rd(hd, 18) & 0xffff)
+        + (dst & 0xffff);
+    let ttl_old = rd(hd, 8);
     let ttl_new = ttl_old - 0x0100;
     let fold = |mut x: u32| {
         x = (x & 0xffff) + (x >> 16);
         x = (x & 0xffff) + (x >> 16);
         !(x as u16)
     };
-    let ip = fold((!rd(h, 10) & 0xffff) + addr + (!ttl_old & 0xffff) + ttl_new);
-    let l4_old = rd(h, csum_at);
-    let ports = (!rd(h, 20) & 0xffff) + u32::from(sport) + (!rd(h, 22) & 0xffff) + u32::from(dport);
-    let l4 = if csum_at == 26 && l4_old == 0 {
+    let ip = fold((!rd(hd, 10) & 0xffff) + addr + (!ttl_old & 0xffff) + ttl_new);
+    let l4_old = u16::from_be_bytes([ck[0], ck[1]]);
+    let ports =
+        (!rd(hd, 20) & 0xffff) + u32::from(sport) + (!rd(hd, 22) & 0xffff) + u32::from(dport);
+    let udp = csum_at == 26;
+    let l4 = if udp && l4_old == 0 {
         0 // UDP without a checksum
     } else {
-        match fold((!l4_old & 0xffff) + addr + ports) {
-            0 if csum_at == 26 => 0xffff,
+        match fold((u32::from(!l4_old)) + addr + ports) {
+            0 if udp => 0xffff,
             c => c,
         }
     };
-    h[8] -= 1;
-    h[10..12].copy_from_slice(&ip.to_be_bytes());
-    h[12..16].copy_from_slice(&src.to_be_bytes());
-    h[16..20].copy_from_slice(&dst.to_be_bytes());
-    h[20..22].copy_from_slice(&sport.to_be_bytes());
-    h[22..24].copy_from_slice(&dport.to_be_bytes());
-    h[csum_at..csum_at + 2].copy_from_slice(&l4.to_be_bytes());
+    hd[8] -= 1;
+    hd[10..12].copy_from_slice(&ip.to_be_bytes());
+    hd[12..16].copy_from_slice(&src.to_be_bytes());
+    hd[16..20].copy_from_slice(&dst.to_be_bytes());
+    hd[20..22].copy_from_slice(&sport.to_be_bytes());
+    hd[22..24].copy_from_slice(&dport.to_be_bytes());
+    ck.copy_from_slice(&l4.to_be_bytes());
     true
 }
 
