@@ -542,7 +542,7 @@ impl Datapath {
         let conn = *self.flows.conn(id);
         // Copy out what is needed so the snapshot is not borrowed across `&mut self` calls
         // (cloning the Arc per packet would cost two atomic operations).
-        let (egress, target) = match self.next_hop(&conn, dir) {
+        let (egress, target) = match self.next_hop(dir, conn.hop_key(dir)) {
             Ok(h) => h,
             Err(r) => return Verdict::Drop(r),
         };
@@ -736,7 +736,7 @@ impl Datapath {
         now: u32,
     ) -> Verdict {
         let snap = self.snap.clone();
-        let (egress, target) = match self.next_hop(conn, dir) {
+        let (egress, target) = match self.next_hop(dir, conn.hop_key(dir)) {
             Ok(h) => h,
             Err(r) => return Verdict::Drop(r),
         };
@@ -858,16 +858,17 @@ impl Datapath {
         self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
     }
 
-    /// Where a packet of `conn` travelling in `dir` goes: (egress interface, address whose MAC
-    /// it is sent to), or why it cannot go.
+    /// Where a packet travelling in `dir` goes: (egress interface, address whose MAC it is
+    /// sent to), or why it cannot go. `to` is what decides it: the conn's backend id going
+    /// forward, its client address going back (see `Conn::hop_key`).
     #[inline]
-    fn next_hop(&self, conn: &Conn, dir: Dir) -> Result<(IfIdx, Ipv4Addr), DropReason> {
+    fn next_hop(&self, dir: Dir, to: u32) -> Result<(IfIdx, Ipv4Addr), DropReason> {
         let snap = &*self.snap;
         match dir {
             Dir::Forward => {
                 let b = snap
                     .backends
-                    .get(conn.backend as usize)
+                    .get(to as usize)
                     .ok_or(DropReason::NoBackend)?;
                 if !b.accept_existing {
                     return Err(if b.forced {
@@ -879,7 +880,7 @@ impl Datapath {
                 Ok((b.iface, b.next_hop))
             }
             Dir::Reverse => {
-                let client = Ipv4Addr::from(conn.client);
+                let client = Ipv4Addr::from(to);
                 let h = snap.routes.lookup(client).ok_or(DropReason::NoRoute)?;
                 Ok((h.iface, h.l2_target(client)))
             }

@@ -45,6 +45,18 @@ impl FlowKey {
         }
     }
 
+    /// Equality with all fields compared at once, without a branch per field (the conn-table
+    /// lookup's key check).
+    #[inline]
+    pub fn same(&self, o: &FlowKey) -> bool {
+        (self.src ^ o.src)
+            | (self.dst ^ o.dst)
+            | u32::from(self.src_port ^ o.src_port)
+            | u32::from(self.dst_port ^ o.dst_port)
+            | u32::from(self.proto ^ o.proto)
+            == 0
+    }
+
     /// One 64-bit hash per packet, used for the table and for Maglev. It is a fixed function
     /// (not the NIC's RSS hash, not a seeded std hasher) so that every Switchyard instance in
     /// front of the same servers sends a flow to the same backend.
@@ -205,17 +217,14 @@ impl Conn {
         }
     }
 
-    /// Whether `key` is this conn's tuple in direction `dir` (all fields compared at once,
-    /// without a branch per field).
+    /// What decides where a packet of this conn travelling in `dir` goes: its backend id
+    /// going forward, its client address going back.
     #[inline]
-    pub fn matches(&self, dir: Dir, key: &FlowKey, backend: (u32, u16)) -> bool {
-        let k = self.key(dir, backend);
-        (k.src ^ key.src)
-            | (k.dst ^ key.dst)
-            | u32::from(k.src_port ^ key.src_port)
-            | u32::from(k.dst_port ^ key.dst_port)
-            | u32::from(k.proto ^ key.proto)
-            == 0
+    pub fn hop_key(&self, dir: Dir) -> u32 {
+        match dir {
+            Dir::Forward => self.backend,
+            Dir::Reverse => self.client,
+        }
     }
 
     pub fn state(&self) -> FlowState {
@@ -346,10 +355,15 @@ impl FlowTable {
         self.endpoints.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// The tuple of conn `c` in direction `dir`.
+    /// The tuple of conn `c` in direction `dir` (only a reverse tuple reads the endpoint
+    /// list: it starts at the backend).
     #[inline]
     pub fn key_of(&self, c: &Conn, dir: Dir) -> FlowKey {
-        c.key(dir, self.endpoint(c.backend))
+        let backend = match dir {
+            Dir::Forward => (0, 0),
+            Dir::Reverse => self.endpoint(c.backend),
+        };
+        c.key(dir, backend)
     }
 
     /// Live conns (expired ones count until reclaimed by a lookup or the sweep).
@@ -439,12 +453,7 @@ impl FlowTable {
                 let id = ref_conn(r);
                 let dir = ref_dir(r);
                 let c = &self.conns[id as usize];
-                // Only a reverse tuple starts at the backend's endpoint.
-                let be = match dir {
-                    Dir::Forward => (0, 0),
-                    Dir::Reverse => self.endpoint(c.backend),
-                };
-                if !c.matches(dir, key, be) {
+                if !self.key_of(c, dir).same(key) {
                     continue;
                 }
                 if c.expired(now, t) {

@@ -25,7 +25,7 @@ use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, Dir, FlowKey, FlowState};
 use crate::lb::{IfIdx, Snapshot};
-use crate::mode::nat_rewrite;
+use crate::mode::{nat_rewrite, nat_translate};
 use crate::stats::Ctr;
 use crate::wire::{self, PROTO_TCP, PROTO_UDP};
 
@@ -214,12 +214,8 @@ impl Datapath {
         if pre.key.proto == PROTO_TCP {
             track_tcp(c, frame[l3 + 20 + 13]);
         }
-        if let Some(rw) = rw
-            && !wire::nat_forward(frame, l3, l3 + total, &rw)
-        {
-            // Not reached: pre_parse admitted only what nat_forward takes.
-            wire::decrement_ttl(frame, l3);
-            wire::rewrite_ipv4(frame, l3, l3 + total, true, &rw);
+        if let Some(rw) = rw {
+            nat_translate(frame, l3, l3 + total, true, &rw);
         }
         frame[0..12].copy_from_slice(&hop.macs);
         Some(IfIdx(hop.iface))
@@ -258,13 +254,7 @@ impl Datapath {
     /// when that way would drop or ask for a MAC.
     #[cold]
     fn fill_hop(&self, dir: Dir, key: u32) -> Option<Hop> {
-        // `next_hop` reads the backend of a forward conn, the client of a reverse one.
-        let mut conn = Conn::default();
-        match dir {
-            Dir::Forward => conn.backend = key,
-            Dir::Reverse => conn.client = key,
-        }
-        let (iface, target) = self.next_hop(&conn, dir).ok()?;
+        let (iface, target) = self.next_hop(dir, key).ok()?;
         let mac = *self.neigh.get(&u32::from(target))?;
         let eg = self.snap.interfaces.get(usize::from(iface.0))?;
         let mut macs = [0; 12];

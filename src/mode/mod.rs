@@ -50,16 +50,23 @@ pub fn nat_rewrite(c: &Conn, backend: (u32, u16), dir: Dir) -> Rewrite {
     }
 }
 
-/// Shared body of the NAT modes: decrement the TTL (the caller checked it stays above zero)
-/// and translate, in one pass for a plain TCP/UDP packet, then address the frame to the next
-/// hop.
+/// A NAT mode's translation of the IPv4 packet at `l3..end`: TTL down by one (the caller
+/// checked it stays above zero) and `rw` applied, in one pass for a plain TCP/UDP packet
+/// ([`nat_forward`]), else step by step (IP options, later fragments). Both the full path and
+/// the fast lane translate through here.
+#[inline]
+pub fn nat_translate(frame: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewrite) {
+    if !(has_l4 && nat_forward(frame, l3, end, rw)) {
+        decrement_ttl(frame, l3);
+        rewrite_ipv4(frame, l3, end, has_l4, rw);
+    }
+}
+
+/// Shared body of the NAT modes: translate, then address the frame to the next hop.
 #[inline]
 fn nat_xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
     let rw = nat_rewrite(x.conn, x.backend, x.dir);
-    if !(x.has_l4 && nat_forward(frame, x.l3, x.end, &rw)) {
-        decrement_ttl(frame, x.l3);
-        rewrite_ipv4(frame, x.l3, x.end, x.has_l4, &rw);
-    }
+    nat_translate(frame, x.l3, x.end, x.has_l4, &rw);
     set_macs(frame, x.egress_mac, x.next_hop_mac);
     Verdict::Forward(x.egress)
 }
