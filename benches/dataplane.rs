@@ -160,6 +160,8 @@ name = "lan"
 port = "p0"
 address = "10.20.0.10/24"
 exception_path = false
+# 64k proxy flows need more than one address's 64,512 SNAT ports.
+snat_addresses = ["10.20.0.200", "10.20.0.201"]
 [[routes]]
 prefix = "0.0.0.0/0"
 via = "10.20.0.1"
@@ -221,6 +223,16 @@ mode = "{mode}"
             let mut i = 0usize;
             let mut burst = [[0u8; 64]; 32];
             let mut pre = [None; 32];
+            // Every conn the loop below can pick must exist (so test mode checks all of them,
+            // not only the one burst it runs).
+            for f in &frames[..conns] {
+                let mut f = f.clone();
+                let p = Datapath::pre_parse(&f).expect("plain TCP");
+                assert!(
+                    d.fast_path(&mut f, IfIdx(0), &p, 1).is_some(),
+                    "{mode}: no conn"
+                );
+            }
             g.bench_function(format!("burst of 32, {conns} conns"), |b| {
                 b.iter(|| {
                     for (f, p) in burst.iter_mut().zip(pre.iter_mut()) {

@@ -25,6 +25,37 @@ pub const BURST: usize = 32;
 // The mbuf header is read from Rust (see `Mbuf::data_mut`): its layout must be DPDK's.
 const _: () = assert!(std::mem::size_of::<ffi::rte_mbuf>() == 128);
 
+/// Bit `i` set where `a[i] == v`: eight compares without a branch (the conn table's
+/// signature match; DPDK's rte_hash does the same with vector compares).
+#[inline(always)]
+pub fn eq_mask8(a: &[u32; 8], v: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86_64 baseline; the loads read the 32 bytes of `a`, a live
+    // reference, unaligned loads allowed.
+    unsafe {
+        use std::arch::x86_64::{
+            __m128i, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps,
+            _mm_set1_epi32,
+        };
+        let p = a.as_ptr().cast::<__m128i>();
+        let v = _mm_set1_epi32(v as i32);
+        let lo = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_loadu_si128(p), v)));
+        let hi = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(
+            _mm_loadu_si128(p.add(1)),
+            v,
+        )));
+        (lo | (hi << 4)) as u32
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut m = 0;
+        for (i, x) in a.iter().enumerate() {
+            m |= u32::from(*x == v) << i;
+        }
+        m
+    }
+}
+
 /// Asks the CPU to bring `r`'s cache line closer (DPDK's `rte_prefetch0`); a hint only.
 #[inline(always)]
 pub fn prefetch0<T>(r: &T) {
@@ -793,5 +824,23 @@ impl Drop for Port {
         unsafe {
             ffi::rte_eth_dev_close(self.id.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn eq_mask8_marks_exactly_the_equal_lanes() {
+        for pattern in 0u32..256 {
+            let a: [u32; 8] = std::array::from_fn(|i| {
+                if pattern >> i & 1 == 1 {
+                    7
+                } else {
+                    i as u32 + 100
+                }
+            });
+            assert_eq!(super::eq_mask8(&a, 7), pattern);
+        }
+        assert_eq!(super::eq_mask8(&[u32::MAX; 8], u32::MAX), 0xff);
     }
 }
