@@ -45,9 +45,16 @@ pub enum Ctr {
     IcmpSent,
     ToKernel,
     FromKernel,
+    /// Nanoseconds of busy poll rounds (rounds that received something) spent in the ports'
+    /// rx bursts (the driver's receive) ...
+    BusyRxNs,
+    /// ... deciding and rewriting what they received (pre-parse, fast lane, full path) ...
+    BusyWorkNs,
+    /// ... and on the rest of the round: exception-path and steered frames, tx bursts.
+    BusyTxNs,
 }
 
-const FIXED: usize = Ctr::FromKernel as usize + 1;
+const FIXED: usize = Ctr::BusyTxNs as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -70,6 +77,9 @@ const NAMES: [&str; FIXED] = [
     "icmp_sent",
     "to_kernel",
     "from_kernel",
+    "busy_rx_ns",
+    "busy_work_ns",
+    "busy_tx_ns",
 ];
 
 /// A worker's own counters (plain integers, hot path).

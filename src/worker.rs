@@ -82,14 +82,20 @@ impl Worker {
             .unwrap_or_else(crate::stats::new_latency_histogram);
         let mut last_publish = 0u32;
         let mut last_counters = u32::MAX;
+        // TSC ticks of busy rounds by phase (rx burst, work, rest); see `Ctr::BusyRxNs`.
+        let mut busy = [0u64; 3];
         tracing::info!(worker = self.index, queue = self.queue.0, "worker started");
         while !self.stop.load(Ordering::Relaxed) {
             let t0 = tsc();
             let now = ((t0 - start) / ticks_per_ms) as u32;
             self.apply_control(&mut bufs.tx);
             let mut got = 0;
+            let mut phase = [0u64; 3];
+            let mut t_phase = t0;
             for pi in 0..self.ports.len() {
                 let n = rx.rx_burst(self.ports[pi], self.queue);
+                let t_rx = tsc();
+                phase[0] += t_rx - t_phase;
                 got += n;
                 // First pass: tuple and hash of every frame the fast lane may take, and the
                 // conn-table buckets they need, so the loads overlap instead of stalling one
@@ -125,6 +131,8 @@ impl Worker {
                     self.handle(&mut bufs, m, in_if, now, false, pre[i].map(|p| p.hash));
                 }
                 rx.reset();
+                t_phase = tsc();
+                phase[1] += t_phase - t_rx;
             }
             // What the kernel sends through the exception path goes out of the interface as is.
             for pi in 0..self.taps.len() {
@@ -175,9 +183,16 @@ impl Worker {
                 }
             }
             let sent = self.dp.ctr.get(Ctr::TxPackets) - sent_before;
+            let t_end = tsc();
+            if got > 0 {
+                phase[2] = t_end - t_phase;
+                for (b, p) in busy.iter_mut().zip(phase) {
+                    *b += p;
+                }
+            }
             if sent > 0 {
                 // Every packet sent this round waited from the rx burst (t0) until now.
-                let ns = (tsc() - t0) * 1_000_000_000 / self.tsc_hz.max(1);
+                let ns = (t_end - t0) * 1_000_000_000 / self.tsc_hz.max(1);
                 let _ = hist.record_n(ns.max(1), sent);
             }
             bufs.drops.free_all();
@@ -188,6 +203,7 @@ impl Worker {
             // Counters go out once a millisecond, not every round (dozens of stores each).
             if now != last_counters {
                 last_counters = now;
+                self.publish_busy(&busy);
                 self.dp.publish();
                 self.stats.publish(&self.dp.ctr);
             }
@@ -199,11 +215,21 @@ impl Worker {
                 std::thread::sleep(self.idle_sleep);
             }
         }
+        self.publish_busy(&busy);
         self.dp.publish();
         self.stats.publish(&self.dp.ctr);
         self.publish_slow(&mut hist);
         tracing::info!(worker = self.index, "worker stopped");
         0
+    }
+
+    /// The busy-time counters from TSC ticks (once a millisecond, not per round).
+    fn publish_busy(&mut self, busy: &[u64; 3]) {
+        let hz = u128::from(self.tsc_hz.max(1));
+        let ns = |t: u64| (u128::from(t) * 1_000_000_000 / hz) as u64;
+        self.dp.ctr.set(Ctr::BusyRxNs, ns(busy[0]));
+        self.dp.ctr.set(Ctr::BusyWorkNs, ns(busy[1]));
+        self.dp.ctr.set(Ctr::BusyTxNs, ns(busy[2]));
     }
 
     /// Service/backend counters and the latency histogram, every `PUBLISH_EVERY_MS`: the

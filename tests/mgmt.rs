@@ -104,6 +104,15 @@ fn api_ctl_and_metrics_against_a_running_balancer() {
         b11 + b12,
         sample(&text, "switchyard_service_flows_total{service=\"web\"}")
     );
+    // The worker's busy rounds: some time in the rx burst and in deciding, in seconds.
+    for phase in ["rx", "work"] {
+        let name = format!("switchyard_busy_seconds_total{{worker=\"0\",phase=\"{phase}\"}}");
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no sample {name}"));
+        assert!(v > 0.0, "busy {phase}: {v}");
+    }
     // OpenMetrics on request.
     let om = Command::new("curl")
         .args([
@@ -132,6 +141,8 @@ fn api_ctl_and_metrics_against_a_running_balancer() {
             .unwrap()
             > 0
     );
+    let c = &ctl_json(&["status"])["counters"];
+    assert!(c["busy_work_ns"].as_u64().unwrap() > 0, "{c}");
     let (ok, out) = ctl(&["services"]);
     assert!(
         ok && out.contains("web") && out.contains("10.20.0.100:80") && out.contains("proxy"),

@@ -234,6 +234,12 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    worker: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -325,6 +331,23 @@ pub fn metrics(m: &Mgmt) -> String {
             .set(c.get(Ctr::FlowsActive) as i64);
     }
     reg.register("flows_active", "Live conns", active);
+    // Where a worker's busy rounds go: the driver's rx burst, deciding and rewriting, the rest
+    // (tx bursts, exception path, steered frames). The worker counts nanoseconds.
+    let busy = Family::<PhaseLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    for (w, c) in per.iter().enumerate() {
+        for (phase, ctr) in [
+            ("rx", Ctr::BusyRxNs),
+            ("work", Ctr::BusyWorkNs),
+            ("tx", Ctr::BusyTxNs),
+        ] {
+            busy.get_or_create(&PhaseLabel {
+                worker: w.to_string(),
+                phase: phase.into(),
+            })
+            .inc_by(c.get(ctr) as f64 / 1e9);
+        }
+    }
+    reg.register("busy_seconds", "Time of busy poll rounds by phase", busy);
     let drops = Family::<ReasonLabel, Counter>::default();
     for r in DropReason::ALL {
         let v: u64 = per.iter().map(|c| c.0[DROP_BASE + r as usize]).sum();
