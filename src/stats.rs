@@ -46,7 +46,8 @@ pub enum Ctr {
     ToKernel,
     FromKernel,
     /// Nanoseconds of busy poll rounds (rounds that received something) spent in the ports'
-    /// rx bursts (the driver's receive) ...
+    /// rx bursts (the driver's receive; this also holds the round's control messages, applied
+    /// just before) ...
     BusyRxNs,
     /// ... deciding and rewriting what they received (pre-parse, fast lane, full path) ...
     BusyWorkNs,

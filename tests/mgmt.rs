@@ -42,10 +42,13 @@ fn metrics() -> String {
 
 /// The value of one sample line `name{labels} value`.
 fn sample(text: &str, name_and_labels: &str) -> u64 {
+    sample_f64(text, name_and_labels).round() as u64
+}
+
+fn sample_f64(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no sample {name_and_labels}"))
-        .round() as u64
 }
 
 #[test]
@@ -106,11 +109,10 @@ fn api_ctl_and_metrics_against_a_running_balancer() {
     );
     // The worker's busy rounds: some time in the rx burst and in deciding, in seconds.
     for phase in ["rx", "work"] {
-        let name = format!("switchyard_busy_seconds_total{{worker=\"0\",phase=\"{phase}\"}}");
-        let v = text
-            .lines()
-            .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no sample {name}"));
+        let v = sample_f64(
+            &text,
+            &format!("switchyard_busy_seconds_total{{worker=\"0\",phase=\"{phase}\"}}"),
+        );
         assert!(v > 0.0, "busy {phase}: {v}");
     }
     // OpenMetrics on request.
