@@ -243,8 +243,8 @@ mode = "{mode}"
                             d.flows.prefetch_buckets(p.hash);
                         }
                     }
-                    for p in pre.iter().flatten() {
-                        d.flows.prefetch_conn(p.hash);
+                    for p in pre.iter_mut().flatten() {
+                        p.hint = d.flows.prefetch_conn(p.hash);
                     }
                     for (f, p) in burst.iter_mut().zip(&pre) {
                         let p = p.as_ref().expect("plain TCP");

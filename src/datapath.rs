@@ -19,7 +19,7 @@ mod fast;
 pub use fast::Pre;
 
 use crate::config::Mode;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, NO_HINT, flags};
 use crate::frag::{FragAction, FragTable};
 use crate::lb::persist::{PersistTable, masked, source_hash};
 use crate::lb::sched::{BackendLoad, MAX_BACKENDS, PickInput, SchedState, pick};
@@ -382,7 +382,7 @@ impl Datapath {
         // `pre_parse` hashed this very tuple already: no need to hash twice.
         let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
-        let hit = self.lookup(&key, hash, now);
+        let hit = self.lookup(&key, hash, NO_HINT, now);
         let (id, dir) = match (hit, local) {
             (Some(h), _) => h,
             (None, Some(LocalKind::Vip)) => {
@@ -673,7 +673,7 @@ impl Datapath {
         {
             return Verdict::Steer(o as u16);
         }
-        let hit = self.lookup(&key, key.hash(), now);
+        let hit = self.lookup(&key, key.hash(), NO_HINT, now);
         let Some((id, dir)) = hit else {
             if vip_dsr {
                 // DSR is stateless enough: the conn may live on another core; Maglev maps
@@ -854,8 +854,10 @@ impl Datapath {
 
     /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
     #[inline]
-    fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
-        self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
+    fn lookup(&mut self, key: &FlowKey, hash: u64, hint: u32, now: u32) -> Option<(ConnId, Dir)> {
+        self.with_reclaim(|flows, t, reclaim| {
+            flows.lookup_hinted(key, hash, hint, now, t, &mut { reclaim })
+        })
     }
 
     /// Where a packet travelling in `dir` goes: (egress interface, address whose MAC it is
@@ -1586,6 +1588,7 @@ mod policy_tests {
             let (mut fast, _) = datapath(&up);
             let mut last_out: HashMap<(u8, bool), Vec<u8>> = HashMap::new();
             let (mut lane, n) = (0, 8000u32);
+            let mut old_hint = NO_HINT;
             for step in 0..n {
                 let router: Ipv4Addr = "10.20.0.1".parse().unwrap();
                 match step {
@@ -1650,7 +1653,13 @@ mod policy_tests {
                 let mut f1 = f.clone();
                 let mut f2 = f;
                 let v1 = full.process(&mut f1, IfIdx(0), now, false);
-                let pre = Datapath::pre_parse(&f2);
+                let mut pre = Datapath::pre_parse(&f2);
+                if let Some(p) = &mut pre {
+                    // The worker's hint, or none, or a stale one from an earlier packet.
+                    let fresh = fast.flows.prefetch_conn(p.hash);
+                    p.hint = [fresh, fresh, NO_HINT, old_hint][(rnd() % 4) as usize];
+                    old_hint = fresh;
+                }
                 let v2 = match pre.and_then(|p| fast.fast_path(&mut f2, IfIdx(0), &p, now)) {
                     Some(out) => {
                         lane += 1;

@@ -275,6 +275,9 @@ fn ref_dir(r: u32) -> Dir {
 const KICK_DEPTH: u8 = 2;
 const NIL: u32 = u32::MAX;
 
+/// "No conn hint" for [`FlowTable::lookup`]: never a reference (conn ids stay below 2^30).
+pub const NO_HINT: u32 = u32::MAX;
+
 /// 64 bytes: eight signatures and eight conn references (see [`conn_ref`]).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -426,25 +429,30 @@ impl FlowTable {
     }
 
     /// Prefetch stage 2 (first bucket now in cache): the conn a signature match there points
-    /// at, else the second bucket.
+    /// at, else the second bucket. Returns that match's reference as a hint for
+    /// [`FlowTable::lookup`] ([`NO_HINT`] when there was none): the bucket has been read
+    /// here already, so the lookup need not scan it again when the hint is right.
     #[inline]
-    pub fn prefetch_conn(&self, hash: u64) {
+    pub fn prefetch_conn(&self, hash: u64) -> u32 {
         let sig = sig_of(hash);
         let (a, b) = self.candidates(hash);
         let bucket = &self.index[a];
         match bucket.matching(sig) {
-            0 => crate::dpdk::prefetch0(&self.index[b]),
+            0 => {
+                crate::dpdk::prefetch0(&self.index[b]);
+                NO_HINT
+            }
             // 32-byte conns in a 2 MiB-aligned slab: one line holds all of it.
             m => {
-                let w = m.trailing_zeros() as usize;
-                crate::dpdk::prefetch0(&self.conns[ref_conn(bucket.r[w]) as usize])
+                let r = bucket.r[m.trailing_zeros() as usize];
+                crate::dpdk::prefetch0(&self.conns[ref_conn(r) as usize]);
+                r
             }
         }
     }
 
     /// Finds the live conn for `key`. A dead (expired) conn met here is reclaimed, `reclaim`
-    /// is called with it, and the lookup reports a miss. Always inlined: it is the fast lane's
-    /// core, and as a call it spilled the key and table fields to the stack every packet.
+    /// is called with it, and the lookup reports a miss.
     #[inline(always)]
     pub fn lookup(
         &mut self,
@@ -454,12 +462,44 @@ impl FlowTable {
         t: &Timeouts,
         reclaim: &mut impl FnMut(&Conn),
     ) -> Option<(ConnId, Dir)> {
-        let (id, dir) = self.find(key, hash)?;
+        self.lookup_hinted(key, hash, NO_HINT, now, t, reclaim)
+    }
+
+    /// [`FlowTable::lookup`], trying the conn `hint` names first (a reference from
+    /// [`FlowTable::prefetch_conn`] or [`NO_HINT`]; checked, so a stale one costs only the
+    /// check). A dead (expired) conn met here is reclaimed, `reclaim` is called with it, and
+    /// the lookup reports a miss. Always inlined: it is the fast lane's core, and as a call it
+    /// spilled the key and table fields to the stack every packet.
+    #[inline(always)]
+    pub fn lookup_hinted(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        hint: u32,
+        now: u32,
+        t: &Timeouts,
+        reclaim: &mut impl FnMut(&Conn),
+    ) -> Option<(ConnId, Dir)> {
+        let (id, dir) = match self.at_ref(key, hint) {
+            Some(hit) => hit,
+            None => self.find(key, hash)?,
+        };
         if self.conns[id.0 as usize].expired(now, t) {
             self.reclaim_dead(id, reclaim);
             return None;
         }
         Some((id, dir))
+    }
+
+    /// The conn reference `r` names, if that conn is in use (alive or expired) and holds `key` in
+    /// the direction `r` says. Tuples are unique in the table, so that conn is the one
+    /// [`FlowTable::find`] would return, however the index changed since `r` was read.
+    #[inline(always)]
+    fn at_ref(&self, key: &FlowKey, r: u32) -> Option<(ConnId, Dir)> {
+        let c = self.conns.get(ref_conn(r) as usize)?;
+        let dir = ref_dir(r);
+        let indexed = c.in_use() && (dir == Dir::Forward || c.has_reverse());
+        (indexed && self.key_of(c, dir).same(key)).then_some((ConnId(ref_conn(r)), dir))
     }
 
     /// The conn indexed under `key` (live or dead) and which of its tuples `key` is.
@@ -754,6 +794,63 @@ mod tests {
             t.index[bi].r = [conn_ref(id2.0, Dir::Forward); WAYS];
         }
         assert_eq!(t.lookup(&k3, h3, 1, &T, &mut none), None);
+    }
+
+    #[test]
+    fn a_stale_or_wrong_hint_never_changes_the_answer() {
+        let mut t = FlowTable::new(64);
+        let (fwd, other) = (key(1), key(2));
+        let rev = FlowKey {
+            src: 0x0a14_000b,
+            dst: 0x0a14_000a,
+            src_port: 80,
+            dst_port: 20001,
+            proto: 6,
+        };
+        t.set_backend(1, rev.src, rev.src_port);
+        let nat = Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev);
+        let id = t.insert(nat, 0).unwrap();
+        let hint = t.prefetch_conn(fwd.hash());
+        let rev_hint = t.prefetch_conn(rev.hash());
+        assert_eq!(
+            (hint, rev_hint),
+            (conn_ref(id.0, Dir::Forward), conn_ref(id.0, Dir::Reverse))
+        );
+        let hinted = |t: &mut FlowTable, k: &FlowKey, h: u32| {
+            t.lookup_hinted(k, k.hash(), h, 1, &T, &mut none)
+        };
+        assert_eq!(hinted(&mut t, &fwd, hint), Some((id, Dir::Forward)));
+        assert_eq!(hinted(&mut t, &rev, rev_hint), Some((id, Dir::Reverse)));
+        // A hint naming another conn, the other direction, or nothing: found by the index.
+        assert_eq!(hinted(&mut t, &rev, hint), Some((id, Dir::Reverse)));
+        assert_eq!(hinted(&mut t, &fwd, NO_HINT), Some((id, Dir::Forward)));
+        assert_eq!(hinted(&mut t, &other, hint), None);
+        assert_eq!(t.prefetch_conn(other.hash()), NO_HINT);
+        // The conn is gone and its slot reused by a conn without a reverse tuple whose key is
+        // the old reverse tuple's: the old hints must not find it, nor the old conn.
+        t.sweep(10_000, &T, usize::MAX, &mut none);
+        let id2 = t
+            .insert(Conn::new(&other, FlowState::TcpSyn, 0, 1), 10_000)
+            .unwrap();
+        assert_eq!(id2, id, "the slot was reused");
+        let plain = Conn::new(&rev, FlowState::TcpSyn, 0, 1);
+        let reused = t.insert(plain, 10_000).unwrap();
+        for k in [&fwd, &rev] {
+            for h in [hint, rev_hint] {
+                let got = t.lookup_hinted(k, k.hash(), h, 10_001, &T, &mut none);
+                let want = (k == &rev).then_some((reused, Dir::Forward));
+                assert_eq!(got, want, "{k:?} hint {h}");
+            }
+        }
+        // A reverse hint at a conn whose reverse fields spell the tuple but that has no
+        // reverse tuple indexed: the index's answer, not the hinted one.
+        let c = &mut t.conns[id2.0 as usize];
+        (c.rev_dst, c.rev_dport) = (rev.dst, rev.dst_port);
+        assert_eq!(t.key_of(&t.conns[id2.0 as usize], Dir::Reverse), rev);
+        assert_eq!(
+            t.lookup_hinted(&rev, rev.hash(), rev_hint, 10_001, &T, &mut none),
+            Some((reused, Dir::Forward))
+        );
     }
 
     #[test]

@@ -108,15 +108,16 @@ impl Worker {
                 }
                 // Conns are prefetched a few packets ahead of processing, by when their
                 // bucket (prefetched above) has arrived.
-                for p in pre.iter().take(n.min(PREFETCH_AHEAD)).flatten() {
-                    self.dp.flows.prefetch_conn(p.hash);
+                // The bucket scan there also names the conn: the lookup tries it first.
+                for p in pre.iter_mut().take(n.min(PREFETCH_AHEAD)).flatten() {
+                    p.hint = self.dp.flows.prefetch_conn(p.hash);
                 }
                 let in_if = IfIdx(pi as u16);
                 for i in 0..n {
                     if i + PREFETCH_AHEAD < n
-                        && let Some(p) = &pre[i + PREFETCH_AHEAD]
+                        && let Some(p) = &mut pre[i + PREFETCH_AHEAD]
                     {
-                        self.dp.flows.prefetch_conn(p.hash);
+                        p.hint = self.dp.flows.prefetch_conn(p.hash);
                     }
                     let Some(mut m) = rx.take(i) else { continue };
                     if let Some(p) = &pre[i] {

@@ -23,7 +23,7 @@
 
 use super::Datapath;
 use crate::config::Mode;
-use crate::flow::{Conn, Dir, FlowKey, FlowState};
+use crate::flow::{Conn, Dir, FlowKey, FlowState, NO_HINT};
 use crate::lb::{IfIdx, Snapshot};
 use crate::mode::{nat_rewrite, nat_translate};
 use crate::stats::Ctr;
@@ -35,6 +35,9 @@ pub struct Pre {
     pub key: FlowKey,
     /// `key.hash()`.
     pub hash: u64,
+    /// The conn the prefetch pass found for it ([`crate::flow::FlowTable::prefetch_conn`]), or
+    /// [`NO_HINT`].
+    pub hint: u32,
     /// 802.1Q VLAN id, or [`NO_VLAN`].
     vlan: u16,
     /// Offset of the IPv4 header (14 or 18).
@@ -166,6 +169,7 @@ impl Datapath {
         Some(Pre {
             key,
             hash: key.hash(),
+            hint: NO_HINT,
             vlan,
             l3: l3 as u8,
         })
@@ -186,7 +190,7 @@ impl Datapath {
         if pre.vlan != vlan || frame[0..6] != mac {
             return None;
         }
-        let (id, dir) = self.lookup(&pre.key, pre.hash, now)?;
+        let (id, dir) = self.lookup(&pre.key, pre.hash, pre.hint, now)?;
         // Only what is needed, not a copy of the whole conn.
         let c = self.flows.conn(id);
         let (service, backend, client) = (c.service, c.backend, c.client);
