@@ -31,19 +31,17 @@ SNAT_ADDRS = 20
 PORT_MIN, PORT_MAX = 1024, 65535
 
 
-def fmix64(k):
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & M64
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & M64
-    k ^= k >> 33
-    return k
+def mum(x, y):
+    m = x * y
+    return (m & M64) ^ (m >> 64)
 
 
 def flow_hash(src, dst, sport, dport, proto):
     a = (src << 32) | dst
     b = (sport << 32) | (dport << 16) | proto
-    return fmix64(a ^ fmix64((b + 0x9E3779B97F4A7C15) & M64))
+    rot = ((b << 32) | (b >> 32)) & M64
+    h = mum(a ^ 0x9E3779B97F4A7C15, b ^ 0xFF51AFD7ED558CCD) ^ a ^ rot
+    return mum(h ^ 0xC4CEB9FE1A85EC53, 0x2545F4914F6CDD1D)
 
 
 def csum(data):

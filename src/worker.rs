@@ -28,6 +28,8 @@ const CONTROL_PER_ROUND: usize = 64;
 const TX_BUF: usize = 2 * BURST;
 /// How many packets ahead of processing a conn is prefetched.
 const PREFETCH_AHEAD: usize = 8;
+// A burst's fast-lane frames are a bit mask in a u32.
+const _: () = assert!(BURST <= 32);
 
 pub struct Worker {
     pub index: usize,
@@ -66,7 +68,8 @@ impl Worker {
     /// Runs until `stop` is set. Returns the lcore exit code.
     pub fn run(mut self) -> i32 {
         let mut rx: MbufArray<BURST> = MbufArray::new();
-        let mut pre: [Option<Pre>; BURST] = [None; BURST];
+        // The first pass's results: `pre[i]` is valid where bit i of `fast` is set.
+        let mut pre = [Pre::default(); BURST];
         let mut bufs = Bufs {
             tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
             tap_tx: self.ports.iter().map(|_| MbufArray::new()).collect(),
@@ -100,36 +103,44 @@ impl Worker {
                 // First pass: tuple and hash of every frame the fast lane may take, and the
                 // conn-table buckets they need, so the loads overlap instead of stalling one
                 // by one.
+                let mut fast = 0u32;
                 for (i, p) in pre.iter_mut().enumerate().take(n) {
-                    *p = rx.data_mut(i).and_then(|f| Datapath::pre_parse(f));
-                    if let Some(p) = p {
+                    if rx
+                        .data_mut(i)
+                        .is_some_and(|f| Datapath::pre_parse_into(f, p))
+                    {
+                        fast |= 1 << i;
                         self.dp.flows.prefetch_buckets(p.hash);
                     }
                 }
                 // Conns are prefetched a few packets ahead of processing, by when their
-                // bucket (prefetched above) has arrived.
-                // The bucket scan there also names the conn: the lookup tries it first.
-                for p in pre.iter_mut().take(n.min(PREFETCH_AHEAD)).flatten() {
-                    p.hint = self.dp.flows.prefetch_conn(p.hash);
+                // bucket (prefetched above) has arrived. The bucket scan there also names
+                // the conn: the lookup tries it first.
+                for (i, p) in pre.iter_mut().enumerate().take(n.min(PREFETCH_AHEAD)) {
+                    if fast & (1 << i) != 0 {
+                        p.hint = self.dp.flows.prefetch_conn(p.hash);
+                    }
                 }
                 let in_if = IfIdx(pi as u16);
                 for i in 0..n {
-                    if i + PREFETCH_AHEAD < n
-                        && let Some(p) = &mut pre[i + PREFETCH_AHEAD]
-                    {
+                    let ahead = i + PREFETCH_AHEAD;
+                    if ahead < n && fast & (1 << ahead) != 0 {
+                        let p = &mut pre[ahead];
                         p.hint = self.dp.flows.prefetch_conn(p.hash);
                     }
                     let Some(mut m) = rx.take(i) else { continue };
-                    if let Some(p) = &pre[i] {
+                    let is_fast = fast & (1 << i) != 0;
+                    if is_fast {
                         let out = m
                             .data_mut()
-                            .and_then(|f| self.dp.fast_path(f, in_if, p, now));
+                            .and_then(|f| self.dp.fast_path(f, in_if, &pre[i], now));
                         if let Some(out) = out {
                             self.enqueue(&mut bufs.tx, usize::from(out.0), m);
                             continue;
                         }
                     }
-                    self.handle(&mut bufs, m, in_if, now, false, pre[i].map(|p| p.hash));
+                    let hint = is_fast.then(|| pre[i].hash);
+                    self.handle(&mut bufs, m, in_if, now, false, hint);
                 }
                 rx.reset();
                 t_phase = tsc();

@@ -38,11 +38,17 @@ pub struct Pre {
     /// The conn the prefetch pass found for it ([`crate::flow::FlowTable::prefetch_conn`]), or
     /// [`NO_HINT`].
     pub hint: u32,
+    /// The IPv4 total length.
+    total: u16,
     /// 802.1Q VLAN id, or [`NO_VLAN`].
     vlan: u16,
     /// Offset of the IPv4 header (14 or 18).
     l3: u8,
 }
+
+/// Bytes of the IP packet the fast lane reads: the header without options, the ports, and
+/// TCP's data offset and flags.
+const FAST_IP: usize = 34;
 
 /// "Untagged" in the fast lane's VLAN fields (real ids are 12 bits).
 const NO_VLAN: u16 = u16::MAX;
@@ -127,6 +133,25 @@ impl Datapath {
     /// fast lane can take; everything checked here is re-checked by the full path.
     #[inline]
     pub fn pre_parse(frame: &[u8]) -> Option<Pre> {
+        let mut p = Pre::default();
+        Self::pre_parse_into(frame, &mut p).then_some(p)
+    }
+
+    /// [`Datapath::pre_parse`] into `out` (the worker's per-burst array: written in place,
+    /// not built and copied); `false` leaves `out` unspecified.
+    #[inline(always)]
+    pub fn pre_parse_into(frame: &[u8], out: &mut Pre) -> bool {
+        match Self::parse_fast(frame) {
+            Some(p) => {
+                *out = p;
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn parse_fast(frame: &[u8]) -> Option<Pre> {
         let (l3, vlan) = match frame.get(12..14)? {
             [8, 0] => (14, NO_VLAN),
             [0x81, 0] if frame.get(16..18)? == [8, 0] => {
@@ -134,13 +159,17 @@ impl Datapath {
             }
             _ => return None,
         };
-        let ip = frame.get(l3..)?;
-        if ip.len() < 20 || ip[0] != 0x45 {
+        // Everything read here and in the fast lane lies in the first FAST_IP bytes of the
+        // IP packet (a fixed-size view: no bounds check per field); a shorter packet (a UDP
+        // datagram of under 6 bytes) takes the full path.
+        let ip: &[u8; FAST_IP] = frame.get(l3..l3 + FAST_IP)?.try_into().ok()?;
+        let avail = frame.len() - l3;
+        if ip[0] != 0x45 {
             return None;
         }
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let total = u16::from_be_bytes([ip[2], ip[3]]);
         // More-fragments or an offset: fragments have their own rules.
-        if total > ip.len() || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        if usize::from(total) > avail || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
             return None;
         }
         let proto = ip[9];
@@ -149,14 +178,15 @@ impl Datapath {
             // bytes that fits the segment.
             PROTO_TCP => {
                 total >= 40 && {
-                    let doff = usize::from(ip[32] >> 4) * 4;
+                    let doff = u16::from(ip[32] >> 4) * 4;
                     doff >= 20 && doff <= total - 20
                 }
             }
             PROTO_UDP => total >= 28,
             _ => false,
         };
-        if !l4_ok || !wire::ipv4_header_checksum_ok(&ip[..20]) {
+        let header: &[u8; 20] = ip[..20].try_into().ok()?;
+        if !l4_ok || !wire::ipv4_header_checksum_ok20(header) {
             return None;
         }
         let key = FlowKey {
@@ -170,6 +200,7 @@ impl Datapath {
             key,
             hash: key.hash(),
             hint: NO_HINT,
+            total,
             vlan,
             l3: l3 as u8,
         })
@@ -190,7 +221,10 @@ impl Datapath {
         if pre.vlan != vlan || frame[0..6] != mac {
             return None;
         }
-        let (id, dir) = self.lookup(&pre.key, pre.hash, pre.hint, now)?;
+        let (id, dir) = self.flows.find_hinted(&pre.key, pre.hash, pre.hint)?;
+        if self.flows.conn(id).expired(now, &self.snap.timeouts) {
+            return None; // dead: the full path reclaims it and starts a new conn
+        }
         // Only what is needed, not a copy of the whole conn.
         let c = self.flows.conn(id);
         let (service, backend, client) = (c.service, c.backend, c.client);
@@ -208,7 +242,7 @@ impl Datapath {
             return None; // re-tagging may have to grow the frame
         }
         // Decided: from here on, exactly what the full path does for this packet.
-        let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+        let total = usize::from(pre.total);
         self.ctr.inc(Ctr::RxPackets);
         self.ctr.add(Ctr::RxBytes, frame.len() as u64);
         self.ctr.inc(Ctr::Forwarded);
