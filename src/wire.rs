@@ -890,26 +890,39 @@ pub fn nat_forward(b: &mut [u8], l3: usize, end: usize, rw: &Rewrite) -> bool {
     let Some(h) = b.get_mut(l3..end) else {
         return false;
     };
-    let csum_at = match h.get(9) {
-        Some(&PROTO_TCP) => 36,
-        Some(&PROTO_UDP) => 26,
+    let udp = match h.get(9) {
+        Some(&PROTO_TCP) => false,
+        Some(&PROTO_UDP) => true,
         _ => return false,
     };
-    if h.len() < csum_at + 2 || h[0] != 0x45 || h[8] <= 1 {
+    if h.len() < l4_csum_end(udp) || h[0] != 0x45 || h[8] <= 1 {
         return false;
     }
+    nat_apply(h, udp, (src.into(), sport), (dst.into(), dport));
+    true
+}
+
+/// Where the L4 checksum of a plain (optionless) IPv4 TCP or UDP packet ends.
+#[inline(always)]
+pub fn l4_csum_end(udp: bool) -> usize {
+    if udp { 28 } else { 38 }
+}
+
+/// The arithmetic of [`nat_forward`], for a packet already known to qualify: `h` an IPv4
+/// packet without options, TTL above 1, TCP (`udp` false) or UDP, at least
+/// [`l4_csum_end`] bytes long (else this panics; the fast lane checked all of that in its
+/// pre-parse). Sets source and destination address and port, decrements the TTL, updates both
+/// checksums as `nat_forward` documents.
+#[inline(always)]
+pub fn nat_apply(h: &mut [u8], udp: bool, (src, sport): (u32, u16), (dst, dport): (u32, u16)) {
+    let csum_at = l4_csum_end(udp) - 2;
     // The IPv4 header and the ports as one fixed-size array (no bounds checks below), the
     // L4 checksum apart.
     let (head, rest) = h.split_at_mut(24);
-    let Ok(hd) = <&mut [u8; 24]>::try_from(head) else {
-        return false;
-    };
-    let Some(ck) = rest.get_mut(csum_at - 24..csum_at - 22) else {
-        return false;
-    };
+    let hd: &mut [u8; 24] = head.try_into().expect("split at 24");
+    let ck = &mut rest[csum_at - 24..csum_at - 22];
     let rd = |h: &[u8; 24], at: usize| u32::from(u16::from_be_bytes([h[at], h[at + 1]]));
     // One's complement sum of `!old + new` over the changed 16-bit words.
-    let (src, dst) = (u32::from(src), u32::from(dst));
     let addr = (!rd(hd, 12) & 0xffff)
         + (src >> 16)
         + (!rd(hd, 14) & 0xffff)
@@ -929,7 +942,6 @@ pub fn nat_forward(b: &mut [u8], l3: usize, end: usize, rw: &Rewrite) -> bool {
     let l4_old = u16::from_be_bytes([ck[0], ck[1]]);
     let ports =
         (!rd(hd, 20) & 0xffff) + u32::from(sport) + (!rd(hd, 22) & 0xffff) + u32::from(dport);
-    let udp = csum_at == 26;
     let l4 = if udp && l4_old == 0 {
         0 // UDP without a checksum
     } else {
@@ -945,7 +957,6 @@ pub fn nat_forward(b: &mut [u8], l3: usize, end: usize, rw: &Rewrite) -> bool {
     hd[20..22].copy_from_slice(&sport.to_be_bytes());
     hd[22..24].copy_from_slice(&dport.to_be_bytes());
     ck.copy_from_slice(&l4.to_be_bytes());
-    true
 }
 
 /// Decrements the TTL (with checksum update). Returns false, leaving the packet alone, when

@@ -25,7 +25,7 @@ use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, Dir, FlowKey, FlowState, NO_HINT};
 use crate::lb::{IfIdx, Snapshot};
-use crate::mode::{nat_rewrite, nat_translate};
+use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
 use crate::wire::{self, PROTO_TCP, PROTO_UDP};
 
@@ -229,9 +229,9 @@ impl Datapath {
         let c = self.flows.conn(id);
         let (service, backend, client) = (c.service, c.backend, c.client);
         let mode = (*self.fast.services.get(usize::from(service))?)?;
-        let rw = (mode != Mode::Dsr).then(|| nat_rewrite(c, self.flows.endpoint(backend), dir));
+        let nat = (mode != Mode::Dsr).then(|| nat_endpoints(c, self.flows.endpoint(backend), dir));
         let l3 = usize::from(pre.l3);
-        if rw.is_some() && frame[l3 + 8] <= 1 {
+        if nat.is_some() && frame[l3 + 8] <= 1 {
             return None; // TTL expiry: the full path answers it
         }
         let hop = match dir {
@@ -252,8 +252,12 @@ impl Datapath {
         if pre.key.proto == PROTO_TCP {
             track_tcp(c, frame[l3 + 20 + 13]);
         }
-        if let Some(rw) = rw {
-            nat_translate(frame, l3, l3 + total, true, &rw);
+        if let Some((src, dst)) = nat {
+            // The pre-parse checked everything `nat_apply` needs (no options, TCP with 40
+            // bytes or UDP with 28 at least, within the frame) and the TTL was checked above:
+            // the same one-pass translation `nat_translate` picks for this packet.
+            let udp = pre.key.proto == PROTO_UDP;
+            wire::nat_apply(&mut frame[l3..l3 + total], udp, src, dst);
         }
         frame[0..12].copy_from_slice(&hop.macs);
         Some(IfIdx(hop.iface))

@@ -38,22 +38,27 @@ pub struct Xmit<'a> {
 /// The address/port rewrite a NAT conn (whose backend is at `backend`) applies to a packet
 /// travelling in `dir`.
 pub fn nat_rewrite(c: &Conn, backend: (u32, u16), dir: Dir) -> Rewrite {
+    let ((src, sport), (dst, dport)) = nat_endpoints(c, backend, dir);
+    Rewrite {
+        src: Some((Ipv4Addr::from(src), sport)),
+        dst: Some((Ipv4Addr::from(dst), dport)),
+    }
+}
+
+/// [`nat_rewrite`] as plain numbers: ((new source, port), (new destination, port)).
+#[inline]
+pub fn nat_endpoints(c: &Conn, backend: (u32, u16), dir: Dir) -> ((u32, u16), (u32, u16)) {
     match dir {
-        Dir::Forward => Rewrite {
-            src: Some((Ipv4Addr::from(c.rev_dst), c.rev_dport)),
-            dst: Some((Ipv4Addr::from(backend.0), backend.1)),
-        },
-        Dir::Reverse => Rewrite {
-            src: Some((Ipv4Addr::from(c.vip), c.vport)),
-            dst: Some((Ipv4Addr::from(c.client), c.cport)),
-        },
+        Dir::Forward => ((c.rev_dst, c.rev_dport), backend),
+        Dir::Reverse => ((c.vip, c.vport), (c.client, c.cport)),
     }
 }
 
 /// A NAT mode's translation of the IPv4 packet at `l3..end`: TTL down by one (the caller
 /// checked it stays above zero) and `rw` applied, in one pass for a plain TCP/UDP packet
-/// ([`nat_forward`]), else step by step (IP options, later fragments). Both the full path and
-/// the fast lane translate through here.
+/// ([`nat_forward`]), else step by step (IP options, later fragments). The full path
+/// translates through here; the fast lane, whose packets always qualify for the one pass,
+/// calls its arithmetic ([`crate::wire::nat_apply`]) directly.
 #[inline]
 pub fn nat_translate(frame: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewrite) {
     if !(has_l4 && nat_forward(frame, l3, end, rw)) {
