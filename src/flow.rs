@@ -751,6 +751,21 @@ mod tests {
 
     fn none(_: &Conn) {}
 
+    /// A small table whose backend 1 is 10.20.0.11:80, a client tuple (`key(1)`) and the
+    /// reverse tuple a NAT conn of it would have (backend -> 10.20.0.10:20001).
+    fn nat_fixture() -> (FlowTable, FlowKey, FlowKey) {
+        let mut t = FlowTable::new(64);
+        let rev = FlowKey {
+            src: 0x0a14_000b,
+            dst: 0x0a14_000a,
+            src_port: 80,
+            dst_port: 20001,
+            proto: 6,
+        };
+        t.set_backend(1, rev.src, rev.src_port);
+        (t, key(1), rev)
+    }
+
     fn ins(
         t: &mut FlowTable,
         k: &FlowKey,
@@ -817,16 +832,8 @@ mod tests {
 
     #[test]
     fn a_stale_or_wrong_hint_never_changes_the_answer() {
-        let mut t = FlowTable::new(64);
-        let (fwd, other) = (key(1), key(2));
-        let rev = FlowKey {
-            src: 0x0a14_000b,
-            dst: 0x0a14_000a,
-            src_port: 80,
-            dst_port: 20001,
-            proto: 6,
-        };
-        t.set_backend(1, rev.src, rev.src_port);
+        let (mut t, fwd, rev) = nat_fixture();
+        let other = key(2);
         let nat = Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev);
         let id = t.insert(nat, 0).unwrap();
         let hint = t.prefetch_conn(fwd.hash());
@@ -874,16 +881,7 @@ mod tests {
 
     #[test]
     fn reverse_tuple_finds_the_same_conn() {
-        let mut t = FlowTable::new(64);
-        let fwd = key(1);
-        let rev = FlowKey {
-            src: 0x0a14_000b,
-            dst: 0x0a14_000a,
-            src_port: 80,
-            dst_port: 20001,
-            proto: 6,
-        };
-        t.set_backend(1, rev.src, rev.src_port);
+        let (mut t, fwd, rev) = nat_fixture();
         let id = t
             .insert(
                 Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev),

@@ -472,6 +472,16 @@ pub fn icmp_echo_to_reply(
 pub(crate) mod tests {
     use super::*;
 
+    /// A fixed pseudo-random stream (xorshift64) for tests over many random packets.
+    pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// TCP SYN 10.20.9.2:40000 -> 10.20.0.100:80, valid checksums, no options.
     pub const TCP_SYN: [u8; 54] = [
         0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, // eth
@@ -497,13 +507,7 @@ pub(crate) mod tests {
     #[test]
     fn one_pass_nat_matches_step_by_step_and_from_scratch() {
         use smoltcp::wire::{IpAddress, TcpPacket, UdpPacket};
-        let mut seed = 0x1234_5678_9abc_def1_u64;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = xorshift(0x1234_5678_9abc_def1);
         for i in 0..20_000 {
             let udp = i % 2 == 1;
             let payload = (rnd() % 24) as usize;
@@ -1134,7 +1138,7 @@ pub fn to_icmp_error<P: PacketBuf + ?Sized>(
 
 #[cfg(test)]
 mod rewrite_tests {
-    use super::tests::{TCP_SYN, with_ip_checksum};
+    use super::tests::{TCP_SYN, with_ip_checksum, xorshift};
     use super::*;
     use smoltcp::wire::{IpAddress, TcpPacket, UdpPacket};
 
@@ -1154,13 +1158,7 @@ mod rewrite_tests {
 
     #[test]
     fn header_checksum_check_agrees_with_smoltcp_on_random_headers() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
         for i in 0..20_000 {
             let mut h = [0u8; 20];
             h.iter_mut().for_each(|b| *b = rnd() as u8);
