@@ -19,7 +19,7 @@ mod fast;
 pub use fast::Pre;
 
 use crate::config::Mode;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, NO_HINT, flags};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
 use crate::frag::{FragAction, FragTable};
 use crate::lb::persist::{PersistTable, masked, source_hash};
 use crate::lb::sched::{BackendLoad, MAX_BACKENDS, PickInput, SchedState, pick};
@@ -382,7 +382,7 @@ impl Datapath {
         // `pre_parse` hashed this very tuple already: no need to hash twice.
         let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
-        let hit = self.lookup(&key, hash, NO_HINT, now);
+        let hit = self.lookup(&key, hash, now);
         let (id, dir) = match (hit, local) {
             (Some(h), _) => h,
             (None, Some(LocalKind::Vip)) => {
@@ -673,7 +673,7 @@ impl Datapath {
         {
             return Verdict::Steer(o as u16);
         }
-        let hit = self.lookup(&key, key.hash(), NO_HINT, now);
+        let hit = self.lookup(&key, key.hash(), now);
         let Some((id, dir)) = hit else {
             if vip_dsr {
                 // DSR is stateless enough: the conn may live on another core; Maglev maps
@@ -854,10 +854,8 @@ impl Datapath {
 
     /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
     #[inline]
-    fn lookup(&mut self, key: &FlowKey, hash: u64, hint: u32, now: u32) -> Option<(ConnId, Dir)> {
-        self.with_reclaim(|flows, t, reclaim| {
-            flows.lookup_hinted(key, hash, hint, now, t, &mut { reclaim })
-        })
+    fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
+        self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
     }
 
     /// Where a packet travelling in `dir` goes: (egress interface, address whose MAC it is
@@ -1508,6 +1506,7 @@ mode = "{mode}"
 mod policy_tests {
     use super::tests_support::*;
     use super::*;
+    use crate::flow::NO_HINT;
     use crate::lb::{BackendKey, BackendRuntime, IdRegistry};
 
     fn snap_with(text: &str, rt: &dyn Fn(&BackendKey) -> BackendRuntime) -> Arc<Snapshot> {

@@ -131,27 +131,8 @@ impl FastCache {
 impl Datapath {
     /// First pass over a frame (see the module documentation): `Some` only for a frame the
     /// fast lane can take; everything checked here is re-checked by the full path.
-    #[inline]
+    #[inline(always)]
     pub fn pre_parse(frame: &[u8]) -> Option<Pre> {
-        let mut p = Pre::default();
-        Self::pre_parse_into(frame, &mut p).then_some(p)
-    }
-
-    /// [`Datapath::pre_parse`] into `out` (the worker's per-burst array: written in place,
-    /// not built and copied); `false` leaves `out` unspecified.
-    #[inline(always)]
-    pub fn pre_parse_into(frame: &[u8], out: &mut Pre) -> bool {
-        match Self::parse_fast(frame) {
-            Some(p) => {
-                *out = p;
-                true
-            }
-            None => false,
-        }
-    }
-
-    #[inline(always)]
-    fn parse_fast(frame: &[u8]) -> Option<Pre> {
         let (l3, vlan) = match frame.get(12..14)? {
             [8, 0] => (14, NO_VLAN),
             [0x81, 0] if frame.get(16..18)? == [8, 0] => {
@@ -204,6 +185,19 @@ impl Datapath {
             vlan,
             l3: l3 as u8,
         })
+    }
+
+    /// [`Datapath::pre_parse`] into `out` (the worker's per-burst array: written in place,
+    /// not built and copied); `false` leaves `out` unspecified.
+    #[inline(always)]
+    pub fn pre_parse_into(frame: &[u8], out: &mut Pre) -> bool {
+        match Self::pre_parse(frame) {
+            Some(p) => {
+                *out = p;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forwards a packet of an established conn in place and counts it as the full path
