@@ -9,6 +9,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use switchyard::config::Config;
 use switchyard::datapath::{Datapath, WorkerInfo};
+use switchyard::dpdk::HugeSlice;
 use switchyard::flow::{Conn, FlowKey, FlowState, FlowTable, Timeouts};
 use switchyard::lb::maglev::{MaglevBackend, MaglevTable};
 use switchyard::lb::sched::BackendLoad;
@@ -258,37 +259,55 @@ mode = "{mode}"
     }
 }
 
-/// The machine's memory system, which bounds the cells of `perf/run` whose conn tables do not
-/// stay in cache: 64 MiB of 64-byte lines linked in one random cycle, walked as one chain
-/// (every load waits for the previous one: the latency of a miss) and as 32 independent chains
-/// (as many misses in flight as the core allows: the cost per line at full overlap, which is
-/// what a perfectly prefetched conn lookup can at best achieve).
-fn memory(c: &mut Criterion) {
-    const LINES: usize = 1 << 20;
-    let mut next: Vec<[u32; 16]> = vec![[0; 16]; LINES];
-    // Sattolo's algorithm: a random permutation that is one single cycle.
-    let mut order: Vec<u32> = (0..LINES as u32).collect();
+/// `lines` 64-byte lines, each holding the index of the next, linked in one random cycle
+/// (Sattolo's algorithm), in huge-page-advised memory (as the conn table: no TLB misses in
+/// the way); returns the lines and the cycle's order.
+fn random_cycle(lines: usize) -> (HugeSlice<[u32; 16]>, Vec<u32>) {
+    let mut next = HugeSlice::new(lines, [0u32; 16]);
+    let mut order: Vec<u32> = (0..lines as u32).collect();
     let mut x = 0x2545_f491_4f6c_dd1d_u64;
-    for i in (1..LINES).rev() {
+    for i in (1..lines).rev() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         order.swap(i, (x % i as u64) as usize);
     }
-    for w in 0..LINES {
-        next[order[w] as usize][0] = order[(w + 1) % LINES];
+    for w in 0..lines {
+        next[order[w] as usize][0] = order[(w + 1) % lines];
     }
+    (next, order)
+}
+
+/// The machine's memory system, which bounds the cells of `perf/run` whose conn tables do not
+/// stay in cache.
+///
+/// - **Latency by working set**: one dependent chain through 256 KiB .. 64 MiB of randomly
+///   linked lines; where the time per line jumps is where a cache ends (on the Intel VM of
+///   2026-11-30: ~10-20 ns up to 2 MiB, the L2, then ~190 ns from 3 MiB on, DRAM; the
+///   105 MB L3 the VM reports does not show).
+/// - **64 MiB, 32 independent chains**: as many misses in flight as the core allows, the cost
+///   per line at full overlap, which is what a perfectly prefetched conn lookup can at best
+///   achieve.
+fn memory(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory latency by working set");
+    g.throughput(criterion::Throughput::Elements(1024));
+    for kib in [256usize, 1024, 2048, 4096, 16384, 65536] {
+        let (next, order) = random_cycle(kib * 1024 / 64);
+        let mut at = order[0];
+        g.bench_function(format!("{kib} KiB, 1 chain"), |b| {
+            b.iter(|| {
+                for _ in 0..1024 {
+                    at = next[at as usize][0];
+                }
+                black_box(at)
+            })
+        });
+    }
+    g.finish();
+    const LINES: usize = 1 << 20;
+    let (next, order) = random_cycle(LINES);
     let mut g = c.benchmark_group("memory 64 MiB random lines");
     g.throughput(criterion::Throughput::Elements(1024));
-    let mut at = 0u32;
-    g.bench_function("1 chain (latency)", |b| {
-        b.iter(|| {
-            for _ in 0..1024 {
-                at = next[at as usize][0];
-            }
-            black_box(at)
-        })
-    });
     let mut chains: [u32; 32] = std::array::from_fn(|k| order[k * (LINES / 32)]);
     g.bench_function("32 chains (throughput)", |b| {
         b.iter(|| {
