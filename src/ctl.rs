@@ -36,7 +36,11 @@ pub enum CtlCmd {
     /// Re-read the configuration file.
     Reload,
     /// Worker and health-probe latency quantiles.
-    Latency,
+    Latency {
+        /// Start the histograms afresh (then show them, empty).
+        #[arg(long)]
+        reset: bool,
+    },
     /// Live conns.
     Flows {
         #[arg(long, default_value_t = 20)]
@@ -160,7 +164,8 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, String> {
         CtlCmd::Status => call(base, "GET", "/status")?,
         CtlCmd::Services => call(base, "GET", "/services")?,
         CtlCmd::Backends => call(base, "GET", "/backends")?,
-        CtlCmd::Latency => call(base, "GET", "/latency")?,
+        CtlCmd::Latency { reset: false } => call(base, "GET", "/latency")?,
+        CtlCmd::Latency { reset: true } => call(base, "POST", "/latency/reset")?,
         CtlCmd::Flows { limit } => call(base, "GET", &format!("/flows?limit={limit}"))?,
         CtlCmd::Reload => call_with_error_body(base, "POST", "/reload")?,
         CtlCmd::Drain {
@@ -286,7 +291,7 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, String> {
                 })
                 .collect(),
         ),
-        CtlCmd::Latency => {
+        CtlCmd::Latency { .. } => {
             let mut rows: Vec<Vec<String>> = v["workers"]
                 .as_array()
                 .into_iter()

@@ -158,11 +158,19 @@ fn api_ctl_and_metrics_against_a_running_balancer() {
     );
     let (ok, out) = ctl(&["latency"]);
     assert!(ok && out.contains("worker 0"), "{out}");
+    let before = ctl_json(&["latency"])["workers"][0]["count"]
+        .as_u64()
+        .unwrap();
+    assert!(before > 0);
+    // A reset starts the histograms afresh: the cumulative count only grows otherwise.
+    let (ok, out) = ctl(&["latency", "--reset"]);
+    assert!(ok, "{out}");
+    let after = ctl_json(&["latency"])["workers"][0]["count"]
+        .as_u64()
+        .unwrap();
     assert!(
-        ctl_json(&["latency"])["workers"][0]["count"]
-            .as_u64()
-            .unwrap()
-            > 0
+        after < before,
+        "reset: {before} packets before, {after} after"
     );
     // A held connection shows up in `flows`.
     let held = lab.spawn_in(

@@ -10,6 +10,7 @@
 //! | GET | `/services`, `/backends` | state, weights, traffic, health |
 //! | GET | `/flows?limit=N` | live conns |
 //! | GET | `/latency` | per worker and per health probe: p50/p90/p99/p99.9/max |
+//! | POST | `/latency/reset` | start the latency histograms afresh |
 //! | POST | `/backends/drain?service=S&backend=ADDR[:PORT][&timeout_s=N]` | no new flows |
 //! | POST | `/backends/enable?service=S&backend=ADDR[:PORT]` | undo drain |
 //! | POST | `/backends/weight?service=S&backend=ADDR[:PORT]&weight=W` | run-time weight |
@@ -41,6 +42,8 @@ pub enum Request {
     Services,
     Backends,
     Latency,
+    /// Clears the latency histograms (workers' and health probes').
+    LatencyReset,
     Flows(usize),
     Metrics,
     Reload,
@@ -129,6 +132,7 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
             };
             Ok(Request::Flows(limit))
         }
+        "/latency/reset" if post => Ok(Request::LatencyReset),
         "/reload" if post => Ok(Request::Reload),
         "/backends/drain" if post => Ok(Request::Drain {
             service: need("service")?,
@@ -153,9 +157,8 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
                 .map_err(|_| Response::error(400, "weight must be a number 0-65535"))?,
         }),
         "/metrics" | "/status" | "/" | "/services" | "/backends" | "/latency" | "/flows"
-        | "/reload" | "/backends/drain" | "/backends/enable" | "/backends/weight" => {
-            Err(Response::error(405, "method not allowed"))
-        }
+        | "/latency/reset" | "/reload" | "/backends/drain" | "/backends/enable"
+        | "/backends/weight" => Err(Response::error(405, "method not allowed")),
         _ => Err(Response::error(404, "no such endpoint")),
     }
 }
@@ -549,6 +552,12 @@ mod tests {
         assert_eq!(e.status, 400);
         assert!(e.body.contains("weight"));
         assert_eq!(parse("GET", "/reload").err().unwrap().status, 405);
+        assert!(matches!(
+            parse("POST", "/latency/reset"),
+            Ok(Request::LatencyReset)
+        ));
+        // A reset is a change: not by GET.
+        assert_eq!(parse("GET", "/latency/reset").err().unwrap().status, 405);
         assert_eq!(parse("GET", "/nope").err().unwrap().status, 404);
         assert_eq!(parse("GET", "/flows?limit=x").err().unwrap().status, 400);
     }

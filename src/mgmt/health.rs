@@ -318,6 +318,13 @@ impl Health {
         }
     }
 
+    /// Forgets every probe's round-trip times (`POST /latency/reset`).
+    pub fn reset_latency(&mut self) {
+        for s in self.states.values_mut() {
+            s.rtt.reset();
+        }
+    }
+
     pub fn latency_view(&self) -> Value {
         let mut v: Vec<Value> = self
             .states

@@ -490,6 +490,7 @@ impl Mgmt {
             Request::Services => Ok(self.services()),
             Request::Backends => Ok(self.backends()),
             Request::Latency => Ok(self.latency()),
+            Request::LatencyReset => Ok(self.reset_latency()),
             Request::Flows(limit) => Ok(self.flows(limit)),
             Request::Metrics => return Response::metrics(api::metrics(self)),
             Request::Reload => self.reload(opts.config_path.as_ref()),
@@ -636,6 +637,22 @@ impl Mgmt {
             "workers": workers,
             "health_probes": self.health.latency_view(),
         })
+    }
+
+    /// Starts the latency histograms afresh (a benchmark's measured window, an operator's
+    /// "since the change"): hand-overs waiting in the queues are discarded with the merged
+    /// histograms. A worker hands over every 100 ms, so up to 100 ms of packets recorded
+    /// just before the reset may still be counted after it. Returns the (empty) view.
+    fn reset_latency(&mut self) -> Value {
+        for (w, l) in self.links.iter().enumerate() {
+            while let Some(mut h) = l.stats.hist_full.pop() {
+                h.reset();
+                let _ = l.stats.hist_empty.push(h);
+            }
+            self.latency[w].reset();
+        }
+        self.health.reset_latency();
+        self.latency()
     }
 
     /// Up to `limit` live conns, most recently created first across workers.
