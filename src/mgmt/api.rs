@@ -475,7 +475,7 @@ pub fn metrics(m: &Mgmt) -> String {
     }
     reg.register(
         "worker_latency_seconds",
-        "Time from rx burst to tx of the packets, quantiles since start",
+        "Time from rx burst to tx of the packets, quantiles since start or the last /latency/reset",
         lat,
     );
     let reloads = Counter::<u64>::default();
