@@ -226,20 +226,18 @@ mode = "{mode}"
             let mut pre = [None; 32];
             // Every conn the loop below can pick must exist (so test mode checks all of them,
             // not only the one burst it runs).
+            let gate = d.fast_gate(IfIdx(0)).expect("interface 0");
             for f in &frames[..conns] {
                 let mut f = f.clone();
-                let p = Datapath::pre_parse(&f).expect("plain TCP");
-                assert!(
-                    d.fast_path(&mut f, IfIdx(0), &p, 1).is_some(),
-                    "{mode}: no conn"
-                );
+                let p = Datapath::pre_parse(&f, &gate).expect("plain TCP");
+                assert!(d.fast_path(&mut f, &p, 1).is_some(), "{mode}: no conn");
             }
             g.bench_function(format!("burst of 32, {conns} conns"), |b| {
                 b.iter(|| {
                     for (f, p) in burst.iter_mut().zip(pre.iter_mut()) {
                         i = (i + 7919) & (conns - 1);
                         f[..len].copy_from_slice(&frames[i]);
-                        *p = Datapath::pre_parse(&f[..len]);
+                        *p = Datapath::pre_parse(&f[..len], &gate);
                         if let Some(p) = p {
                             d.flows.prefetch_buckets(p.hash);
                         }
@@ -250,7 +248,7 @@ mode = "{mode}"
                     for (f, p) in burst.iter_mut().zip(&pre) {
                         let p = p.as_ref().expect("plain TCP");
                         let f = &mut f[..len];
-                        black_box(d.fast_path(f, IfIdx(0), p, 1).expect("fast lane"));
+                        black_box(d.fast_path(f, p, 1).expect("fast lane"));
                     }
                 })
             });

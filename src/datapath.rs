@@ -16,7 +16,7 @@ use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxHasher;
 
 mod fast;
-pub use fast::Pre;
+pub use fast::{Gate, Pre};
 
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
@@ -1652,14 +1652,15 @@ mod policy_tests {
                 let mut f1 = f.clone();
                 let mut f2 = f;
                 let v1 = full.process(&mut f1, IfIdx(0), now, false);
-                let mut pre = Datapath::pre_parse(&f2);
+                let gate = fast.fast_gate(IfIdx(0)).expect("interface 0");
+                let mut pre = Datapath::pre_parse(&f2, &gate);
                 if let Some(p) = &mut pre {
                     // The worker's hint, or none, or a stale one from an earlier packet.
                     let fresh = fast.flows.prefetch_conn(p.hash);
                     p.hint = [fresh, fresh, NO_HINT, old_hint][(rnd() % 4) as usize];
                     old_hint = fresh;
                 }
-                let v2 = match pre.and_then(|p| fast.fast_path(&mut f2, IfIdx(0), &p, now)) {
+                let v2 = match pre.and_then(|p| fast.fast_path(&mut f2, &p, now)) {
                     Some(out) => {
                         lane += 1;
                         Verdict::Forward(out)

@@ -249,6 +249,18 @@ impl Conn {
     pub fn touch(&mut self, now: u32) {
         self.last_seen = now;
     }
+    /// Whether `k` is this conn's forward tuple: the conn's first 13 bytes are that tuple in
+    /// `FlowKey`'s field order, so this is a 64-bit and a 32-bit compare and a byte, not a
+    /// `FlowKey` built and compared field by field (the fast lane's lookup check).
+    #[inline(always)]
+    pub fn is_forward(&self, k: &FlowKey) -> bool {
+        let wide = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
+        let ports = |a: u16, b: u16| u32::from(a) | (u32::from(b) << 16);
+        (wide(self.client, self.vip) ^ wide(k.src, k.dst))
+            | u64::from(ports(self.cport, self.vport) ^ ports(k.src_port, k.dst_port))
+            | u64::from(self.proto ^ k.proto)
+            == 0
+    }
     pub fn has_reverse(&self) -> bool {
         self.flags & flags::REVERSE != 0
     }
@@ -517,8 +529,21 @@ impl FlowTable {
     fn at_ref(&self, key: &FlowKey, r: u32) -> Option<(ConnId, Dir)> {
         let c = self.conns.get(ref_conn(r) as usize)?;
         let dir = ref_dir(r);
-        let indexed = c.in_use() && (dir == Dir::Forward || c.has_reverse());
-        (indexed && self.key_of(c, dir).same(key)).then_some((ConnId(ref_conn(r)), dir))
+        let found = c.in_use()
+            && match dir {
+                Dir::Forward => c.is_forward(key),
+                Dir::Reverse => c.has_reverse() && self.key_of(c, dir).same(key),
+            };
+        found.then_some((ConnId(ref_conn(r)), dir))
+    }
+
+    /// Whether `key` is conn `c`'s tuple in direction `dir`.
+    #[inline(always)]
+    fn holds(&self, c: &Conn, dir: Dir, key: &FlowKey) -> bool {
+        match dir {
+            Dir::Forward => c.is_forward(key),
+            Dir::Reverse => self.key_of(c, dir).same(key),
+        }
     }
 
     /// The conn indexed under `key` (live or dead) and which of its tuples `key` is.
@@ -534,7 +559,7 @@ impl FlowTable {
                 m &= m - 1;
                 let r = bucket.r[w];
                 let c = &self.conns[ref_conn(r) as usize];
-                if self.key_of(c, ref_dir(r)).same(key) {
+                if self.holds(c, ref_dir(r), key) {
                     return Some((ConnId(ref_conn(r)), ref_dir(r)));
                 }
             }

@@ -103,14 +103,17 @@ impl Worker {
                 // First pass: tuple and hash of every frame the fast lane may take, and the
                 // conn-table buckets they need, so the loads overlap instead of stalling one
                 // by one.
+                let in_if = IfIdx(pi as u16);
                 let mut fast = 0u32;
-                for (i, p) in pre.iter_mut().enumerate().take(n) {
-                    if rx
-                        .data_mut(i)
-                        .is_some_and(|f| Datapath::pre_parse_into(f, p))
-                    {
-                        fast |= 1 << i;
-                        self.dp.flows.prefetch_buckets(p.hash);
+                if let Some(gate) = self.dp.fast_gate(in_if) {
+                    for (i, p) in pre.iter_mut().enumerate().take(n) {
+                        if rx
+                            .data_mut(i)
+                            .is_some_and(|f| Datapath::pre_parse_into(f, &gate, p))
+                        {
+                            fast |= 1 << i;
+                            self.dp.flows.prefetch_buckets(p.hash);
+                        }
                     }
                 }
                 // Conns are prefetched a few packets ahead of processing, by when their
@@ -121,7 +124,6 @@ impl Worker {
                         p.hint = self.dp.flows.prefetch_conn(p.hash);
                     }
                 }
-                let in_if = IfIdx(pi as u16);
                 for i in 0..n {
                     let ahead = i + PREFETCH_AHEAD;
                     if ahead < n && fast & (1 << ahead) != 0 {
@@ -133,7 +135,7 @@ impl Worker {
                     if is_fast {
                         let out = m
                             .data_mut()
-                            .and_then(|f| self.dp.fast_path(f, in_if, &pre[i], now));
+                            .and_then(|f| self.dp.fast_path(f, &pre[i], now));
                         if let Some(out) = out {
                             self.enqueue(&mut bufs.tx, usize::from(out.0), m);
                             continue;

@@ -8,9 +8,10 @@
 //! the same decision:
 //!
 //! 1. [`Datapath::pre_parse`] (the worker's first pass over a burst, which also prefetches the
-//!    conn-table buckets) accepts only an untagged or 802.1Q-tagged IPv4 packet without
-//!    options, not a fragment, TCP or UDP, every length and the header checksum valid, and
-//!    computes its tuple and hash once.
+//!    conn-table buckets) accepts only an IPv4 packet to the receiving interface's MAC,
+//!    untagged or with that interface's 802.1Q tag ([`Gate`]), without options, not a
+//!    fragment, TCP or UDP, every length and the header checksum valid, and computes its
+//!    tuple and hash once.
 //! 2. [`Datapath::fast_path`] forwards it if its conn exists and the conn's service, next hop
 //!    and VLAN need nothing special; otherwise it returns `None` having changed and counted
 //!    nothing, and the frame takes the full path (which then reaches the same decision the slow
@@ -28,6 +29,15 @@ use crate::lb::{IfIdx, Snapshot};
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
 use crate::wire::{self, PROTO_TCP, PROTO_UDP};
+
+/// What the fast lane accepts on one interface: frames to its MAC, with its VLAN tag (or
+/// untagged where it has none). Read once per burst ([`Datapath::fast_gate`]), so the
+/// first pass checks the destination with the frame's bytes at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    mac: [u8; 6],
+    vlan: u16,
+}
 
 /// What the first pass learned about a frame the fast lane may take.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,10 +139,19 @@ impl FastCache {
 }
 
 impl Datapath {
-    /// First pass over a frame (see the module documentation): `Some` only for a frame the
-    /// fast lane can take; everything checked here is re-checked by the full path.
+    /// The fast lane's gate for frames received on `in_if` (`None`: an interface the
+    /// snapshot does not know; its frames take the full path).
+    #[inline]
+    pub fn fast_gate(&self, in_if: IfIdx) -> Option<Gate> {
+        let &(mac, vlan) = self.fast.ifaces.get(usize::from(in_if.0))?;
+        Some(Gate { mac, vlan })
+    }
+
+    /// First pass over a frame received where `gate` says (see the module documentation):
+    /// `Some` only for a frame the fast lane can take; everything checked here is re-checked
+    /// by the full path.
     #[inline(always)]
-    pub fn pre_parse(frame: &[u8]) -> Option<Pre> {
+    pub fn pre_parse(frame: &[u8], gate: &Gate) -> Option<Pre> {
         let (l3, vlan) = match frame.get(12..14)? {
             [8, 0] => (14, NO_VLAN),
             [0x81, 0] if frame.get(16..18)? == [8, 0] => {
@@ -145,7 +164,9 @@ impl Datapath {
         // datagram of under 6 bytes) takes the full path.
         let ip: &[u8; FAST_IP] = frame.get(l3..l3 + FAST_IP)?.try_into().ok()?;
         let avail = frame.len() - l3;
-        if ip[0] != 0x45 {
+        // Addressed to the interface, on its VLAN: the full path's first check (the frame
+        // is at least 48 bytes long here).
+        if frame[0..6] != gate.mac || vlan != gate.vlan || ip[0] != 0x45 {
             return None;
         }
         let total = u16::from_be_bytes([ip[2], ip[3]]);
@@ -190,8 +211,8 @@ impl Datapath {
     /// [`Datapath::pre_parse`] into `out` (the worker's per-burst array: written in place,
     /// not built and copied); `false` leaves `out` unspecified.
     #[inline(always)]
-    pub fn pre_parse_into(frame: &[u8], out: &mut Pre) -> bool {
-        match Self::pre_parse(frame) {
+    pub fn pre_parse_into(frame: &[u8], gate: &Gate, out: &mut Pre) -> bool {
+        match Self::pre_parse(frame, gate) {
             Some(p) => {
                 *out = p;
                 true
@@ -202,19 +223,10 @@ impl Datapath {
 
     /// Forwards a packet of an established conn in place and counts it as the full path
     /// would, returning the egress interface; `None` (nothing changed, nothing counted) sends
-    /// the frame down the full path. `pre` must be `pre_parse(frame)`.
+    /// the frame down the full path. `pre` must be `pre_parse(frame, &gate)` with the gate of
+    /// the interface the frame came in on, under the current snapshot.
     #[inline]
-    pub fn fast_path(
-        &mut self,
-        frame: &mut [u8],
-        in_if: IfIdx,
-        pre: &Pre,
-        now: u32,
-    ) -> Option<IfIdx> {
-        let &(mac, vlan) = self.fast.ifaces.get(usize::from(in_if.0))?;
-        if pre.vlan != vlan || frame[0..6] != mac {
-            return None;
-        }
+    pub fn fast_path(&mut self, frame: &mut [u8], pre: &Pre, now: u32) -> Option<IfIdx> {
         let (id, dir) = self.flows.find_hinted(&pre.key, pre.hash, pre.hint)?;
         if self.flows.conn(id).expired(now, &self.snap.timeouts) {
             return None; // dead: the full path reclaims it and starts a new conn
