@@ -18,9 +18,10 @@ use crate::wire::{self, DropReason};
 
 /// How often service/backend counters and the latency histogram are handed over.
 const PUBLISH_EVERY_MS: u32 = 100;
-/// Conn slots checked for expiry per poll round (a 1M-conn table is swept in about a second
-/// at full load; more per round costs cache misses on the hot path).
-const SWEEP_BUCKETS: usize = 8;
+/// Conn slots checked for expiry per poll round (at 10 Mpps, some 300,000 rounds a second, a
+/// 1M-conn table is swept in under a second; more per round costs instructions and cache
+/// misses on the hot path; lookups reclaim the dead conns they meet in between).
+const SWEEP_BUCKETS: usize = 4;
 /// Conn slots checked in a round that received nothing.
 const SWEEP_IDLE: usize = 1024;
 /// Control messages applied per poll round (bounded so a flood cannot stall rx).
@@ -356,11 +357,11 @@ impl Worker {
 
     #[inline]
     fn enqueue(&mut self, tx: &mut [MbufArray<TX_BUF>], port: usize, m: Mbuf) {
-        if tx[port].is_full() {
+        if let Err(m) = tx[port].push(m) {
+            // Full: send what it holds, then it has room.
             self.flush_tx(tx, port);
+            let _ = tx[port].push(m);
         }
-        // Cannot fail: the buffer was flushed above if it was full.
-        let _ = tx[port].push(m);
     }
 
     fn apply_control(&mut self, tx: &mut [MbufArray<TX_BUF>]) {

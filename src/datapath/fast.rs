@@ -24,7 +24,7 @@
 
 use super::Datapath;
 use crate::config::Mode;
-use crate::flow::{Conn, Dir, FlowKey, FlowState, NO_HINT};
+use crate::flow::{Conn, Dir, FlowKey, FlowState, NO_HINT, Timeouts};
 use crate::lb::{IfIdx, Snapshot};
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
@@ -88,6 +88,8 @@ pub(super) struct FastCache {
     epoch: u32,
     /// Per interface: (MAC, VLAN code).
     ifaces: Vec<([u8; 6], u16)>,
+    /// The snapshot's idle timeouts (read here every packet: one load less than through it).
+    timeouts: Timeouts,
     /// Per service id: the mode, or `None` when its packets must take the full path.
     services: Vec<Option<Mode>>,
     /// Per backend id: the hop of forward packets.
@@ -100,6 +102,7 @@ impl FastCache {
     pub(super) fn new(snap: &Snapshot) -> FastCache {
         let mut c = FastCache {
             epoch: 0,
+            timeouts: snap.timeouts,
             ifaces: Vec::new(),
             services: Vec::new(),
             fwd: Vec::new(),
@@ -111,6 +114,7 @@ impl FastCache {
 
     /// A new snapshot: interfaces and services re-read, every hop forgotten.
     pub(super) fn rebuild(&mut self, snap: &Snapshot) {
+        self.timeouts = snap.timeouts;
         self.ifaces.clear();
         self.ifaces
             .extend(snap.interfaces.iter().map(|i| (i.mac, vlan_code(i.vlan))));
@@ -228,11 +232,11 @@ impl Datapath {
     #[inline]
     pub fn fast_path(&mut self, frame: &mut [u8], pre: &Pre, now: u32) -> Option<IfIdx> {
         let (id, dir) = self.flows.find_hinted(&pre.key, pre.hash, pre.hint)?;
-        if self.flows.conn(id).expired(now, &self.snap.timeouts) {
+        let c = self.flows.conn(id);
+        if c.expired(now, &self.fast.timeouts) {
             return None; // dead: the full path reclaims it and starts a new conn
         }
         // Only what is needed, not a copy of the whole conn.
-        let c = self.flows.conn(id);
         let (service, backend, client) = (c.service, c.backend, c.client);
         let mode = (*self.fast.services.get(usize::from(service))?)?;
         let nat = (mode != Mode::Dsr).then(|| nat_endpoints(c, self.flows.endpoint(backend), dir));
