@@ -550,6 +550,14 @@ pub(crate) mod tests {
             let end = f.len();
             let mut one = f.clone();
             assert!(nat_forward(&mut one, ETH_HDR, end, &rw));
+            // The fast lane's fixed-size form, where the packet has its bytes.
+            if let Some(h) = f.clone().get_mut(ETH_HDR..).and_then(|h| h.first_chunk_mut()) {
+                let (Some((s, sp)), Some((d, dp))) = (rw.src, rw.dst) else {
+                    unreachable!()
+                };
+                nat_apply_fixed(h, udp, (s.into(), sp), (d.into(), dp));
+                assert_eq!(&h[..], &one[ETH_HDR..ETH_HDR + NAT_FIXED], "packet {i}");
+            }
             let mut steps = f.clone();
             assert!(decrement_ttl(&mut steps, ETH_HDR));
             rewrite_ipv4(&mut steps, ETH_HDR, end, true, &rw);
@@ -918,49 +926,87 @@ pub fn l4_csum_end(udp: bool) -> usize {
 /// pre-parse). Sets source and destination address and port, decrements the TTL, updates both
 /// checksums as `nat_forward` documents.
 #[inline(always)]
-pub fn nat_apply(h: &mut [u8], udp: bool, (src, sport): (u32, u16), (dst, dport): (u32, u16)) {
+pub fn nat_apply(h: &mut [u8], udp: bool, src: (u32, u16), dst: (u32, u16)) {
     let csum_at = l4_csum_end(udp) - 2;
-    // The IPv4 header and the ports as one fixed-size array (no bounds checks below), the
-    // L4 checksum apart.
-    let (head, rest) = h.split_at_mut(24);
-    let hd: &mut [u8; 24] = head.try_into().expect("split at 24");
-    let ck = &mut rest[csum_at - 24..csum_at - 22];
-    let rd = |h: &[u8; 24], at: usize| u32::from(u16::from_be_bytes([h[at], h[at + 1]]));
-    // One's complement sum of `!old + new` over the changed 16-bit words.
-    let addr = (!rd(hd, 12) & 0xffff)
-        + (src >> 16)
-        + (!rd(hd, 14) & 0xffff)
-        + (src & 0xffff)
-        + (!rd(hd, 16) & 0xffff)
-        + (dst >> 16)
-        + (!rd(hd, 18) & 0xffff)
-        + (dst & 0xffff);
-    let ttl_old = rd(hd, 8);
-    let ttl_new = ttl_old - 0x0100;
-    let fold = |mut x: u32| {
-        x = (x & 0xffff) + (x >> 16);
-        x = (x & 0xffff) + (x >> 16);
-        !(x as u16)
+    let (hd, rest) = h
+        .split_first_chunk_mut::<24>()
+        .expect("an IPv4 header and ports");
+    let ck: &mut [u8; 2] = (&mut rest[csum_at - 24..csum_at - 22])
+        .try_into()
+        .expect("two bytes");
+    nat_core(hd, ck, udp, src, dst);
+}
+
+/// Bytes from the IPv4 header that [`nat_apply_fixed`] takes: a header without options and a
+/// TCP header up to its checksum (UDP's ends earlier).
+pub const NAT_FIXED: usize = 38;
+
+/// [`nat_apply`] on the packet's first [`NAT_FIXED`] bytes as an array (the fast lane's view
+/// of them): no length to check.
+#[inline(always)]
+pub fn nat_apply_fixed(h: &mut [u8; NAT_FIXED], udp: bool, src: (u32, u16), dst: (u32, u16)) {
+    let (hd, rest) = h.split_at_mut(24);
+    let hd: &mut [u8; 24] = hd.try_into().expect("24 bytes");
+    let rest: &mut [u8; NAT_FIXED - 24] = rest.try_into().expect("the rest");
+    let ck: &mut [u8; 2] = if udp {
+        (&mut rest[2..4]).try_into().expect("two bytes")
+    } else {
+        (&mut rest[12..14]).try_into().expect("two bytes")
     };
-    let ip = fold((!rd(hd, 10) & 0xffff) + addr + (!ttl_old & 0xffff) + ttl_new);
-    let l4_old = u16::from_be_bytes([ck[0], ck[1]]);
-    let ports =
-        (!rd(hd, 20) & 0xffff) + u32::from(sport) + (!rd(hd, 22) & 0xffff) + u32::from(dport);
+    nat_core(hd, ck, udp, src, dst);
+}
+
+/// The translation itself, on the IPv4 header and ports (`hd`) and the L4 checksum (`ck`).
+///
+/// A one's complement sum does not depend on byte order (RFC 1071, 2.B): the packet's words
+/// are summed as the machine reads them, 32 bits at a time, and only the new values are put
+/// in network order, instead of swapping every 16-bit word in and out (half the
+/// instructions). The sums are the same, so are the checksums, byte for byte (the unit test
+/// compares with the step-by-step rewrite and with checksums computed from scratch).
+#[inline(always)]
+fn nat_core(
+    hd: &mut [u8; 24],
+    ck: &mut [u8; 2],
+    udp: bool,
+    (src, sport): (u32, u16),
+    (dst, dport): (u32, u16),
+) {
+    let rd = |h: &[u8; 24], at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let (src, dst) = (src.to_be_bytes(), dst.to_be_bytes());
+    let (sport, dport) = (sport.to_be_bytes(), dport.to_be_bytes());
+    let new_ports = [sport[0], sport[1], dport[0], dport[1]];
+    // `!old + new` over the changed words, as 32-bit words in a 64-bit sum.
+    let w = |x: u32| u64::from(x);
+    let addr =
+        w(!rd(hd, 12)) + w(!rd(hd, 16)) + w(u32::from_ne_bytes(src)) + w(u32::from_ne_bytes(dst));
+    let ports = w(!rd(hd, 20)) + w(u32::from_ne_bytes(new_ports));
+    // The TTL is the first byte of its 16-bit word: one less there is `!old + new` =
+    // 0xffff - (that byte's weight), whatever the TTL and protocol.
+    const TTL: u64 = 0xffff - u16::from_ne_bytes([1, 0]) as u64;
+    // 64 -> 32 -> 16 bits, each an add with the carry added back (end-around carry): the
+    // result is nonzero for a nonzero sum, as the step-by-step folds give.
+    let fold = |x: u64| {
+        let (s, c) = (x as u32).overflowing_add((x >> 32) as u32);
+        let x = s + u32::from(c);
+        let (s, c) = (x as u16).overflowing_add((x >> 16) as u16);
+        !(s + u16::from(c))
+    };
+    let ip = fold(u64::from(!u16::from_ne_bytes([hd[10], hd[11]])) + addr + TTL);
+    let l4_old = u16::from_ne_bytes([ck[0], ck[1]]);
     let l4 = if udp && l4_old == 0 {
         0 // UDP without a checksum
     } else {
-        match fold((u32::from(!l4_old)) + addr + ports) {
+        match fold(u64::from(!l4_old) + addr + ports) {
             0 if udp => 0xffff,
             c => c,
         }
     };
     hd[8] -= 1;
-    hd[10..12].copy_from_slice(&ip.to_be_bytes());
-    hd[12..16].copy_from_slice(&src.to_be_bytes());
-    hd[16..20].copy_from_slice(&dst.to_be_bytes());
-    hd[20..22].copy_from_slice(&sport.to_be_bytes());
-    hd[22..24].copy_from_slice(&dport.to_be_bytes());
-    ck.copy_from_slice(&l4.to_be_bytes());
+    hd[10..12].copy_from_slice(&ip.to_ne_bytes());
+    hd[12..16].copy_from_slice(&src);
+    hd[16..20].copy_from_slice(&dst);
+    hd[20..24].copy_from_slice(&new_ports);
+    ck.copy_from_slice(&l4.to_ne_bytes());
 }
 
 /// Decrements the TTL (with checksum update). Returns false, leaving the packet alone, when

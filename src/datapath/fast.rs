@@ -56,9 +56,9 @@ pub struct Pre {
     l3: u8,
 }
 
-/// Bytes of the IP packet the fast lane reads: the header without options, the ports, and
-/// TCP's data offset and flags.
-const FAST_IP: usize = 34;
+/// Bytes of the IP packet the fast lane reads and writes: the header without options and
+/// the TCP header up to its checksum (ports, data offset, flags) or UDP's.
+const FAST_IP: usize = wire::NAT_FIXED;
 
 /// "Untagged" in the fast lane's VLAN fields (real ids are 12 bits).
 const NO_VLAN: u16 = u16::MAX;
@@ -164,8 +164,8 @@ impl Datapath {
             _ => return None,
         };
         // Everything read here and in the fast lane lies in the first FAST_IP bytes of the
-        // IP packet (a fixed-size view: no bounds check per field); a shorter packet (a UDP
-        // datagram of under 6 bytes) takes the full path.
+        // IP packet (a fixed-size view: no bounds check per field); a shorter frame (a UDP
+        // datagram of under 10 bytes, not padded to Ethernet's 60) takes the full path.
         let ip: &[u8; FAST_IP] = frame.get(l3..l3 + FAST_IP)?.try_into().ok()?;
         let avail = frame.len() - l3;
         // Addressed to the interface, on its VLAN: the full path's first check (the frame
@@ -240,10 +240,6 @@ impl Datapath {
         let (service, backend, client) = (c.service, c.backend, c.client);
         let mode = (*self.fast.services.get(usize::from(service))?)?;
         let nat = (mode != Mode::Dsr).then(|| nat_endpoints(c, self.flows.endpoint(backend), dir));
-        let l3 = usize::from(pre.l3);
-        if nat.is_some() && frame[l3 + 8] <= 1 {
-            return None; // TTL expiry: the full path answers it
-        }
         let hop = match dir {
             Dir::Forward => self.fwd_hop(backend)?,
             Dir::Reverse => self.rev_hop(client)?,
@@ -251,25 +247,32 @@ impl Datapath {
         if hop.vlan != pre.vlan {
             return None; // re-tagging may have to grow the frame
         }
+        // The frame as fixed-size parts (the pre-parse proved their lengths): no bounds
+        // checks below, and nothing to fail once decided.
+        let frame_len = frame.len();
+        let (eth, ip) = frame.split_at_mut_checked(usize::from(pre.l3))?;
+        let macs: &mut [u8; 12] = eth.first_chunk_mut()?;
+        let ip: &mut [u8; FAST_IP] = ip.first_chunk_mut()?;
+        if nat.is_some() && ip[8] <= 1 {
+            return None; // TTL expiry: the full path answers it
+        }
         // Decided: from here on, exactly what the full path does for this packet.
-        let total = usize::from(pre.total);
         self.ctr.inc(Ctr::RxPackets);
-        self.ctr.add(Ctr::RxBytes, frame.len() as u64);
+        self.ctr.add(Ctr::RxBytes, frame_len as u64);
         self.ctr.inc(Ctr::Forwarded);
-        self.svc_ctr.count(service, backend, total);
+        self.svc_ctr.count(service, backend, usize::from(pre.total));
         let c = self.flows.conn_mut(id);
         c.touch(now);
         if pre.key.proto == PROTO_TCP {
-            track_tcp(c, frame[l3 + 20 + 13]);
+            track_tcp(c, ip[20 + 13]);
         }
         if let Some((src, dst)) = nat {
-            // The pre-parse checked everything `nat_apply` needs (no options, TCP with 40
-            // bytes or UDP with 28 at least, within the frame) and the TTL was checked above:
-            // the same one-pass translation `nat_translate` picks for this packet.
-            let udp = pre.key.proto == PROTO_UDP;
-            wire::nat_apply(&mut frame[l3..l3 + total], udp, src, dst);
+            // The pre-parse checked everything the translation needs (no options, TCP with
+            // 40 bytes or UDP with 28 at least, within the frame) and the TTL was checked
+            // above: the same one-pass translation `nat_translate` picks for this packet.
+            wire::nat_apply_fixed(ip, pre.key.proto == PROTO_UDP, src, dst);
         }
-        frame[0..12].copy_from_slice(&hop.macs);
+        *macs = hop.macs;
         Some(IfIdx(hop.iface))
     }
 
