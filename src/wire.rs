@@ -551,7 +551,8 @@ pub(crate) mod tests {
             let mut one = f.clone();
             assert!(nat_forward(&mut one, ETH_HDR, end, &rw));
             // The fast lane's fixed-size form, where the packet has its bytes.
-            if let Some(h) = f.clone().get_mut(ETH_HDR..).and_then(|h| h.first_chunk_mut()) {
+            let mut fixed = f.clone();
+            if let Some(h) = fixed.get_mut(ETH_HDR..).and_then(|h| h.first_chunk_mut()) {
                 let (Some((s, sp)), Some((d, dp))) = (rw.src, rw.dst) else {
                     unreachable!()
                 };
