@@ -169,7 +169,7 @@ impl Datapath {
         let ip: &[u8; FAST_IP] = frame.get(l3..l3 + FAST_IP)?.try_into().ok()?;
         let avail = frame.len() - l3;
         // Addressed to the interface, on its VLAN: the full path's first check (the frame
-        // is at least 48 bytes long here).
+        // holds at least l3 + FAST_IP bytes here).
         if frame[0..6] != gate.mac || vlan != gate.vlan || ip[0] != 0x45 {
             return None;
         }
