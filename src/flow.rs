@@ -529,6 +529,8 @@ impl FlowTable {
     fn at_ref(&self, key: &FlowKey, r: u32) -> Option<(ConnId, Dir)> {
         let c = self.conns.get(ref_conn(r) as usize)?;
         let dir = ref_dir(r);
+        // `holds` with the reverse-tuple flag checked inside the same match: written as
+        // `has_reverse() && holds(..)` the fast lane's count rose by 7 instructions.
         let found = c.in_use()
             && match dir {
                 Dir::Forward => c.is_forward(key),

@@ -217,6 +217,13 @@ impl<const N: usize> CounterTable<N> {
         }
     }
 
+    #[inline]
+    fn flow(&mut self, id: usize) {
+        if id < N {
+            self.flows[id] += 1;
+        }
+    }
+
     /// (packets, bytes, flows) of `id` (zeros past the end).
     pub fn get(&self, id: usize) -> [u64; 3] {
         if id < N {
@@ -246,12 +253,8 @@ impl ServiceCounters {
     /// A new conn.
     #[inline]
     pub fn flow(&mut self, service: u16, backend: u32) {
-        if let Some(c) = self.svc.flows.get_mut(usize::from(service)) {
-            *c += 1;
-        }
-        if let Some(c) = self.backend.flows.get_mut(backend as usize) {
-            *c += 1;
-        }
+        self.svc.flow(usize::from(service));
+        self.backend.flow(backend as usize);
     }
 }
 

@@ -948,12 +948,8 @@ pub const NAT_FIXED: usize = 38;
 pub fn nat_apply_fixed(h: &mut [u8; NAT_FIXED], udp: bool, src: (u32, u16), dst: (u32, u16)) {
     let (hd, rest) = h.split_at_mut(24);
     let hd: &mut [u8; 24] = hd.try_into().expect("24 bytes");
-    let rest: &mut [u8; NAT_FIXED - 24] = rest.try_into().expect("the rest");
-    let ck: &mut [u8; 2] = if udp {
-        (&mut rest[2..4]).try_into().expect("two bytes")
-    } else {
-        (&mut rest[12..14]).try_into().expect("two bytes")
-    };
+    let at = l4_csum_end(udp) - 2 - 24;
+    let ck: &mut [u8; 2] = (&mut rest[at..at + 2]).try_into().expect("two bytes");
     nat_core(hd, ck, udp, src, dst);
 }
 
