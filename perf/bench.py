@@ -1,0 +1,433 @@
+"""Switchyard's benchmark: every forwarding mode x active flows, beside dpdk-testpmd on the
+identical vdev, core and traffic, in the same run.
+
+    perf/run [--quick] [--runs N] [--seconds S] [--out DIR]
+
+Traffic: perf/gen.py writes pcap files of 64-byte frames (N distinct flows, TCP ACKs and UDP;
+proxy/gateway also carry each flow's reply direction), which DPDK's net_pcap replays from memory
+with infinite_rx=1; transmitted frames go to net_pcap's drop sink. One worker on CPU 1, the
+management core on CPU 0 - exactly where testpmd forwards (one forwarding core on CPU 1). The
+baseline is testpmd macswap on the identical vdev and the identical pcap (each mode's own),
+its runs alternating with Switchyard's; testpmd io on the forward traffic is shown for
+context. Rates are medians of --runs runs of --seconds each, read from the counters after a
+warm-up. Writes DIR/latest.{json,md} and a dated copy (--quick: DIR/quick.{json,md}). Needs
+root (EAL) and a release build (made here).
+
+Against real ports and a hardware generator: see perf/README.md.
+
+This module is perf/run's body; perf/cells, perf/profile and perf/instructions import its
+runners and configuration (`import bench`), so every script measures the same way.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("SYBIN") or os.path.join(ROOT, "target", "release", "switchyard")
+API = "127.0.0.1:9199"
+FLOW_BYTES = 50  # conn slab + index per flow of capacity (src/flow.rs)
+
+CONFIG = """
+[dpdk]
+eal_args = [{mem}, "--no-pci", "--file-prefix", "sy-perf-{tag}",
+            "--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
+mbufs = {mbufs}
+mbuf_cache = 512
+rx_descriptors = 1024
+tx_descriptors = 1024
+[cores]
+management = 0
+workers = [1]
+[flows]
+capacity_per_core = {capacity}
+[api]
+listen = "{api}"
+[log]
+level = "warn"
+[[interfaces]]
+name = "lan"
+port = "net_pcap0"
+address = "10.20.0.10/24"
+mac = "02:00:00:00:00:10"
+exception_path = false
+{snat}
+[[routes]]
+prefix = "0.0.0.0/0"
+via = "10.20.0.1"
+[[neighbours]]
+address = "10.20.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbours]]
+address = "10.20.0.11"
+mac = "02:00:00:00:00:11"
+[[services]]
+name = "web"
+vip = "10.20.0.100"
+port = 80
+protocol = "tcp"
+mode = "{mode}"
+  [[services.backends]]
+  address = "10.20.0.11"
+[[services]]
+name = "dns"
+vip = "10.20.0.100"
+port = 53
+protocol = "udp"
+mode = "{mode}"
+  [[services.backends]]
+  address = "10.20.0.11"
+"""
+
+
+def mbufs_for(frames):
+    # net_pcap's infinite_rx keeps every frame of the file in an mbuf, plus the rings.
+    return frames + 70000
+
+
+def mem_mb(mbufs):
+    return max(1024, mbufs * 2400 // (1 << 20) + 512)
+
+
+def hugepages_free_mb():
+    try:
+        info = dict(l.split(":", 1) for l in open("/proc/meminfo"))
+        return int(info["HugePages_Free"].split()[0]) * int(info["Hugepagesize"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+USE_HUGEPAGES = False
+
+
+def memory_args(mbufs):
+    """Hugepages when the run could reserve enough for its largest cell (fewer TLB misses, as
+    in production), else --no-huge: decided once, so testpmd and Switchyard always match."""
+    mb = mem_mb(mbufs)
+    return ["-m", str(mb)] if USE_HUGEPAGES else ["--no-huge", "-m", str(mb)]
+
+
+def gen(mode, flows, cache):
+    path = os.path.join(cache, f"{mode}-{flows}.pcap")
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.join(ROOT, "perf", "gen.py"), mode, str(flows), path],
+                       check=True)
+    return path
+
+
+def api(path, method="GET"):
+    req = urllib.request.Request(f"http://{API}{path}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def write_config(mode, flows, pcap, workdir, tag, api_addr):
+    """The balancer's configuration for one cell, written to WORKDIR/perf.toml (its path is
+    returned). perf/instructions uses it too."""
+    mbufs = mbufs_for(flows * (1 if mode == "dsr" else 2))
+    snat = ""
+    if mode == "proxy":
+        snat = "snat_addresses = [" + ", ".join(f'"10.20.0.{200 + k}"' for k in range(20)) + "]"
+    mem = ", ".join(f'"{a}"' for a in memory_args(mbufs))
+    cfg = CONFIG.format(mem=mem, tag=tag, pcap=pcap, mbufs=mbufs,
+                        capacity=int(flows * 1.1) + 1024, api=api_addr, snat=snat, mode=mode)
+    cfg_path = os.path.join(workdir, "perf.toml")
+    with open(cfg_path, "w") as f:
+        f.write(cfg)
+    return cfg_path
+
+
+def run_switchyard(mode, flows, pcap, seconds, workdir, during=None):
+    """One Switchyard run on a cell, measured over `seconds` after the warm-up; `during`
+    (if given) is called instead of sleeping through the measured window (perf/profile
+    records there)."""
+    frames = flows * (1 if mode == "dsr" else 2)
+    cfg_path = write_config(mode, flows, pcap, workdir, f"{mode}{flows}", API)
+    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
+    try:
+        # Wait for the API, then for one full pass over the file (all flows created).
+        deadline = time.time() + 120
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
+            try:
+                c = api("/status")["counters"]
+                if c["rx_packets"] > 2 * frames and c["flows_active"] >= flows * 0.99:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("switchyard did not reach steady state")
+            time.sleep(0.2)
+        # The latency histograms restart here, so p50/p99 describe the measured window, not
+        # the warm-up's conn creation (a worker hands its histogram over every 100 ms: what
+        # it recorded in the 100 ms before the reset may still count, so the reset waits
+        # for the warm-up's last new conns to be older than that).
+        time.sleep(0.2)
+        api("/latency/reset", "POST")
+        a = api("/status")["counters"]
+        t0 = time.time()
+        (during or time.sleep)(seconds)
+        b = api("/status")["counters"]
+        t1 = time.time()
+        lat = api("/latency")["workers"][0]
+        rx = b["rx_packets"] - a["rx_packets"]
+        drops = {k: b[k] - a[k] for k in b if k.startswith("drop_") and b[k] - a[k]}
+        # The worker's own split of its busy rounds, per packet: the driver's rx burst (the
+        # vdev copying stored frames into mbufs), Switchyard's work, the rest (tx bursts).
+        busy = {ph: (b[f"busy_{ph}_ns"] - a[f"busy_{ph}_ns"]) / max(rx, 1)
+                for ph in ("rx", "work", "tx")}
+        return {
+            "busy_ns": busy,
+            "mpps": rx / (t1 - t0) / 1e6,
+            "forwarded_share": (b["forwarded"] - a["forwarded"]) / max(rx, 1),
+            "drops": drops,
+            "p50_us": lat["p50_ns"] / 1000,
+            "p99_us": lat["p99_ns"] / 1000,
+            "flows_active": b["flows_active"],
+        }
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_testpmd(fwd, pcap, frames, seconds, during=None):
+    """testpmd's rate on a pcap in forwarding mode `fwd` over `seconds` after a warm-up;
+    `during` as for run_switchyard."""
+    mbufs = mbufs_for(frames)
+    args = ["dpdk-testpmd", "-l", "0,1", *memory_args(mbufs), "--no-pci",
+            "--file-prefix", "sy-perf-testpmd", f"--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1",
+            "--", "-i", "--port-topology=loop", "--nb-cores=1", f"--total-num-mbufs={mbufs}"]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+
+    def cmd(c):
+        p.stdin.write(c + "\n")
+        p.stdin.flush()
+
+    cmd(f"set fwd {fwd}")
+    cmd("start")
+    time.sleep(2 + frames / 1e6)  # warm-up (and loading a large pcap)
+    cmd("show port stats all")
+    time.sleep(0.3)
+    t0 = time.time()
+    (during or time.sleep)(seconds)
+    cmd("show port stats all")
+    time.sleep(0.3)
+    t1 = time.time()
+    cmd("stop")
+    cmd("quit")
+    out, _ = p.communicate(timeout=60)
+    rx = [int(x) for x in re.findall(r"RX-packets:\s+(\d+)", out)]
+    if len(rx) < 2:
+        raise RuntimeError("testpmd printed no stats:\n" + out[-2000:])
+    # testpmd's own rate between the two "show port stats" (its TSC, not our clock): right
+    # even when a slow start (loading a large pcap) made it read our commands late.
+    pps = [int(x) for x in re.findall(r"Rx-pps:\s+(\d+)", out)]
+    if len(pps) >= 2 and pps[1] > 0:
+        return pps[1] / 1e6
+    return (rx[1] - rx[0]) / (t1 - t0) / 1e6
+
+
+def reserve_hugepages(need_mb):
+    """Hugepages for the packet memory of both contenders (hugepages/reserve.sh; best effort):
+    enough more 2 MiB pages that `need_mb` are free. Sets and returns USE_HUGEPAGES."""
+    global USE_HUGEPAGES
+    free = hugepages_free_mb()
+    if free < need_mb:
+        try:
+            total = int(open("/proc/sys/vm/nr_hugepages").read())
+        except OSError:
+            total = 0
+        subprocess.run(["bash", os.path.join(ROOT, "hugepages", "reserve.sh"),
+                        str(total + (need_mb - free) // 2 + 1)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    USE_HUGEPAGES = hugepages_free_mb() >= need_mb
+    return USE_HUGEPAGES
+
+
+def alternate(mode, flows, pcap, runs, seconds, workdir, each=None):
+    """testpmd macswap on the cell's own pcap (proxy/gateway files hold both directions,
+    twice the frames) alternating with Switchyard, `runs` times, so that both see the same
+    moments of this shared machine; `each(testpmd_mpps, switchyard_result)` after every
+    pair. Returns (Switchyard results, testpmd Mpps), in run order."""
+    frames = flows * (1 if mode == "dsr" else 2)
+    res, swap = [], []
+    for _ in range(runs):
+        swap.append(run_testpmd("macswap", pcap, frames, seconds))
+        res.append(run_switchyard(mode, flows, pcap, seconds, workdir))
+        if each:
+            each(swap[-1], res[-1])
+    return res, swap
+
+
+def cell_stats(res, swap):
+    """(the median Switchyard run, the median testpmd Mpps, the paired ratio). The paired
+    ratio is the median of each Switchyard run's ratio to the testpmd run just before it:
+    the two saw nearly the same moment of this shared machine, whose load drifts over tens
+    of seconds (the ratio of the two medians can pair a quiet run with a loaded one)."""
+    med = sorted(res, key=lambda r: r["mpps"])[len(res) // 2]
+    paired = statistics.median(r["mpps"] / t for r, t in zip(res, swap))
+    return med, statistics.median(swap), paired
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    dpdk = subprocess.run(["pkg-config", "--modversion", "libdpdk"], capture_output=True,
+                          text=True).stdout.strip()
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
+        "kernel": platform.release(), "dpdk": dpdk, "rustc": rustc,
+        "note": "shared cloud VM; net_pcap infinite_rx from memory, tx to net_pcap's drop sink",
+        "hugepages": USE_HUGEPAGES,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="64k flows only, one short run each")
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--out", default=os.path.join(ROOT, "perf", "results"))
+    a = ap.parse_args()
+    runs = a.runs or (1 if a.quick else 3)
+    seconds = a.seconds or (2.0 if a.quick else 4.0)
+    flow_counts = [65536] if a.quick else [1000, 65536, 1000000]
+    if os.geteuid() != 0:
+        sys.exit("perf/run: needs root (DPDK EAL)")
+    for tool in ("dpdk-testpmd", "cargo"):
+        if not shutil.which(tool):
+            sys.exit(f"perf/run: {tool} missing; run scripts/install-deps.sh")
+    subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+    try:
+        hugepages_before = int(open("/proc/sys/vm/nr_hugepages").read())
+    except OSError:
+        hugepages_before = None
+    need = mem_mb(mbufs_for(2 * max(flow_counts))) + 512
+    reserve_hugepages(need)
+    print(f"hugepages: {'yes' if USE_HUGEPAGES else 'no (--no-huge)'} "
+          f"({hugepages_free_mb()} MiB free, {need} MiB needed)", flush=True)
+    os.makedirs(a.out, exist_ok=True)
+    cache = tempfile.mkdtemp(prefix="sy-perf-")
+    work = tempfile.mkdtemp(prefix="sy-perf-run-")
+    started = time.time()
+    rows = []
+    baselines = {}
+    try:
+        for flows in flow_counts:
+            base = {}
+            # testpmd io: what the vdev alone delivers (on the forward-only traffic).
+            io_pcap = gen("dsr", flows, cache)
+            base["io"] = statistics.median(run_testpmd("io", io_pcap, flows, seconds)
+                                           for _ in range(runs))
+            print(f"testpmd io       {flows:>8} flows: {base['io']:.2f} Mpps", flush=True)
+            for mode in ("dsr", "proxy", "gateway"):
+                pcap = gen(mode, flows, cache)
+                res, swap = alternate(mode, flows, pcap, runs, seconds, work)
+                med, macswap, paired = cell_stats(res, swap)
+                base[f"macswap_{mode}"] = round(macswap, 3)
+                print(f"testpmd macswap  {flows:>8} flows ({mode} pcap): {macswap:.2f} Mpps",
+                      flush=True)
+                row = {
+                    "mode": mode, "flows": flows,
+                    "mpps": round(med["mpps"], 3),
+                    "mpps_runs": [round(r["mpps"], 3) for r in res],
+                    "testpmd_macswap_mpps": round(macswap, 3),
+                    "testpmd_macswap_runs": [round(x, 3) for x in swap],
+                    "ratio_macswap": round(med["mpps"] / macswap, 3),
+                    "ratio_macswap_paired": round(paired, 3),
+                    "ns_per_packet": round(1000 / med["mpps"], 1),
+                    "busy_ns_per_packet": {k: round(v, 1) for k, v in med["busy_ns"].items()},
+                    "p50_us": round(med["p50_us"], 1), "p99_us": round(med["p99_us"], 1),
+                    "bytes_per_flow": FLOW_BYTES,
+                    "forwarded_share": round(med["forwarded_share"], 4),
+                    "drops": med["drops"],
+                }
+                rows.append(row)
+                bz = row["busy_ns_per_packet"]
+                print(f"switchyard {mode:8} {flows:>8} flows: {row['mpps']:.2f} Mpps "
+                      f"(x{row['ratio_macswap']:.3f} macswap, paired "
+                      f"x{row['ratio_macswap_paired']:.3f}) p99 {row['p99_us']} us, "
+                      f"ns/pkt rx {bz['rx']} work {bz['work']} tx {bz['tx']}", flush=True)
+            baselines[flows] = base
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        # Hugepage files of our EAL instances (a killed run can leave them behind).
+        for d in ("/dev/hugepages", "/dev/hugepages-1G"):
+            for f in (os.listdir(d) if os.path.isdir(d) else []):
+                if f.startswith("sy-perf-"):
+                    try:
+                        os.unlink(os.path.join(d, f))
+                    except OSError:
+                        pass
+        if hugepages_before is not None:
+            # Give back what this run reserved.
+            try:
+                with open("/proc/sys/vm/nr_hugepages", "w") as f:
+                    f.write(str(hugepages_before))
+            except OSError:
+                pass
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc = {"date": when, "quick": a.quick, "runs": runs, "seconds": seconds,
+           "machine": machine(), "testpmd": baselines, "results": rows,
+           "elapsed_s": round(time.time() - started)}
+    md = [f"Measured {when} by `perf/run{' --quick' if a.quick else ''}` "
+          f"(median of {runs} run(s) x {seconds:g} s) on {doc['machine']['cpu']}, "
+          f"{doc['machine']['cores']} cores, DPDK {doc['machine']['dpdk']}; one worker core; "
+          f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}.", "",
+          "| mode | flows | Mpps | testpmd macswap Mpps | x macswap | paired | ns/pkt | rx / work / tx ns | p50 us | p99 us | bytes/flow |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['mode']} | {r['flows']:,} | {r['mpps']:.2f} | "
+                  f"{r['testpmd_macswap_mpps']:.2f} | {r['ratio_macswap']:.3f} | "
+                  f"{r['ratio_macswap_paired']:.3f} | "
+                  f"{r['ns_per_packet']} | {r['busy_ns_per_packet']['rx']:.0f} / "
+                  f"{r['busy_ns_per_packet']['work']:.0f} / {r['busy_ns_per_packet']['tx']:.0f} | "
+                  f"{r['p50_us']} | {r['p99_us']} | {r['bytes_per_flow']} |")
+    md += ["", "testpmd macswap ran on each mode's own pcap (proxy and gateway files hold both "
+           "directions), alternating with Switchyard's runs; testpmd io on the forward traffic: "
+           + ", ".join(f"{f:,} flows {b['io']:.2f} Mpps" for f, b in baselines.items()) + ". "
+           "rx / work / tx: the worker's own split of its time per packet (its busy_*_ns "
+           "counters): in the driver's rx burst (the vdev copying each stored frame into an "
+           "mbuf), deciding and rewriting, and the rest of the round (tx bursts). x macswap: "
+           "median Mpps over median testpmd Mpps; paired: median of each run's ratio to the "
+           "testpmd run just before it."]
+    text = "\n".join(md) + "\n"
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # A quick run never replaces the full run's table that the README quotes.
+    names = ("quick",) if a.quick else ("latest", stamp)
+    for name in names:
+        with open(os.path.join(a.out, f"{name}.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+        with open(os.path.join(a.out, f"{name}.md"), "w") as f:
+            f.write(text)
+    print()
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
