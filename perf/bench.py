@@ -43,7 +43,7 @@ CONFIG = """
 eal_args = [{mem}, "--no-pci", "--file-prefix", "sy-perf-{tag}",
             "--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
 mbufs = {mbufs}
-mbuf_cache = 512
+mbuf_cache = 250
 rx_descriptors = 1024
 tx_descriptors = 1024
 [cores]
