@@ -131,12 +131,18 @@ fn dsr_backend_without_the_vip_on_lo_is_marked_down() {
     let mut lb = Balancer::start(&with_health(&lab.config("lab-dsr.toml"), health));
     lab.wait_for_vip();
     wait_state("10.20.0.11", true, Duration::from_secs(5));
-    assert!(
-        web_state("10.20.0.11").unwrap()["health"]["checks"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
+    // Checked, and up, before the VIP goes: a backend starts up before its first check (at
+    // 300 ms), so "up" alone can come before any check has run.
+    let t = Instant::now();
+    while web_state("10.20.0.11").unwrap()["health"]["checks"]
+        .as_u64()
+        .unwrap()
+        == 0
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "no health check ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(web_state("10.20.0.11").unwrap()["healthy"], true);
     let o = lab.exec("b1", &["ip", "addr", "del", "10.20.0.100/32", "dev", "lo"]);
     assert!(o.status.success());
     wait_state("10.20.0.11", false, Duration::from_secs(5));
