@@ -27,15 +27,21 @@ fn web_state(addr: &str) -> Option<Value> {
 }
 
 fn wait_state(addr: &str, healthy: bool, within: Duration) -> Duration {
+    let what = if healthy { "up" } else { "down" };
+    wait_for(addr, what, within, |b| b["healthy"] == healthy)
+}
+
+/// Polls backend `addr` of "web" until `cond` holds (`what` says what for the failure
+/// message); returns how long that took.
+fn wait_for(addr: &str, what: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Duration {
     let t = Instant::now();
     loop {
-        if web_state(addr).is_some_and(|b| b["healthy"] == healthy) {
+        if web_state(addr).is_some_and(|b| cond(&b)) {
             return t.elapsed();
         }
         assert!(
             t.elapsed() < within,
-            "{addr} not {} within {within:?}: {:?}",
-            if healthy { "up" } else { "down" },
+            "{addr} not {what} within {within:?}: {:?}",
             web_state(addr)
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -133,15 +139,9 @@ fn dsr_backend_without_the_vip_on_lo_is_marked_down() {
     wait_state("10.20.0.11", true, Duration::from_secs(5));
     // Checked, and up, before the VIP goes: a backend starts up before its first check (at
     // 300 ms), so "up" alone can come before any check has run.
-    let t = Instant::now();
-    while web_state("10.20.0.11").unwrap()["health"]["checks"]
-        .as_u64()
-        .unwrap()
-        == 0
-    {
-        assert!(t.elapsed() < Duration::from_secs(5), "no health check ran");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("10.20.0.11", "checked", Duration::from_secs(5), |b| {
+        b["health"]["checks"].as_u64().unwrap() > 0
+    });
     assert_eq!(web_state("10.20.0.11").unwrap()["healthy"], true);
     let o = lab.exec("b1", &["ip", "addr", "del", "10.20.0.100/32", "dev", "lo"]);
     assert!(o.status.success());
