@@ -405,7 +405,7 @@ impl Datapath {
             (None, None) => return self.route(p, l2, &ip, in_if, now),
         };
         if ip.is_fragment {
-            let a = FragAction::Conn(id, dir);
+            let a = FragAction::Conn(key);
             self.frags
                 .remember(key.src, key.dst, ip.id, ip.proto, a, now);
         }
@@ -594,10 +594,14 @@ impl Datapath {
         let (src, dst) = (u32::from(ip.src), u32::from(ip.dst));
         match self.frags.find(src, dst, ip.id, ip.proto, now) {
             Some(FragAction::Steer(w)) => Verdict::Steer(w),
-            Some(FragAction::Conn(id, dir)) => {
-                self.flows.conn_mut(id).touch(now);
-                self.send(p, l2, ip, in_if, id, dir, false, now)
-            }
+            Some(FragAction::Conn(key)) => match self.lookup(&key, key.hash(), now) {
+                Some((id, dir)) => {
+                    self.flows.conn_mut(id).touch(now);
+                    self.send(p, l2, ip, in_if, id, dir, false, now)
+                }
+                // The conn ended since the first fragment.
+                None => Verdict::Drop(DropReason::FragmentNoFlow),
+            },
             None if local == Some(LocalKind::Interface) && self.kernel(in_if) => Verdict::ToKernel,
             None if local == Some(LocalKind::Interface) => Verdict::Drop(DropReason::Fragment),
             None if local.is_none() && self.snap.routing => self.route(p, l2, ip, in_if, now),
@@ -1476,6 +1480,45 @@ mode = "{mode}"
             &later[34..],
             &early[34..],
             "later fragment payload untouched"
+        );
+    }
+
+    #[test]
+    fn a_later_fragment_does_not_follow_a_conn_that_ended() {
+        // UDP conns idle for over a second end; the fragment entry lives two.
+        let text = cfg("proxy", "", "[flows.timeouts]\nudp_s = 1");
+        let (mut d, _) = dp_with(&text, 1, 0);
+        let mut first = pkt(CLIENT, VIP, 5353, 53, PROTO_UDP, 0);
+        first[14 + 4..14 + 6].copy_from_slice(&0x4242u16.to_be_bytes());
+        first[14 + 6] = 0x20; // MF
+        let mut first = crate::wire::tests::with_ip_checksum(first, ETH_HDR);
+        let mut later = first.clone();
+        later[14 + 6] = 0x00;
+        later[14 + 7] = 0x02; // offset 16 bytes, last fragment
+        let later = crate::wire::tests::with_ip_checksum(later, ETH_HDR);
+        assert_eq!(
+            d.process(&mut first, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        let mut f = later.clone();
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 100, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        // The conn ends (reclaimed by the sweep) and another flow's conn is created, which
+        // may take the ended one's place in the table.
+        d.sweep(1_200, usize::MAX);
+        assert_eq!(d.flows.active(), 0);
+        let mut other = pkt(CLIENT, VIP, 5354, 53, PROTO_UDP, 0);
+        assert_eq!(
+            d.process(&mut other, IfIdx(0), 1_200, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        let mut f = later.clone();
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 1_300, false),
+            Verdict::Drop(DropReason::FragmentNoFlow),
+            "the fragment's conn is gone: dropped, not sent along another conn"
         );
     }
 

@@ -3,19 +3,21 @@
 //! The first fragment carries the L4 header, so it is balanced like any packet of its flow
 //! (and, in NAT modes, translated, including its ports and the L4 checksum, which RFC 1624
 //! updates without seeing the rest of the datagram). Its (source, destination, protocol, IP id)
-//! is remembered for a short time with what was decided: the conn and direction, or the core
-//! it was handed to. Later fragments of the same datagram follow that decision (addresses
-//! translated, ports untouched). A later fragment that arrives before its first fragment, or
-//! after the entry expired, is dropped and counted (`fragment_no_flow`); the sender's IP
-//! retransmission recovers. Fragments addressed to the balancer itself are dropped
+//! is remembered for a short time with what was decided: the conn (by its tuple, looked up
+//! again for each later fragment) or the core it was handed to. Later fragments of the same
+//! datagram follow that decision (addresses translated, ports untouched). A later fragment
+//! that arrives before its first fragment, after the entry expired, or after its conn ended,
+//! is dropped and counted (`fragment_no_flow`); the sender's IP retransmission recovers. Fragments addressed to the balancer itself are dropped
 //! (`fragment`). Direct-mapped, fixed size, per core.
 
-use crate::flow::{ConnId, Dir, fmix64};
+use crate::flow::{FlowKey, fmix64};
 
 /// What the first fragment of a datagram led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FragAction {
-    Conn(ConnId, Dir),
+    /// The conn holding this tuple, looked up again for each later fragment: a conn that
+    /// ended meanwhile (its table slot perhaps another conn's now) is not followed.
+    Conn(FlowKey),
     /// Handed to this worker.
     Steer(u16),
 }
@@ -94,10 +96,10 @@ mod tests {
     fn later_fragments_find_the_first_ones_decision_until_timeout() {
         let mut t = FragTable::new(2000);
         assert_eq!(t.find(1, 2, 7, 17, 0), None);
-        t.remember(1, 2, 7, 17, FragAction::Conn(ConnId(5), Dir::Forward), 100);
+        t.remember(1, 2, 7, 17, FragAction::Conn(FlowKey::default()), 100);
         assert_eq!(
             t.find(1, 2, 7, 17, 150),
-            Some(FragAction::Conn(ConnId(5), Dir::Forward))
+            Some(FragAction::Conn(FlowKey::default()))
         );
         assert_eq!(t.find(1, 2, 8, 17, 150), None, "other datagram");
         assert_eq!(t.find(1, 2, 7, 17, 2101), None, "expired");
