@@ -106,6 +106,10 @@ impl Worker {
                 // by one.
                 let in_if = IfIdx(pi as u16);
                 let mut fast = 0u32;
+                // Each frame's direction is guessed (a reply in a NAT mode or not), which
+                // decides the lines its prefetches read. Reverse tuples exist only with NAT
+                // conns: without any, every guess is "forward" and costs nothing.
+                let nat = self.dp.flows.has_reverse_tuples();
                 if let Some(gate) = self.dp.fast_gate(in_if) {
                     for (i, p) in pre.iter_mut().enumerate().take(n) {
                         if rx
@@ -113,7 +117,8 @@ impl Worker {
                             .is_some_and(|f| Datapath::pre_parse_into(f, &gate, p))
                         {
                             fast |= 1 << i;
-                            self.dp.flows.prefetch_buckets(p.hash);
+                            let rev = nat && self.dp.guess_reverse(p.key.dst);
+                            self.dp.flows.prefetch_buckets(p.hash, rev);
                         }
                     }
                 }
@@ -122,14 +127,16 @@ impl Worker {
                 // the conn: the lookup tries it first.
                 for (i, p) in pre.iter_mut().enumerate().take(n.min(PREFETCH_AHEAD)) {
                     if fast & (1 << i) != 0 {
-                        p.hint = self.dp.flows.prefetch_conn(p.hash);
+                        let rev = nat && self.dp.guess_reverse(p.key.dst);
+                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
                     }
                 }
                 for i in 0..n {
                     let ahead = i + PREFETCH_AHEAD;
                     if ahead < n && fast & (1 << ahead) != 0 {
                         let p = &mut pre[ahead];
-                        p.hint = self.dp.flows.prefetch_conn(p.hash);
+                        let rev = nat && self.dp.guess_reverse(p.key.dst);
+                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
                     }
                     let Some(mut m) = rx.take(i) else { continue };
                     let is_fast = fast & (1 << i) != 0;

@@ -83,6 +83,15 @@ pub(super) struct Hop {
 /// Slots of the direct-mapped reverse-direction cache (client address -> hop).
 const REV_SLOTS: usize = 1024;
 
+/// Bits of the VIP filter ([`FastCache::vips`]).
+const VIP_BITS: usize = 256;
+
+/// The VIP filter's bit for an address.
+#[inline]
+fn vip_bit(addr: u32) -> usize {
+    (addr.wrapping_mul(0x9e37_79b1) >> 24) as usize % VIP_BITS
+}
+
 /// Per-worker caches of the fast lane. Rebuilt or invalidated on the control path only.
 pub(super) struct FastCache {
     epoch: u32,
@@ -96,6 +105,11 @@ pub(super) struct FastCache {
     fwd: Vec<Hop>,
     /// Direct-mapped by client address: the hop of replies to that client.
     rev: Box<[Hop; REV_SLOTS]>,
+    /// A filter of the VIP addresses: bit [`vip_bit`] of each is set. A packet to an
+    /// address without its bit is not to a VIP, so its tuple is most likely a conn's
+    /// reverse tuple (a reply to a SNAT address or, in gateway mode, to a client); only
+    /// prefetching follows the guess, never a decision.
+    vips: [u64; VIP_BITS / 64],
 }
 
 impl FastCache {
@@ -107,6 +121,7 @@ impl FastCache {
             services: Vec::new(),
             fwd: Vec::new(),
             rev: Box::new([Hop::default(); REV_SLOTS]),
+            vips: [0; VIP_BITS / 64],
         };
         c.rebuild(snap);
         c
@@ -125,6 +140,11 @@ impl FastCache {
             let special = s.removed || (s.mode == Mode::Gateway && !snap.routing);
             (!special).then_some(s.mode)
         }));
+        self.vips = [0; VIP_BITS / 64];
+        for s in &snap.services {
+            let b = vip_bit(u32::from(s.vip));
+            self.vips[b / 64] |= 1 << (b % 64);
+        }
         self.fwd.clear();
         self.fwd.resize(snap.backends.len(), Hop::default());
         self.invalidate();
@@ -149,6 +169,14 @@ impl Datapath {
     pub fn fast_gate(&self, in_if: IfIdx) -> Option<Gate> {
         let &(mac, vlan) = self.fast.ifaces.get(usize::from(in_if.0))?;
         Some(Gate { mac, vlan })
+    }
+
+    /// Whether a packet to `dst` is most likely a conn's reverse tuple: `dst` is not a VIP
+    /// (a guess for the prefetches, see [`FastCache::vips`]).
+    #[inline(always)]
+    pub fn guess_reverse(&self, dst: u32) -> bool {
+        let b = vip_bit(dst);
+        self.fast.vips[b / 64] & (1 << (b % 64)) == 0
     }
 
     /// First pass over a frame received where `gate` says (see the module documentation):

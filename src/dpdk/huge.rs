@@ -1,6 +1,6 @@
 //! [`HugeSlice`]: a fixed-size table in its own anonymous mapping, 2 MiB aligned and advised
 //! to the kernel as transparent-huge-page memory *before* it is first touched, so the kernel
-//! backs it with 2 MiB pages from the first fault. A 1M-conn table spans 58 MB: with 4 KiB
+//! backs it with 2 MiB pages from the first fault. A 1M-conn table spans 57 MiB: with 4 KiB
 //! pages nearly every packet would also miss the TLB (and in a VM a TLB miss walks two page
 //! tables). Advice only: where THP is off the table still works on 4 KiB pages.
 
