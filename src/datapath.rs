@@ -180,6 +180,10 @@ impl Datapath {
         self.ctr.set(Ctr::FlowsCreated, f.created);
         self.ctr.set(Ctr::FlowsExpired, f.expired);
         self.ctr.set(Ctr::FlowsActive, self.flows.active() as u64);
+        self.ctr
+            .set(Ctr::FlowCapacity, self.flows.capacity() as u64);
+        self.ctr
+            .set(Ctr::FlowTableBytes, self.flows.memory_bytes() as u64);
         // Only the backends that exist (the array is sized for the most there can be).
         let n = self.snap.backends.len().min(self.backend_conns.len());
         self.load.publish(self.me.index, &self.backend_conns[..n]);

@@ -40,6 +40,9 @@ pub enum Ctr {
     FlowsCreated,
     FlowsExpired,
     FlowsActive,
+    /// Gauges: the conn table's capacity and its memory in bytes (set at publish).
+    FlowCapacity,
+    FlowTableBytes,
     EventsLost,
     SteeredOut,
     SteeredIn,
@@ -73,6 +76,8 @@ const NAMES: [&str; FIXED] = [
     "flows_created",
     "flows_expired",
     "flows_active",
+    "flow_capacity",
+    "flow_table_bytes",
     "events_lost",
     "steered_out",
     "steered_in",

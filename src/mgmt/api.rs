@@ -325,15 +325,28 @@ pub fn metrics(m: &Mgmt) -> String {
     ] {
         per_worker(name, help, &mut reg, c as usize);
     }
-    let active = Family::<WorkerLabel, Gauge>::default();
-    for (w, c) in per.iter().enumerate() {
-        active
-            .get_or_create(&WorkerLabel {
+    for (name, help, ctr) in [
+        ("flows_active", "Live conns", Ctr::FlowsActive),
+        (
+            "flow_capacity",
+            "Conns the table holds at most",
+            Ctr::FlowCapacity,
+        ),
+        (
+            "flow_table_bytes",
+            "Memory of the conn table (conn buckets and index)",
+            Ctr::FlowTableBytes,
+        ),
+    ] {
+        let g = Family::<WorkerLabel, Gauge>::default();
+        for (w, c) in per.iter().enumerate() {
+            g.get_or_create(&WorkerLabel {
                 worker: w.to_string(),
             })
-            .set(c.get(Ctr::FlowsActive) as i64);
+            .set(c.get(ctr) as i64);
+        }
+        reg.register(name, help, g);
     }
-    reg.register("flows_active", "Live conns", active);
     // Where a worker's busy rounds go: the driver's rx burst, deciding and rewriting, the rest
     // (tx bursts, exception path, steered frames). The worker counts nanoseconds.
     let busy = Family::<PhaseLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
