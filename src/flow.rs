@@ -345,8 +345,13 @@ const KICK_DEPTH: u8 = 2;
 const CONN_KICK_DEPTH: u8 = 8;
 
 /// "No conn hint" for [`FlowTable::lookup_hinted`]: never a reference (locations stay below
-/// 2^31 - 1, see [`FlowTable::new`]).
+/// 2^31 - 2, see [`FlowTable::new`]).
 pub const NO_HINT: u32 = u32::MAX;
+
+/// What a burst's first pass leaves in a packet's hint field for the second when it guessed
+/// the packet to be a reverse tuple ([`FlowTable::prefetch_buckets`]): not a reference
+/// either, so as a hint it names nothing.
+pub const REVERSE_GUESS: u32 = u32::MAX - 1;
 
 /// 64 bytes: eight signatures and eight conn references (see [`conn_ref`]).
 #[derive(Clone, Copy, Default)]
@@ -510,10 +515,10 @@ impl FlowTable {
     pub fn prefetch_buckets(&self, hash: u64, reverse: bool) {
         if reverse {
             let (a, _) = candidates(hash, self.n_buckets);
-            crate::dpdk::prefetch0(&self.index[a]);
+            self.index.prefetch(a);
         } else {
             let (a, _) = self.conn_candidates(hash);
-            crate::dpdk::prefetch0(&self.conns[a * CWAYS]);
+            self.conns.prefetch(a * CWAYS);
         }
     }
 
@@ -530,12 +535,12 @@ impl FlowTable {
             let bucket = &self.index[a];
             match bucket.matching(sig) {
                 0 => {
-                    crate::dpdk::prefetch0(&self.index[b]);
+                    self.index.prefetch(b);
                     NO_HINT
                 }
                 m => {
                     let r = bucket.r[m.trailing_zeros() as usize];
-                    crate::dpdk::prefetch0(&self.conns[ref_conn(r) as usize]);
+                    self.conns.prefetch(ref_conn(r) as usize);
                     r
                 }
             }
@@ -544,14 +549,15 @@ impl FlowTable {
             let (a, b) = self.conn_candidates(hash);
             let i = a * CWAYS;
             let words = key.words();
-            if self.conns[i].words() == words {
-                conn_ref(i as u32, Dir::Forward)
-            } else if self.conns[i + 1].words() == words {
-                conn_ref(i as u32 + 1, Dir::Forward)
-            } else {
-                // Not in its first bucket: in the second if anywhere, which the hint names.
-                crate::dpdk::prefetch0(&self.conns[b * CWAYS]);
-                conn_ref((b * CWAYS) as u32, Dir::Forward)
+            match self.conns.get(i..i + CWAYS) {
+                Some([c0, _]) if c0.words() == words => conn_ref(i as u32, Dir::Forward),
+                Some([_, c1]) if c1.words() == words => conn_ref(i as u32 + 1, Dir::Forward),
+                _ => {
+                    // Not in its first bucket: in the second if anywhere, which the hint
+                    // names.
+                    self.conns.prefetch(b * CWAYS);
+                    conn_ref((b * CWAYS) as u32, Dir::Forward)
+                }
             }
         }
     }

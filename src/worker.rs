@@ -12,6 +12,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::datapath::{Control, Datapath, Pre, Verdict};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
+use crate::flow::REVERSE_GUESS;
 use crate::lb::{IfIdx, Snapshot};
 use crate::stats::{Ctr, LatencyHistogram, WorkerStats};
 use crate::wire::{self, DropReason};
@@ -117,7 +118,11 @@ impl Worker {
                             .is_some_and(|f| Datapath::pre_parse_into(f, &gate, p))
                         {
                             fast |= 1 << i;
+                            // The guess waits in the hint field for the second pass.
                             let rev = nat && self.dp.guess_reverse(p.key.dst);
+                            if rev {
+                                p.hint = REVERSE_GUESS;
+                            }
                             self.dp.flows.prefetch_buckets(p.hash, rev);
                         }
                     }
@@ -127,7 +132,7 @@ impl Worker {
                 // the conn: the lookup tries it first.
                 for (i, p) in pre.iter_mut().enumerate().take(n.min(PREFETCH_AHEAD)) {
                     if fast & (1 << i) != 0 {
-                        let rev = nat && self.dp.guess_reverse(p.key.dst);
+                        let rev = p.hint == REVERSE_GUESS;
                         p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
                     }
                 }
@@ -135,7 +140,7 @@ impl Worker {
                     let ahead = i + PREFETCH_AHEAD;
                     if ahead < n && fast & (1 << ahead) != 0 {
                         let p = &mut pre[ahead];
-                        let rev = nat && self.dp.guess_reverse(p.key.dst);
+                        let rev = p.hint == REVERSE_GUESS;
                         p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
                     }
                     let Some(mut m) = rx.take(i) else { continue };
