@@ -36,7 +36,11 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SYBIN") or os.path.join(ROOT, "target", "release", "switchyard")
 API = "127.0.0.1:9199"
-FLOW_BYTES = 50  # conn slab + index per flow of capacity (src/flow.rs)
+# Conn-table capacity per worker: None for the shipped default (1,048,576: what an operator
+# runs, and what a 1M-flow cell needs), or a multiple of a cell's flows (plus 1024), a table
+# sized to the load (`--capacity-factor`, perf/run and perf/cells; results up to
+# 2026-12-01 12:00 used 1.1).
+CAPACITY_FACTOR = None
 
 CONFIG = """
 [dpdk]
@@ -50,7 +54,7 @@ tx_descriptors = 1024
 management = 0
 workers = [1]
 [flows]
-capacity_per_core = {capacity}
+{capacity}
 [api]
 listen = "{api}"
 [log]
@@ -140,7 +144,8 @@ def write_config(mode, flows, pcap, workdir, tag, api_addr):
         snat = "snat_addresses = [" + ", ".join(f'"10.20.0.{200 + k}"' for k in range(20)) + "]"
     mem = ", ".join(f'"{a}"' for a in memory_args(mbufs))
     cfg = CONFIG.format(mem=mem, tag=tag, pcap=pcap, mbufs=mbufs,
-                        capacity=int(flows * 1.1) + 1024, api=api_addr, snat=snat, mode=mode)
+                        capacity=("" if CAPACITY_FACTOR is None else
+                                  f"capacity_per_core = {int(flows * CAPACITY_FACTOR) + 1024}"), api=api_addr, snat=snat, mode=mode)
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
         f.write(cfg)
@@ -196,6 +201,11 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None):
             "p50_us": lat["p50_ns"] / 1000,
             "p99_us": lat["p99_ns"] / 1000,
             "flows_active": b["flows_active"],
+            # Measured, not assumed: the table's memory over its capacity (one worker; None
+            # from a build without these gauges, for A/B runs against older builds).
+            "bytes_per_flow": (b["flow_table_bytes"] // max(b["flow_capacity"], 1)
+                               if "flow_table_bytes" in b else None),
+            "flow_capacity": b.get("flow_capacity"),
         }
     finally:
         p.send_signal(signal.SIGINT)
@@ -312,7 +322,12 @@ def main():
     ap.add_argument("--runs", type=int)
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--out", default=os.path.join(ROOT, "perf", "results"))
+    ap.add_argument("--capacity-factor", type=float,
+                    help="conn-table capacity per worker as a multiple of the flows (+1024) "
+                         "instead of the default config's")
     a = ap.parse_args()
+    global CAPACITY_FACTOR
+    CAPACITY_FACTOR = a.capacity_factor
     runs = a.runs or (1 if a.quick else 3)
     seconds = a.seconds or (2.0 if a.quick else 4.0)
     flow_counts = [65536] if a.quick else [1000, 65536, 1000000]
@@ -362,7 +377,8 @@ def main():
                     "ns_per_packet": round(1000 / med["mpps"], 1),
                     "busy_ns_per_packet": {k: round(v, 1) for k, v in med["busy_ns"].items()},
                     "p50_us": round(med["p50_us"], 1), "p99_us": round(med["p99_us"], 1),
-                    "bytes_per_flow": FLOW_BYTES,
+                    "bytes_per_flow": med["bytes_per_flow"],
+                    "flow_capacity": med["flow_capacity"],
                     "forwarded_share": round(med["forwarded_share"], 4),
                     "drops": med["drops"],
                 }
@@ -392,12 +408,17 @@ def main():
                 pass
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = {"date": when, "quick": a.quick, "runs": runs, "seconds": seconds,
+           "capacity_factor": CAPACITY_FACTOR,
            "machine": machine(), "testpmd": baselines, "results": rows,
            "elapsed_s": round(time.time() - started)}
     md = [f"Measured {when} by `perf/run{' --quick' if a.quick else ''}` "
           f"(median of {runs} run(s) x {seconds:g} s) on {doc['machine']['cpu']}, "
           f"{doc['machine']['cores']} cores, DPDK {doc['machine']['dpdk']}; one worker core; "
-          f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}.", "",
+          f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}; conn table "
+          + ("of the default config (" + f"{rows[0]['flow_capacity']:,}" + " conns per worker)"
+             if CAPACITY_FACTOR is None and rows and rows[0].get("flow_capacity")
+             else "of the default config" if CAPACITY_FACTOR is None
+             else f"sized to the flows (x{CAPACITY_FACTOR:g} + 1024)") + ".", "",
           "| mode | flows | Mpps | testpmd macswap Mpps | x macswap | paired | ns/pkt | rx / work / tx ns | p50 us | p99 us | bytes/flow |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
