@@ -1452,17 +1452,22 @@ mode = "{mode}"
         let _ = lport;
     }
 
-    #[test]
-    fn later_fragments_follow_the_first() {
-        let mut d = dp("gateway");
-        let mut first = pkt(CLIENT, VIP, 5353, 53, PROTO_UDP, 0);
+    /// The first and the last fragment of one UDP datagram from the client to VIP:53.
+    fn fragment_pair(sport: u16) -> (Vec<u8>, Vec<u8>) {
+        let mut first = pkt(CLIENT, VIP, sport, 53, PROTO_UDP, 0);
         first[14 + 4..14 + 6].copy_from_slice(&0x4242u16.to_be_bytes());
         first[14 + 6] = 0x20; // MF
-        let mut first = crate::wire::tests::with_ip_checksum(first, ETH_HDR);
+        let first = crate::wire::tests::with_ip_checksum(first, ETH_HDR);
         let mut later = first.clone();
         later[14 + 6] = 0x00;
         later[14 + 7] = 0x02; // offset 16 bytes, last fragment
-        let mut later = crate::wire::tests::with_ip_checksum(later, ETH_HDR);
+        (first, crate::wire::tests::with_ip_checksum(later, ETH_HDR))
+    }
+
+    #[test]
+    fn later_fragments_follow_the_first() {
+        let mut d = dp("gateway");
+        let (mut first, mut later) = fragment_pair(5353);
         let mut early = later.clone();
         assert_eq!(
             d.process(&mut early, IfIdx(0), 0, false),
@@ -1492,14 +1497,7 @@ mode = "{mode}"
         // UDP conns idle for over a second end; the fragment entry lives two.
         let text = cfg("proxy", "", "[flows.timeouts]\nudp_s = 1");
         let (mut d, _) = dp_with(&text, 1, 0);
-        let mut first = pkt(CLIENT, VIP, 5353, 53, PROTO_UDP, 0);
-        first[14 + 4..14 + 6].copy_from_slice(&0x4242u16.to_be_bytes());
-        first[14 + 6] = 0x20; // MF
-        let mut first = crate::wire::tests::with_ip_checksum(first, ETH_HDR);
-        let mut later = first.clone();
-        later[14 + 6] = 0x00;
-        later[14 + 7] = 0x02; // offset 16 bytes, last fragment
-        let later = crate::wire::tests::with_ip_checksum(later, ETH_HDR);
+        let (mut first, later) = fragment_pair(5353);
         assert_eq!(
             d.process(&mut first, IfIdx(0), 0, false),
             Verdict::Forward(IfIdx(0))
