@@ -1497,28 +1497,19 @@ mode = "{mode}"
         // UDP conns idle for over a second end; the fragment entry lives two.
         let text = cfg("proxy", "", "[flows.timeouts]\nudp_s = 1");
         let (mut d, _) = dp_with(&text, 1, 0);
-        let (mut first, later) = fragment_pair(5353);
-        assert_eq!(
-            d.process(&mut first, IfIdx(0), 0, false),
-            Verdict::Forward(IfIdx(0))
-        );
-        let mut f = later.clone();
-        assert_eq!(
-            d.process(&mut f, IfIdx(0), 100, false),
-            Verdict::Forward(IfIdx(0))
-        );
+        let (first, later) = fragment_pair(5353);
+        let other = pkt(CLIENT, VIP, 5354, 53, PROTO_UDP, 0);
+        let at = |d: &mut Datapath, f: &[u8], now| d.process(&mut f.to_vec(), IfIdx(0), now, false);
+        let fwd = Verdict::Forward(IfIdx(0));
+        assert_eq!(at(&mut d, &first, 0), fwd);
+        assert_eq!(at(&mut d, &later, 100), fwd);
         // The conn ends (reclaimed by the sweep) and another flow's conn is created, which
         // may take the ended one's place in the table.
         d.sweep(1_200, usize::MAX);
         assert_eq!(d.flows.active(), 0);
-        let mut other = pkt(CLIENT, VIP, 5354, 53, PROTO_UDP, 0);
+        assert_eq!(at(&mut d, &other, 1_200), fwd);
         assert_eq!(
-            d.process(&mut other, IfIdx(0), 1_200, false),
-            Verdict::Forward(IfIdx(0))
-        );
-        let mut f = later.clone();
-        assert_eq!(
-            d.process(&mut f, IfIdx(0), 1_300, false),
+            at(&mut d, &later, 1_300),
             Verdict::Drop(DropReason::FragmentNoFlow),
             "the fragment's conn is gone: dropped, not sent along another conn"
         );
