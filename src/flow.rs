@@ -739,8 +739,11 @@ impl FlowTable {
     fn conn_kick(&mut self, bi: usize, depth: u8) -> Option<usize> {
         for pass in 0..2 {
             for i in bi * CWAYS..(bi + 1) * CWAYS {
-                let (x, y) = self.conn_candidates(self.key_of(&self.conns[i], Dir::Forward).hash());
-                let alt = if x == bi { y } else { x };
+                // A deeper step of this search may have emptied or refilled this slot.
+                if !self.conns[i].in_use() {
+                    return Some(i);
+                }
+                let alt = self.other_bucket(i, bi);
                 if alt == bi {
                     continue;
                 }
@@ -752,12 +755,27 @@ impl FlowTable {
                     None
                 };
                 if let Some(to) = room {
-                    self.move_conn(i, to);
-                    return Some(i);
+                    if !self.conns[i].in_use() {
+                        return Some(i);
+                    }
+                    // Only the conn `alt` was worked out for may go there: making room in
+                    // `alt` can have moved another conn (whose buckets are this one and some
+                    // third) into slot i. Then `to` stays free and the next way is tried.
+                    if self.other_bucket(i, bi) == alt {
+                        self.move_conn(i, to);
+                        return Some(i);
+                    }
                 }
             }
         }
         None
+    }
+
+    /// The candidate bucket of the conn in slot `i` (in bucket `bi`) that is not `bi`
+    /// (`bi` itself when both candidates are `bi`).
+    fn other_bucket(&self, i: usize, bi: usize) -> usize {
+        let (x, y) = self.conn_candidates(self.key_of(&self.conns[i], Dir::Forward).hash());
+        if x == bi { y } else { x }
     }
 
     /// Moves a live conn to free slot `to`; its reverse index entry follows.
@@ -845,6 +863,10 @@ impl FlowTable {
         for pass in 0..2 {
             for w in 0..WAYS {
                 let (sig, r) = (self.index[bi].sig[w], self.index[bi].r[w]);
+                // A deeper step of this search may have emptied this way.
+                if sig == 0 {
+                    return Some(w);
+                }
                 let c = &self.conns[ref_conn(r) as usize];
                 let (x, y) = candidates(self.key_of(c, ref_dir(r)).hash(), self.n_buckets);
                 let alt = if x == bi { y } else { x };
@@ -859,10 +881,17 @@ impl FlowTable {
                     None
                 };
                 if let Some(aw) = room {
-                    self.index[alt].sig[aw] = sig;
-                    self.index[alt].r[aw] = r;
-                    self.index[bi].sig[w] = 0;
-                    return Some(w);
+                    // Making room in `alt` may have moved this entry away (the way is free)
+                    // or another one in (it may not belong in `alt`: try the next way).
+                    if self.index[bi].sig[w] == 0 {
+                        return Some(w);
+                    }
+                    if (self.index[bi].sig[w], self.index[bi].r[w]) == (sig, r) {
+                        self.index[alt].sig[aw] = sig;
+                        self.index[alt].r[aw] = r;
+                        self.index[bi].sig[w] = 0;
+                        return Some(w);
+                    }
                 }
             }
         }
@@ -1259,6 +1288,61 @@ mod tests {
         assert!(
             first * 10 > cap * 7,
             "{first} of {cap} in their first bucket"
+        );
+    }
+
+    #[test]
+    fn churn_in_a_small_full_table_keeps_every_conn_findable() {
+        // A tiny table run at its capacity with random inserts and removals: deep cuckoo
+        // searches happen all the time, in the conn buckets and in the index. After every
+        // step each live conn must sit in one of its buckets and be found by both tuples.
+        let (mut t, _, rev0) = nat_fixture();
+        let cap = t.capacity();
+        let mut live: Vec<(FlowKey, FlowKey)> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..20_000u32 {
+            if next() % 3 != 0 {
+                let f = FlowKey {
+                    src_port: step as u16,
+                    ..key(next() as u32 % 5000)
+                };
+                let r = FlowKey {
+                    dst_port: 1024 + step as u16,
+                    ..rev0
+                };
+                if t.find(&f, f.hash()).is_none() && t.find(&r, r.hash()).is_none() {
+                    let c = Conn::new(&f, FlowState::Udp, 0, 1).with_reverse(&r);
+                    if t.insert(c, 0).is_ok() {
+                        live.push((f, r));
+                    }
+                }
+            } else if !live.is_empty() {
+                let (f, _) = live.swap_remove(next() as usize % live.len());
+                let (id, _) = t.find(&f, f.hash()).expect("live conn");
+                t.remove(id, &mut none);
+            }
+            for (f, r) in &live {
+                let (id, dir) = t
+                    .find(f, f.hash())
+                    .unwrap_or_else(|| panic!("step {step}: {f:?} lost"));
+                assert_eq!(dir, Dir::Forward);
+                assert_eq!(t.find(r, r.hash()), Some((id, Dir::Reverse)), "step {step}");
+                let (a, b) = t.conn_candidates(f.hash());
+                let bi = id.0 as usize / CWAYS;
+                assert!(bi == a || bi == b, "step {step}: not in its buckets");
+            }
+            assert_eq!(t.active(), live.len());
+            assert!(live.len() <= cap);
+        }
+        assert!(
+            t.counters.full > 0,
+            "the table never filled: the test did not test"
         );
     }
 
