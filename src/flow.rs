@@ -196,7 +196,7 @@ pub struct Conn {
     pub snat_idx: u8,
     /// Milliseconds, wrapping.
     last_seen: u32,
-    /// Stable backend id (see `lb::BackendId`); the free-list link while the slot is free.
+    /// Stable backend id (see `lb::BackendId`).
     pub backend: u32,
     pub service: u16,
     /// Where the backend side's packets go (NAT modes): the SNAT port (proxy) or the client
