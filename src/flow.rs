@@ -275,12 +275,8 @@ impl Conn {
     /// `FlowKey` built and compared field by field (the fast lane's lookup check).
     #[inline(always)]
     pub fn is_forward(&self, k: &FlowKey) -> bool {
-        let wide = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
-        let ports = |a: u16, b: u16| u32::from(a) | (u32::from(b) << 16);
-        (wide(self.client, self.vip) ^ wide(k.src, k.dst))
-            | u64::from(ports(self.cport, self.vport) ^ ports(k.src_port, k.dst_port))
-            | u64::from(self.proto ^ k.proto)
-            == 0
+        let ((a, p), (b, q)) = (self.words(), k.words());
+        (a ^ b) | u64::from(p ^ q) | u64::from(self.proto ^ k.proto) == 0
     }
     /// [`FlowKey::words`] of the forward tuple.
     #[inline(always)]
@@ -785,20 +781,10 @@ impl FlowTable {
         self.conns[from] = Conn::default();
         if c.has_reverse() {
             let key = self.key_of(&c, Dir::Reverse);
-            let (old, new) = (
-                conn_ref(from as u32, Dir::Reverse),
-                conn_ref(to as u32, Dir::Reverse),
-            );
-            let (a, b) = candidates(key.hash(), self.n_buckets);
-            for bi in [a, b] {
-                if let Some(w) =
-                    (0..WAYS).find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == old)
-                {
-                    self.index[bi].r[w] = new;
-                    return;
-                }
+            match self.index_entry(&key, conn_ref(from as u32, Dir::Reverse)) {
+                Some((bi, w)) => self.index[bi].r[w] = conn_ref(to as u32, Dir::Reverse),
+                None => debug_assert!(false, "index entry of a live conn missing"),
             }
-            debug_assert!(false, "index entry of a live conn missing");
         }
     }
 
@@ -843,16 +829,20 @@ impl FlowTable {
     }
 
     fn index_remove(&mut self, key: &FlowKey, r: u32) {
-        let (a, b) = candidates(key.hash(), self.n_buckets);
-        for bi in [a, b] {
-            if let Some(w) =
-                (0..WAYS).find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == r)
-            {
-                self.index[bi].sig[w] = 0;
-                return;
-            }
+        match self.index_entry(key, r) {
+            Some((bi, w)) => self.index[bi].sig[w] = 0,
+            None => debug_assert!(false, "index entry of a live conn missing"),
         }
-        debug_assert!(false, "index entry of a live conn missing");
+    }
+
+    /// Where the index holds reference `r` under `key`: (bucket, way).
+    fn index_entry(&self, key: &FlowKey, r: u32) -> Option<(usize, usize)> {
+        let (a, b) = candidates(key.hash(), self.n_buckets);
+        [a, b].into_iter().find_map(|bi| {
+            (0..WAYS)
+                .find(|&w| self.index[bi].sig[w] != 0 && self.index[bi].r[w] == r)
+                .map(|w| (bi, w))
+        })
     }
 
     /// Frees a slot in full index bucket `bi` by moving an entry to its other candidate
