@@ -239,12 +239,12 @@ mode = "{mode}"
                         f[..len].copy_from_slice(&frames[i]);
                         *p = Datapath::pre_parse(&f[..len], &gate);
                         if let Some(p) = p {
-                            d.flows.prefetch_buckets(p.hash, d.guess_reverse(p.key.dst));
+                            let rev = d.guess_reverse(p.key.dst);
+                            p.hint = d.flows.prefetch_buckets(p.hash, rev);
                         }
                     }
                     for p in pre.iter_mut().flatten() {
-                        let rev = d.guess_reverse(p.key.dst);
-                        p.hint = d.flows.prefetch_conn(&p.key, p.hash, rev);
+                        p.hint = d.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
                     for (f, p) in burst.iter_mut().zip(&pre) {
                         let p = p.as_ref().expect("plain TCP");

@@ -344,10 +344,10 @@ const CONN_KICK_DEPTH: u8 = 8;
 /// 2^31 - 2, see [`FlowTable::new`]).
 pub const NO_HINT: u32 = u32::MAX;
 
-/// What a burst's first pass leaves in a packet's hint field for the second when it guessed
-/// the packet to be a reverse tuple ([`FlowTable::prefetch_buckets`]): not a reference
-/// either, so as a hint it names nothing.
-pub const REVERSE_GUESS: u32 = u32::MAX - 1;
+/// What [`FlowTable::prefetch_buckets`] hands to [`FlowTable::prefetch_conn`] (through the
+/// packet's hint field) when it was told the packet is likely a reverse tuple: not a
+/// reference either, so as a hint it names nothing.
+const REVERSE_GUESS: u32 = u32::MAX - 1;
 
 /// 64 bytes: eight signatures and eight conn references (see [`conn_ref`]).
 #[derive(Clone, Copy, Default)]
@@ -506,26 +506,30 @@ impl FlowTable {
 
     /// Prefetch stage 1 for a burst: where the tuple of `hash` most likely is. Forward
     /// tuples live in their first conn bucket unless it was full, reverse tuples (`reverse`
-    /// is the caller's guess) are found through their first index bucket.
+    /// is the caller's guess) are found through their first index bucket. Returns what stage
+    /// 2 ([`FlowTable::prefetch_conn`]) is to be given, which is also a valid (empty) hint.
     #[inline(always)]
-    pub fn prefetch_buckets(&self, hash: u64, reverse: bool) {
+    pub fn prefetch_buckets(&self, hash: u64, reverse: bool) -> u32 {
         if reverse {
             let (a, _) = candidates(hash, self.n_buckets);
             self.index.prefetch(a);
+            REVERSE_GUESS
         } else {
             let (a, _) = self.conn_candidates(hash);
             self.conns.prefetch(a * CWAYS);
+            NO_HINT
         }
     }
 
-    /// Prefetch stage 2 (stage 1's line now in cache), with the same guess: a forward tuple
+    /// Prefetch stage 2 (stage 1's line now in cache), given what stage 1 returned (`stage1`,
+    /// which carries its guess): a forward tuple
     /// found in its first conn bucket is named at once (no further line needed), else the
     /// second conn bucket is prefetched and named; a reverse guess prefetches the conn a
     /// signature match in the index points at, else the second index bucket. Returns a hint
     /// for [`FlowTable::lookup_hinted`] ([`NO_HINT`] when there is none).
     #[inline(always)]
-    pub fn prefetch_conn(&self, key: &FlowKey, hash: u64, reverse: bool) -> u32 {
-        if reverse {
+    pub fn prefetch_conn(&self, key: &FlowKey, hash: u64, stage1: u32) -> u32 {
+        if stage1 == REVERSE_GUESS {
             let sig = sig_of(hash);
             let (a, b) = candidates(hash, self.n_buckets);
             let bucket = &self.index[a];
@@ -1078,7 +1082,7 @@ mod tests {
             );
             // The first bucket's conn with k's addresses and ports (not its protocol) may be
             // the hint: checked, and the answer is still k's conn.
-            let h = t.prefetch_conn(&k, k.hash(), false);
+            let h = t.prefetch_conn(&k, k.hash(), t.prefetch_buckets(k.hash(), false));
             assert_eq!(
                 t.lookup_hinted(&k, k.hash(), h, 1, &T, &mut none),
                 Some((id, Dir::Forward))
@@ -1092,8 +1096,12 @@ mod tests {
         let other = key(2);
         let nat = Conn::new(&fwd, FlowState::TcpSyn, 0, 1).with_reverse(&rev);
         let id = t.insert(nat, 0).unwrap();
-        let hint = t.prefetch_conn(&fwd, fwd.hash(), false);
-        let rev_hint = t.prefetch_conn(&rev, rev.hash(), true);
+        // The two prefetch stages, with the packet's direction guessed right or wrong.
+        let stages = |t: &FlowTable, k: &FlowKey, reverse: bool| {
+            t.prefetch_conn(k, k.hash(), t.prefetch_buckets(k.hash(), reverse))
+        };
+        let hint = stages(&t, &fwd, false);
+        let rev_hint = stages(&t, &rev, true);
         assert_eq!(
             (hint, rev_hint),
             (conn_ref(id.0, Dir::Forward), conn_ref(id.0, Dir::Reverse))
@@ -1102,9 +1110,9 @@ mod tests {
             t.lookup_hinted(k, k.hash(), h, 1, &T, &mut none)
         };
         // A wrong guess of the direction: no hint, or one naming a bucket without the tuple.
-        let wrong = t.prefetch_conn(&rev, rev.hash(), false);
+        let wrong = stages(&t, &rev, false);
         assert_eq!(hinted(&mut t, &rev, wrong), Some((id, Dir::Reverse)));
-        assert_eq!(t.prefetch_conn(&fwd, fwd.hash(), true), NO_HINT);
+        assert_eq!(stages(&t, &fwd, true), NO_HINT);
         assert_eq!(hinted(&mut t, &fwd, hint), Some((id, Dir::Forward)));
         assert_eq!(hinted(&mut t, &rev, rev_hint), Some((id, Dir::Reverse)));
         // A hint naming another conn, the other direction, or nothing: found by the search.
@@ -1112,7 +1120,7 @@ mod tests {
         assert_eq!(hinted(&mut t, &fwd, rev_hint), Some((id, Dir::Forward)));
         assert_eq!(hinted(&mut t, &fwd, NO_HINT), Some((id, Dir::Forward)));
         assert_eq!(hinted(&mut t, &other, hint), None);
-        let h = t.prefetch_conn(&other, other.hash(), false);
+        let h = stages(&t, &other, false);
         assert_eq!(hinted(&mut t, &other, h), None);
         // The conn is gone; a conn without a reverse tuple whose forward tuple is the old
         // reverse tuple takes its place in the table: the old hints must find only it.

@@ -12,7 +12,6 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::datapath::{Control, Datapath, Pre, Verdict};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
-use crate::flow::REVERSE_GUESS;
 use crate::lb::{IfIdx, Snapshot};
 use crate::stats::{Ctr, LatencyHistogram, WorkerStats};
 use crate::wire::{self, DropReason};
@@ -118,12 +117,9 @@ impl Worker {
                             .is_some_and(|f| Datapath::pre_parse_into(f, &gate, p))
                         {
                             fast |= 1 << i;
-                            // The guess waits in the hint field for the second pass.
+                            // What the second pass needs to know waits in the hint field.
                             let rev = nat && self.dp.guess_reverse(p.key.dst);
-                            if rev {
-                                p.hint = REVERSE_GUESS;
-                            }
-                            self.dp.flows.prefetch_buckets(p.hash, rev);
+                            p.hint = self.dp.flows.prefetch_buckets(p.hash, rev);
                         }
                     }
                 }
@@ -132,16 +128,14 @@ impl Worker {
                 // the conn: the lookup tries it first.
                 for (i, p) in pre.iter_mut().enumerate().take(n.min(PREFETCH_AHEAD)) {
                     if fast & (1 << i) != 0 {
-                        let rev = p.hint == REVERSE_GUESS;
-                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
+                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
                 }
                 for i in 0..n {
                     let ahead = i + PREFETCH_AHEAD;
                     if ahead < n && fast & (1 << ahead) != 0 {
                         let p = &mut pre[ahead];
-                        let rev = p.hint == REVERSE_GUESS;
-                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, rev);
+                        p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
                     let Some(mut m) = rx.take(i) else { continue };
                     let is_fast = fast & (1 << i) != 0;
