@@ -143,9 +143,11 @@ def write_config(mode, flows, pcap, workdir, tag, api_addr):
     if mode == "proxy":
         snat = "snat_addresses = [" + ", ".join(f'"10.20.0.{200 + k}"' for k in range(20)) + "]"
     mem = ", ".join(f'"{a}"' for a in memory_args(mbufs))
+    # No capacity line: the default config's table.
+    capacity = ("" if CAPACITY_FACTOR is None
+                else f"capacity_per_core = {int(flows * CAPACITY_FACTOR) + 1024}")
     cfg = CONFIG.format(mem=mem, tag=tag, pcap=pcap, mbufs=mbufs,
-                        capacity=("" if CAPACITY_FACTOR is None else
-                                  f"capacity_per_core = {int(flows * CAPACITY_FACTOR) + 1024}"), api=api_addr, snat=snat, mode=mode)
+                        capacity=capacity, api=api_addr, snat=snat, mode=mode)
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
         f.write(cfg)
@@ -411,14 +413,16 @@ def main():
            "capacity_factor": CAPACITY_FACTOR,
            "machine": machine(), "testpmd": baselines, "results": rows,
            "elapsed_s": round(time.time() - started)}
+    if CAPACITY_FACTOR is not None:
+        table = f"sized to the flows (x{CAPACITY_FACTOR:g} + 1024)"
+    elif rows and rows[0].get("flow_capacity"):
+        table = f"of the default config ({rows[0]['flow_capacity']:,} conns per worker)"
+    else:
+        table = "of the default config"
     md = [f"Measured {when} by `perf/run{' --quick' if a.quick else ''}` "
           f"(median of {runs} run(s) x {seconds:g} s) on {doc['machine']['cpu']}, "
           f"{doc['machine']['cores']} cores, DPDK {doc['machine']['dpdk']}; one worker core; "
-          f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}; conn table "
-          + ("of the default config (" + f"{rows[0]['flow_capacity']:,}" + " conns per worker)"
-             if CAPACITY_FACTOR is None and rows and rows[0].get("flow_capacity")
-             else "of the default config" if CAPACITY_FACTOR is None
-             else f"sized to the flows (x{CAPACITY_FACTOR:g} + 1024)") + ".", "",
+          f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}; conn table {table}.", "",
           "| mode | flows | Mpps | testpmd macswap Mpps | x macswap | paired | ns/pkt | rx / work / tx ns | p50 us | p99 us | bytes/flow |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

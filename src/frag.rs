@@ -7,8 +7,9 @@
 //! again for each later fragment) or the core it was handed to. Later fragments of the same
 //! datagram follow that decision (addresses translated, ports untouched). A later fragment
 //! that arrives before its first fragment, after the entry expired, or after its conn ended,
-//! is dropped and counted (`fragment_no_flow`); the sender's IP retransmission recovers. Fragments addressed to the balancer itself are dropped
-//! (`fragment`). Direct-mapped, fixed size, per core.
+//! is dropped and counted (`fragment_no_flow`); the sender's IP retransmission recovers.
+//! Fragments addressed to the balancer itself are dropped (`fragment`). Direct-mapped, fixed
+//! size, per core.
 
 use crate::flow::{FlowKey, fmix64};
 
