@@ -507,7 +507,10 @@ impl FlowTable {
     /// Prefetch stage 1 for a burst: where the tuple of `hash` most likely is. Forward
     /// tuples live in their first conn bucket unless it was full, reverse tuples (`reverse`
     /// is the caller's guess) are found through their first index bucket. Returns what stage
-    /// 2 ([`FlowTable::prefetch_conn`]) is to be given, which is also a valid (empty) hint.
+    /// 2 ([`FlowTable::prefetch_conn`]) is to be given, which is also a valid hint: for a
+    /// forward guess, a reference to the first conn bucket (where the tuple most likely is;
+    /// stage 2 then need not work the bucket out from the hash again), else one that names
+    /// nothing.
     #[inline(always)]
     pub fn prefetch_buckets(&self, hash: u64, reverse: bool) -> u32 {
         if reverse {
@@ -517,16 +520,16 @@ impl FlowTable {
         } else {
             let (a, _) = self.conn_candidates(hash);
             self.conns.prefetch(a * CWAYS);
-            NO_HINT
+            conn_ref((a * CWAYS) as u32, Dir::Forward)
         }
     }
 
     /// Prefetch stage 2 (stage 1's line now in cache), given what stage 1 returned (`stage1`,
-    /// which carries its guess): a forward tuple
-    /// found in its first conn bucket is named at once (no further line needed), else the
-    /// second conn bucket is prefetched and named; a reverse guess prefetches the conn a
-    /// signature match in the index points at, else the second index bucket. Returns a hint
-    /// for [`FlowTable::lookup_hinted`] ([`NO_HINT`] when there is none).
+    /// which carries its guess): a forward tuple found in its first conn bucket keeps stage
+    /// 1's reference to that bucket (no further line needed), else the second conn bucket is
+    /// prefetched and named; a reverse guess prefetches the conn a signature match in the
+    /// index points at, else the second index bucket. Returns a hint for
+    /// [`FlowTable::lookup_hinted`] ([`NO_HINT`] when there is none).
     #[inline(always)]
     pub fn prefetch_conn(&self, key: &FlowKey, hash: u64, stage1: u32) -> u32 {
         if stage1 == REVERSE_GUESS {
@@ -545,16 +548,16 @@ impl FlowTable {
                 }
             }
         } else {
-            // Addresses and ports pick the way (the hint is checked in full where used).
-            let (a, b) = self.conn_candidates(hash);
-            let i = a * CWAYS;
+            // Addresses and ports pick the way (the hint is checked in full where used, and
+            // a forward reference stands for both ways of its bucket).
+            let i = ref_conn(stage1) as usize;
             let words = key.words();
             match self.conns.get(i..i + CWAYS) {
-                Some([c0, _]) if c0.words() == words => conn_ref(i as u32, Dir::Forward),
-                Some([_, c1]) if c1.words() == words => conn_ref(i as u32 + 1, Dir::Forward),
+                Some([c0, c1]) if c0.words() == words || c1.words() == words => stage1,
                 _ => {
                     // Not in its first bucket: in the second if anywhere, which the hint
                     // names.
+                    let (_, b) = self.conn_candidates(hash);
                     self.conns.prefetch(b * CWAYS);
                     conn_ref((b * CWAYS) as u32, Dir::Forward)
                 }

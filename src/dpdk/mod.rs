@@ -273,12 +273,15 @@ impl Mbuf {
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
         // SAFETY: we own the mbuf, so reading its header is fine; for a single segment the
         // `data_len` bytes at `buf_addr + data_off` lie inside its buffer and nobody else
-        // aliases them while we hold `&mut self`.
+        // aliases them while we hold `&mut self`. An mbuf from a pool always has a buffer
+        // (`buf_addr` is never NULL), which the compiler is told so that callers do not test
+        // the returned slice for NULL.
         unsafe {
             let m = &*self.0.as_ptr();
             if m.nb_segs != 1 {
                 return None;
             }
+            std::hint::assert_unchecked(!m.buf_addr.is_null());
             let data = m.buf_addr.cast::<u8>().add(usize::from(m.data_off));
             Some(std::slice::from_raw_parts_mut(
                 data,
@@ -399,7 +402,9 @@ impl<const N: usize> MbufArray<N> {
                 N as u16,
             )
         };
-        self.len = usize::from(n);
+        // The PMD returns at most N; saying so lets the compiler drop the bounds checks of
+        // the callers' loops over the burst.
+        self.len = usize::from(n).min(N);
         self.len
     }
 
