@@ -24,7 +24,7 @@
 
 use super::Datapath;
 use crate::config::Mode;
-use crate::flow::{Conn, Dir, FlowKey, FlowState, NO_HINT, Timeouts};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, NO_HINT, Timeouts};
 use crate::lb::{IfIdx, Snapshot};
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
@@ -264,10 +264,29 @@ impl Datapath {
         if c.expired(now, &self.fast.timeouts) {
             return None; // dead: the full path reclaims it and starts a new conn
         }
+        // The mode is decided once per packet, by its service: each mode runs its own copy
+        // of the rest, without the other's tests.
+        match (*self.fast.services.get(usize::from(c.service))?)? {
+            Mode::Dsr => self.fast_forward::<false>(frame, pre, now, id, dir),
+            Mode::Proxy | Mode::Gateway => self.fast_forward::<true>(frame, pre, now, id, dir),
+        }
+    }
+
+    /// The rest of [`Datapath::fast_path`] for conn `id`, met in direction `dir`, of a service
+    /// in a NAT mode (`NAT`) or in DSR.
+    #[inline(always)]
+    fn fast_forward<const NAT: bool>(
+        &mut self,
+        frame: &mut [u8],
+        pre: &Pre,
+        now: u32,
+        id: ConnId,
+        dir: Dir,
+    ) -> Option<IfIdx> {
+        let c = self.flows.conn(id);
         // Only what is needed, not a copy of the whole conn.
         let (service, backend, client) = (c.service, c.backend, c.client);
-        let mode = (*self.fast.services.get(usize::from(service))?)?;
-        let nat = (mode != Mode::Dsr).then(|| nat_endpoints(c, self.flows.endpoint(backend), dir));
+        let nat = NAT.then(|| nat_endpoints(c, self.flows.endpoint(backend), dir));
         let hop = match dir {
             Dir::Forward => self.fwd_hop(backend)?,
             Dir::Reverse => self.rev_hop(client)?,
@@ -281,7 +300,7 @@ impl Datapath {
         let (eth, ip) = frame.split_at_mut_checked(usize::from(pre.l3))?;
         let macs: &mut [u8; 12] = eth.first_chunk_mut()?;
         let ip: &mut [u8; FAST_IP] = ip.first_chunk_mut()?;
-        if nat.is_some() && ip[8] <= 1 {
+        if NAT && ip[8] <= 1 {
             return None; // TTL expiry: the full path answers it
         }
         // Decided: from here on, exactly what the full path does for this packet.
