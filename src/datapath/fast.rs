@@ -303,7 +303,10 @@ impl Datapath {
         if NAT && ip[8] <= 1 {
             return None; // TTL expiry: the full path answers it
         }
-        // Decided: from here on, exactly what the full path does for this packet.
+        // Decided: from here on, exactly what the full path does for this packet. The MACs
+        // first, straight from the hop cache (the hop is a reference into it: no copy).
+        *macs = hop.macs;
+        let iface = hop.iface;
         self.ctr.inc(Ctr::RxPackets);
         self.ctr.add(Ctr::RxBytes, frame_len as u64);
         self.ctr.inc(Ctr::Forwarded);
@@ -319,37 +322,31 @@ impl Datapath {
             // above: the same one-pass translation `nat_translate` picks for this packet.
             wire::nat_apply_fixed(ip, pre.key.proto == PROTO_UDP, src, dst);
         }
-        *macs = hop.macs;
-        Some(IfIdx(hop.iface))
+        Some(IfIdx(iface))
     }
 
     /// The hop of forward packets to `backend`, from the cache or filled in.
     #[inline]
-    fn fwd_hop(&mut self, backend: u32) -> Option<Hop> {
-        let epoch = self.fast.epoch;
+    fn fwd_hop(&mut self, backend: u32) -> Option<&Hop> {
         let slot = backend as usize;
-        let h = *self.fast.fwd.get(slot)?;
-        if h.epoch == epoch {
-            return Some(h);
+        if self.fast.fwd.get(slot)?.epoch != self.fast.epoch {
+            let h = self.fill_hop(Dir::Forward, backend)?;
+            self.fast.fwd[slot] = h;
         }
-        let h = self.fill_hop(Dir::Forward, backend)?;
-        self.fast.fwd[slot] = h;
-        Some(h)
+        self.fast.fwd.get(slot)
     }
 
     /// The hop of replies to `client`: a route lookup and a neighbour, cached per client
     /// address.
     #[inline]
-    fn rev_hop(&mut self, client: u32) -> Option<Hop> {
-        let epoch = self.fast.epoch;
+    fn rev_hop(&mut self, client: u32) -> Option<&Hop> {
         let slot = (client.wrapping_mul(0x9e37_79b9) >> 22) as usize % REV_SLOTS;
-        let h = self.fast.rev[slot];
-        if h.epoch == epoch && h.key == client {
-            return Some(h);
+        let h = self.fast.rev.get(slot)?;
+        if h.epoch != self.fast.epoch || h.key != client {
+            let h = self.fill_hop(Dir::Reverse, client)?;
+            self.fast.rev[slot] = h;
         }
-        let h = self.fill_hop(Dir::Reverse, client)?;
-        self.fast.rev[slot] = h;
-        Some(h)
+        self.fast.rev.get(slot)
     }
 
     /// Works a hop out the full path's way (`next_hop`, then the neighbour table); `None`
