@@ -264,6 +264,11 @@ impl Conn {
     pub fn state(&self) -> FlowState {
         FlowState::from_u8(self.state)
     }
+    /// Whether the conn is in state `s` (`state() == s` without decoding the stored byte).
+    #[inline]
+    pub fn is(&self, s: FlowState) -> bool {
+        self.state == s as u8
+    }
     pub fn set_state(&mut self, s: FlowState) {
         self.state = s as u8;
     }

@@ -131,12 +131,16 @@ impl Worker {
                         p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
                 }
+                // Bit 0 of `ahead`: whether the frame PREFETCH_AHEAD places on is in the fast
+                // lane (bits past the burst are clear).
+                let mut ahead = fast >> PREFETCH_AHEAD;
                 for i in 0..n {
-                    let ahead = i + PREFETCH_AHEAD;
-                    if ahead < n && fast & (1 << ahead) != 0 {
-                        let p = &mut pre[ahead];
+                    if ahead & 1 != 0
+                        && let Some(p) = pre.get_mut(i + PREFETCH_AHEAD)
+                    {
                         p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
+                    ahead >>= 1;
                     let Some(mut m) = rx.take(i) else { continue };
                     let is_fast = fast & (1 << i) != 0;
                     if is_fast {

@@ -376,13 +376,14 @@ pub(super) fn track_tcp(c: &mut Conn, flags: u8) {
     const SYN: u8 = 0x02;
     const RST: u8 = 0x04;
     const ACK: u8 = 0x10;
-    let st = c.state();
+    // The state is compared as it is stored (`Conn::is`), not decoded first: the common
+    // segment (an ACK of an established conn) then costs three flag tests and one compare.
     if flags & (RST | FIN) != 0 {
         c.set_state(FlowState::TcpClosing);
-    } else if flags & SYN != 0 && st == FlowState::TcpClosing {
+    } else if flags & SYN != 0 && c.is(FlowState::TcpClosing) {
         // Port reuse after close: a new connection on the same backend.
         c.set_state(FlowState::TcpSyn);
-    } else if flags & ACK != 0 && st == FlowState::TcpSyn {
+    } else if flags & ACK != 0 && c.is(FlowState::TcpSyn) {
         c.set_state(FlowState::TcpEstablished);
     }
 }
