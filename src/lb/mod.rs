@@ -459,12 +459,12 @@ impl Snapshot {
             }
         }
         for id in 0..ids.backend_count() {
-            if backends.get(id).is_none_or(Option::is_none) {
-                if let Some(mut o) = prev.and_then(|p| p.backends.get(id)).cloned() {
-                    o.removed = true;
-                    o.weight = 0;
-                    put(&mut backends, id, o);
-                }
+            if backends.get(id).is_none_or(Option::is_none)
+                && let Some(mut o) = prev.and_then(|p| p.backends.get(id)).cloned()
+            {
+                o.removed = true;
+                o.weight = 0;
+                put(&mut backends, id, o);
             }
         }
         let services: Vec<Service> = services
