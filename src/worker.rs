@@ -131,8 +131,8 @@ impl Worker {
                         p.hint = self.dp.flows.prefetch_conn(&p.key, p.hash, p.hint);
                     }
                 }
-                // Bit 0 of `ahead`: whether the frame PREFETCH_AHEAD places on is in the fast
-                // lane (bits past the burst are clear).
+                // Bit 0 of `ahead` says whether frame i + PREFETCH_AHEAD is in the fast lane
+                // (`fast`, shifted along with i; its bits past the burst are clear).
                 let mut ahead = fast >> PREFETCH_AHEAD;
                 for i in 0..n {
                     if ahead & 1 != 0

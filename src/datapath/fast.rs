@@ -45,8 +45,8 @@ pub struct Pre {
     pub key: FlowKey,
     /// `key.hash()`.
     pub hash: u64,
-    /// The conn the prefetch pass found for it ([`crate::flow::FlowTable::prefetch_conn`]), or
-    /// [`NO_HINT`].
+    /// The conn or conn bucket the prefetch pass found for it
+    /// ([`crate::flow::FlowTable::prefetch_conn`]), or [`NO_HINT`].
     pub hint: u32,
     /// The IPv4 total length.
     total: u16,
