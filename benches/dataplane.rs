@@ -239,8 +239,7 @@ mode = "{mode}"
                         f[..len].copy_from_slice(&frames[i]);
                         *p = Datapath::pre_parse(&f[..len], &gate);
                         if let Some(p) = p {
-                            let rev = d.guess_reverse(p.key.dst);
-                            p.hint = d.flows.prefetch_buckets(p.hash, rev);
+                            p.hint = d.prefetch_buckets(p);
                         }
                     }
                     for p in pre.iter_mut().flatten() {

@@ -1692,9 +1692,7 @@ mod policy_tests {
                 let mut pre = Datapath::pre_parse(&f2, &gate);
                 if let Some(p) = &mut pre {
                     // The worker's hint, or none, or a stale one from an earlier packet.
-                    let stage1 = fast
-                        .flows
-                        .prefetch_buckets(p.hash, fast.guess_reverse(p.key.dst));
+                    let stage1 = fast.prefetch_buckets(p);
                     let fresh = fast.flows.prefetch_conn(&p.key, p.hash, stage1);
                     p.hint = [fresh, fresh, NO_HINT, old_hint][(rnd() % 4) as usize];
                     old_hint = fresh;

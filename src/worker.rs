@@ -106,10 +106,6 @@ impl Worker {
                 // by one.
                 let in_if = IfIdx(pi as u16);
                 let mut fast = 0u32;
-                // Each frame's direction is guessed (a reply in a NAT mode or not), which
-                // decides the lines its prefetches read. Reverse tuples exist only with NAT
-                // conns: without any, every guess is "forward" and costs nothing.
-                let nat = self.dp.flows.has_reverse_tuples();
                 if let Some(gate) = self.dp.fast_gate(in_if) {
                     for (i, p) in pre.iter_mut().enumerate().take(n) {
                         if rx
@@ -117,9 +113,10 @@ impl Worker {
                             .is_some_and(|f| Datapath::pre_parse_into(f, &gate, p))
                         {
                             fast |= 1 << i;
-                            // What the second pass needs to know waits in the hint field.
-                            let rev = nat && self.dp.guess_reverse(p.key.dst);
-                            p.hint = self.dp.flows.prefetch_buckets(p.hash, rev);
+                            // Each frame's direction is guessed (a reply in a NAT mode or
+                            // not), which decides the lines its prefetches read; what the
+                            // second pass needs to know waits in the hint field.
+                            p.hint = self.dp.prefetch_buckets(p);
                         }
                     }
                 }

@@ -171,12 +171,22 @@ impl Datapath {
         Some(Gate { mac, vlan })
     }
 
-    /// Whether a packet to `dst` is most likely a conn's reverse tuple: `dst` is not a VIP
-    /// (a guess for the prefetches, see [`FastCache::vips`]).
+    /// Whether a packet to `dst` is most likely a conn's reverse tuple: some conn has one
+    /// (only NAT conns do) and `dst` is not a VIP (a guess for the prefetches, see
+    /// [`FastCache::vips`]).
     #[inline(always)]
-    pub fn guess_reverse(&self, dst: u32) -> bool {
+    fn guess_reverse(&self, dst: u32) -> bool {
         let b = vip_bit(dst);
-        self.fast.vips[b / 64] & (1 << (b % 64)) == 0
+        self.flows.has_reverse_tuples() && self.fast.vips[b / 64] & (1 << (b % 64)) == 0
+    }
+
+    /// Prefetch stage 1 for a frame the first pass accepted (`pre`): the line its tuple most
+    /// likely is in, by the guessed direction. Returns what stage 2
+    /// ([`crate::flow::FlowTable::prefetch_conn`]) is to be given, through the frame's hint.
+    #[inline(always)]
+    pub fn prefetch_buckets(&self, pre: &Pre) -> u32 {
+        self.flows
+            .prefetch_buckets(pre.hash, self.guess_reverse(pre.key.dst))
     }
 
     /// First pass over a frame received where `gate` says (see the module documentation):
