@@ -42,6 +42,14 @@ API = "127.0.0.1:9199"
 # 2026-12-01 12:00 used 1.1).
 CAPACITY_FACTOR = None
 
+
+def add_capacity_factor(ap):
+    """The `--capacity-factor F` option of perf/run and perf/cells (they put it in
+    CAPACITY_FACTOR)."""
+    ap.add_argument("--capacity-factor", type=float,
+                    help="conn-table capacity per worker as a multiple of the flows (+1024) "
+                         "instead of the default config's")
+
 CONFIG = """
 [dpdk]
 eal_args = [{mem}, "--no-pci", "--file-prefix", "sy-perf-{tag}",
@@ -324,9 +332,7 @@ def main():
     ap.add_argument("--runs", type=int)
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--out", default=os.path.join(ROOT, "perf", "results"))
-    ap.add_argument("--capacity-factor", type=float,
-                    help="conn-table capacity per worker as a multiple of the flows (+1024) "
-                         "instead of the default config's")
+    add_capacity_factor(ap)
     a = ap.parse_args()
     global CAPACITY_FACTOR
     CAPACITY_FACTOR = a.capacity_factor
