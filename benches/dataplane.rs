@@ -11,9 +11,10 @@ use switchyard::config::Config;
 use switchyard::datapath::{Datapath, WorkerInfo};
 use switchyard::dpdk::HugeSlice;
 use switchyard::flow::{Conn, FlowKey, FlowState, FlowTable, Timeouts};
+use switchyard::lb::Snapshot;
 use switchyard::lb::maglev::{MaglevBackend, MaglevTable};
 use switchyard::lb::sched::BackendLoad;
-use switchyard::lb::{IfIdx, Snapshot};
+use switchyard::types::IfIdx;
 use switchyard::wire::{self, ETH_HDR, Rewrite};
 
 const T: Timeouts = Timeouts([30_000, 900_000, 10_000, 60_000]);

@@ -15,6 +15,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::types::{parse_cidr, parse_mac};
+
 /// Most conns one worker's table may hold: 2^28, 12.5 GiB of table per core.
 pub const MAX_FLOWS_PER_CORE: u32 = 1 << 28;
 
@@ -500,46 +502,6 @@ fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         key: key.into(),
         problem: problem.into(),
     }
-}
-
-/// An IPv4 prefix, `addr/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl Ipv4Cidr {
-    pub fn mask(self) -> u32 {
-        if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.len)
-        }
-    }
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) & self.mask()) == (u32::from(self.addr) & self.mask())
-    }
-}
-
-pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
-    let (a, l) = s.split_once('/')?;
-    let addr: Ipv4Addr = a.parse().ok()?;
-    let len: u8 = l.parse().ok()?;
-    (len <= 32).then_some(Ipv4Cidr { addr, len })
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 pub fn is_prime(n: u32) -> bool {

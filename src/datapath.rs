@@ -22,31 +22,16 @@ use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
 use crate::frag::{FragAction, FragTable};
 use crate::lb::persist::{PersistTable, masked, source_hash};
-use crate::lb::sched::{BackendLoad, MAX_BACKENDS, PickInput, SchedState, pick};
-use crate::lb::{BackendId, IfIdx, LocalKind, Snapshot, SnatIdx};
+use crate::lb::sched::{BackendLoad, PickInput, SchedState, pick};
+use crate::lb::{LocalKind, Snapshot};
 use crate::mode::{self, Xmit, dsr, gateway, proxy};
 use crate::nat::{SnatPortPool, owner_of, port_owner};
 use crate::stats::{Counters, Ctr, ServiceCounters};
+use crate::types::{BackendId, DropReason, IfIdx, MAX_BACKENDS, PacketBuf, SnatIdx, Verdict};
 use crate::wire::{
-    self, DropReason, ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED,
-    ICMP_UNREACH, IcmpError, Ipv4Meta, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PacketBuf, Rewrite,
+    self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED, ICMP_UNREACH,
+    IcmpError, Ipv4Meta, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Rewrite,
 };
-
-/// What becomes of a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Rewritten; transmit on this interface's port.
-    Forward(IfIdx),
-    /// Rewritten into an answer; transmit back out of the port it came in on.
-    Reply,
-    /// Used up by the balancer (e.g. an ARP reply it learned from).
-    Consumed,
-    /// Belongs to a conn owned by this worker: hand it over, untouched.
-    Steer(u16),
-    /// For the balancer's own kernel stack: out of the interface's exception (tap) port.
-    ToKernel,
-    Drop(DropReason),
-}
 
 /// Worker -> management messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1782,7 +1767,7 @@ mod policy_tests {
 mod robustness_tests {
     use super::tests_support::*;
     use super::*;
-    use crate::wire::PacketBuf;
+    use crate::types::PacketBuf;
 
     /// xorshift64*: a fixed, dependency-free pseudo-random stream.
     struct Rng(u64);

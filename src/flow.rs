@@ -104,17 +104,6 @@ fn mum(x: u64, y: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-/// MurmurHash3's 64-bit finaliser: a cheap, well-mixed bijection.
-#[inline]
-pub fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^= k >> 33;
-    k
-}
-
 /// Connection state, which picks the idle timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -11,7 +11,8 @@
 //! Fragments addressed to the balancer itself are dropped (`fragment`). Direct-mapped, fixed
 //! size, per core.
 
-use crate::flow::{FlowKey, fmix64};
+use crate::flow::FlowKey;
+use crate::types::fmix64;
 
 /// What the first fragment of a datagram led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,5 +19,6 @@ pub mod mgmt;
 pub mod mode;
 pub mod nat;
 pub mod stats;
+pub mod types;
 pub mod wire;
 pub mod worker;

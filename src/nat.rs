@@ -8,8 +8,7 @@
 //! destination, so [`owner_of`] applies to them directly. A packet that lands on another core
 //! (RSS hashes the tuple it sees, not the conn) is handed to the owner over an SPSC ring.
 
-use crate::flow::fmix64;
-use crate::lb::SnatIdx;
+use crate::types::{SnatIdx, fmix64};
 
 /// Owner worker of a conn from its client endpoint.
 #[inline]

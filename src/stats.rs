@@ -19,9 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
 
-use crate::lb::sched::MAX_BACKENDS;
-
-use crate::wire::DropReason;
+use crate::types::{DropReason, MAX_BACKENDS, MAX_SERVICES};
 
 /// Counter indices. Drops follow at `DROP_BASE + reason`.
 #[derive(Debug, Clone, Copy)]
@@ -183,9 +181,6 @@ impl Counters {
         Ok(())
     }
 }
-
-/// Most services per snapshot (sizes the per-service counter arrays).
-pub const MAX_SERVICES: usize = 1024;
 
 /// Per service and per backend: packets, bytes (IPv4 length) and flows (new conns), as one
 /// worker counted them. Plain integers owned by the worker.

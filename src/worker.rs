@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::datapath::{Control, Datapath, Pre, Verdict};
+use crate::datapath::{Control, Datapath, Pre};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
-use crate::lb::{IfIdx, Snapshot};
+use crate::lb::Snapshot;
 use crate::stats::{Ctr, LatencyHistogram, WorkerStats};
-use crate::wire::{self, DropReason};
+use crate::types::{DropReason, IfIdx, Verdict};
+use crate::wire;
 
 /// How often service/backend counters and the latency histogram are handed over.
 const PUBLISH_EVERY_MS: u32 = 100;

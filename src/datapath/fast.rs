@@ -25,9 +25,10 @@
 use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, NO_HINT, Timeouts};
-use crate::lb::{IfIdx, Snapshot};
+use crate::lb::Snapshot;
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
+use crate::types::IfIdx;
 use crate::wire::{self, PROTO_TCP, PROTO_UDP};
 
 /// What the fast lane accepts on one interface: frames to its MAC, with its VLAN tag (or

@@ -13,11 +13,12 @@ mod huge;
 pub use huge::HugeSlice;
 
 use std::ffi::{CStr, CString};
-use std::fmt;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 
 use thiserror::Error;
+
+use crate::types::MacAddr;
 
 /// Packets per rx/tx burst.
 pub const BURST: usize = 32;
@@ -338,7 +339,7 @@ impl Mbuf {
         PortId(unsafe { (*self.0.as_ptr()).port })
     }
 }
-impl crate::wire::PacketBuf for Mbuf {
+impl crate::types::PacketBuf for Mbuf {
     #[inline]
     fn bytes(&mut self) -> &mut [u8] {
         self.data_mut().unwrap_or_default()
@@ -571,21 +572,6 @@ impl Drop for MbufRing {
         }
         // SAFETY: no other handle uses the ring any more (we are being dropped).
         unsafe { ffi::rte_ring_free(self.ptr.as_ptr()) };
-    }
-}
-
-/// MAC address of a port.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::flow::fmix64;
+use crate::types::fmix64;
 
 /// A backend as the table sees it: the address keys its permutation, `weight` its share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

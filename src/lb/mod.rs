@@ -17,11 +17,9 @@ use std::net::Ipv4Addr;
 
 use rustc_hash::FxHasher;
 
-use crate::config::{
-    BackendConfig, Config, HealthConfig, Ipv4Cidr, Mode, OnDown, Protocol, Scheduler, parse_cidr,
-    parse_mac,
-};
+use crate::config::{BackendConfig, Config, HealthConfig, Mode, OnDown, Protocol, Scheduler};
 use crate::flow::Timeouts;
+use crate::types::{BackendId, IfIdx, Ipv4Cidr, SnatIdx, parse_cidr, parse_mac};
 use maglev::{MaglevBackend, MaglevTable};
 use route::{NextHop, RouteTable};
 
@@ -64,15 +62,6 @@ impl<K: Eq + std::hash::Hash + Copy, V: Copy> SmallMap<K, V> {
         }
     }
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IfIdx(pub u16);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BackendId(pub u32);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SnatIdx(pub u8);
 
 #[derive(Debug, Clone)]
 pub struct Interface {

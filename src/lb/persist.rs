@@ -7,8 +7,7 @@
 //! the backend set or weights change. Fixed-size 4-way buckets allocated at start: when a
 //! bucket is full of live templates, the least recently used one is replaced (counted).
 
-use crate::flow::fmix64;
-use crate::lb::BackendId;
+use crate::types::{BackendId, fmix64};
 
 #[derive(Clone, Copy, Default)]
 struct Entry {

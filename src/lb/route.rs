@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use rustc_hash::FxHasher;
 
-use super::IfIdx;
+use crate::types::IfIdx;
 
 /// Where a destination is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

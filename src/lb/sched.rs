@@ -9,10 +9,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::Scheduler;
-use crate::lb::{Backend, BackendId, Service};
-
-/// Upper bound on backends per snapshot (sizes the load arrays).
-pub const MAX_BACKENDS: usize = 4096;
+use crate::lb::{Backend, Service};
+use crate::types::{BackendId, MAX_BACKENDS};
 
 /// Published live-conn counts: `[worker][backend]`, each row written by its worker only.
 pub struct BackendLoad {
@@ -154,8 +152,8 @@ pub fn pick(kind: Scheduler, st: &mut SchedState, inp: &PickInput<'_>) -> Option
 mod tests {
     use super::*;
     use crate::config::{Mode, Protocol};
-    use crate::lb::IfIdx;
     use crate::lb::maglev::{MaglevBackend, MaglevTable};
+    use crate::types::IfIdx;
     use std::net::Ipv4Addr;
 
     fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
@@ -211,7 +209,7 @@ mod tests {
         let mut st = SchedState::for_service(&svc);
         let mut counts = vec![0; weights.len()];
         for i in 0..n {
-            let h = crate::flow::fmix64(i as u64 + 1);
+            let h = crate::types::fmix64(i as u64 + 1);
             let inp = PickInput {
                 service: &svc,
                 backends: &backends,

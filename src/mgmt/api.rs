@@ -31,9 +31,8 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use super::Mgmt;
-use crate::lb::BackendId;
 use crate::stats::DROP_BASE;
-use crate::wire::DropReason;
+use crate::types::{BackendId, DropReason};
 
 /// What the API asks the management loop.
 #[derive(Debug, Clone)]

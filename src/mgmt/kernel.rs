@@ -10,7 +10,8 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use crate::config::{Config, parse_cidr};
+use crate::config::Config;
+use crate::types::parse_cidr;
 
 /// First policy-routing table (one per interface above it).
 const TABLE_BASE: u32 = 0x5359_0100;

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::datapath::{Control, Event};
-use crate::dpdk::MacAddr;
 use crate::flow::Conn;
 use crate::lb::sched::BackendLoad;
-use crate::lb::{BackendId, BackendKey, BackendRuntime, IdRegistry, Snapshot};
+use crate::lb::{BackendKey, BackendRuntime, IdRegistry, Snapshot};
 use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
+use crate::types::{BackendId, MacAddr};
 use api::{Command, Request, Response};
 use neigh::Neighbours;
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::ArpConfig;
 use crate::datapath::Control;
-use crate::dpdk::MacAddr;
-use crate::lb::{IfIdx, Snapshot};
+use crate::lb::Snapshot;
+use crate::types::{IfIdx, MacAddr};
 
 struct NeighState {
     ip: Ipv4Addr,

@@ -4,7 +4,7 @@
 //! directly, bypassing the balancer. A DSR conn has no reverse tuple.
 
 use super::Xmit;
-use crate::datapath::Verdict;
+use crate::types::Verdict;
 use crate::wire::set_macs;
 
 #[inline]
@@ -17,7 +17,7 @@ pub fn xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
 mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowKey, FlowState};
-    use crate::lb::IfIdx;
+    use crate::types::IfIdx;
     use crate::wire::tests::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4};
 

@@ -7,8 +7,8 @@
 use std::net::Ipv4Addr;
 
 use super::{Xmit, nat_xmit};
-use crate::datapath::Verdict;
 use crate::flow::FlowKey;
+use crate::types::Verdict;
 
 /// The tuple the backend's replies carry.
 pub fn reverse_tuple(

@@ -14,9 +14,8 @@ pub mod proxy;
 
 use std::net::Ipv4Addr;
 
-use crate::datapath::Verdict;
 use crate::flow::{Conn, Dir};
-use crate::lb::IfIdx;
+use crate::types::{IfIdx, Verdict};
 use crate::wire::{Rewrite, decrement_ttl, nat_forward, rewrite_ipv4, set_macs};
 
 /// Everything a mode needs to send one packet of one conn.

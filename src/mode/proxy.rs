@@ -7,8 +7,8 @@
 use std::net::Ipv4Addr;
 
 use super::{Xmit, nat_xmit};
-use crate::datapath::Verdict;
 use crate::flow::FlowKey;
+use crate::types::Verdict;
 
 /// The tuple the backend's replies carry.
 pub fn reverse_tuple(
@@ -30,7 +30,7 @@ pub fn xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
 mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowState};
-    use crate::lb::IfIdx;
+    use crate::types::IfIdx;
     use crate::wire::tests::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4, parse_l4};
 
