@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::channel::WorkerLink;
 use crate::config::Config;
 use crate::datapath::{Datapath, WorkerInfo};
 use crate::dpdk::{Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
 use crate::lb::sched::BackendLoad;
 use crate::lb::{BackendRuntime, IdRegistry, Snapshot};
-use crate::mgmt::{self, Mgmt, MgmtOptions, WorkerLink, api};
+use crate::mgmt::{self, Mgmt, MgmtOptions, api};
 use crate::stats::WorkerStats;
 use crate::types::parse_mac;
 use crate::worker::Worker;

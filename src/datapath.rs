@@ -18,6 +18,7 @@ use rustc_hash::FxHasher;
 mod fast;
 pub use fast::{Gate, Pre};
 
+use crate::channel::Event;
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, FlowTable, flags};
 use crate::frag::{FragAction, FragTable};
@@ -32,36 +33,6 @@ use crate::wire::{
     self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED, ICMP_UNREACH,
     IcmpError, Ipv4Meta, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Rewrite,
 };
-
-/// Worker -> management messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// ARP showed a host's MAC.
-    Neighbour {
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-        iface: IfIdx,
-    },
-    /// A packet needs the MAC of `ip` and it is not known.
-    Resolve { ip: Ipv4Addr, iface: IfIdx },
-}
-
-/// Management -> worker messages, applied between bursts.
-#[derive(Debug, Clone)]
-pub enum Control {
-    /// Sets (or clears) a neighbour's MAC in the worker's cache.
-    SetNeighbour { ip: Ipv4Addr, mac: Option<[u8; 6]> },
-    /// Builds and sends an ARP request (gratuitous when `sender == target`).
-    SendArp {
-        iface: IfIdx,
-        sender: Ipv4Addr,
-        target: Ipv4Addr,
-    },
-    /// Replaces the worker's snapshot (reload).
-    Snapshot(Arc<Snapshot>),
-    /// Copies up to this many live conns to management (diagnostics, between bursts).
-    DumpFlows(usize),
-}
 
 /// Most neighbours a worker caches (the map is sized once, never grows on the data path).
 pub const NEIGH_CAPACITY: usize = 4096;

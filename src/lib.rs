@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod channel;
 pub mod config;
 pub mod ctl;
 pub mod datapath;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::datapath::{Control, Datapath, Pre};
+use crate::channel::Control;
+use crate::datapath::{Datapath, Pre};
 use crate::dpdk::{BURST, Mbuf, MbufArray, MbufRing, Mempool, PortId, QueueId, tsc};
 use crate::lb::Snapshot;
 use crate::stats::{Ctr, LatencyHistogram, WorkerStats};

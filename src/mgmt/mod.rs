@@ -19,28 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use serde_json::{Value, json};
 
+use crate::channel::{Control, Event, WorkerLink};
 use crate::config::Config;
-use crate::datapath::{Control, Event};
-use crate::flow::Conn;
 use crate::lb::sched::BackendLoad;
 use crate::lb::{BackendKey, BackendRuntime, IdRegistry, Snapshot};
 use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
 use crate::types::{BackendId, MacAddr};
 use api::{Command, Request, Response};
 use neigh::Neighbours;
-
-/// Management's handles on one worker.
-pub struct WorkerLink {
-    pub control: Arc<ArrayQueue<Control>>,
-    pub events: Arc<ArrayQueue<Event>>,
-    pub retired: Arc<ArrayQueue<Arc<Snapshot>>>,
-    pub stats: Arc<WorkerStats>,
-    /// Flow dumps the worker answers `Control::DumpFlows` with.
-    pub flows: Arc<ArrayQueue<Vec<Conn>>>,
-}
 
 /// Sums every worker's published counters.
 pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {

@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::channel::Control;
 use crate::config::ArpConfig;
-use crate::datapath::Control;
 use crate::lb::Snapshot;
 use crate::types::{IfIdx, MacAddr};
 
