@@ -1331,7 +1331,7 @@ mode = "{mode}"
         // TTL 1: time exceeded back to the server, from our address on its subnet's port.
         let mut g = pkt(server, CLIENT, 5556, 22, PROTO_TCP, SYN);
         g[14 + 8] = 1;
-        let mut g = crate::wire::tests::with_ip_checksum(g, ETH_HDR);
+        let mut g = crate::wire::fixtures::with_ip_checksum(g, ETH_HDR);
         assert_eq!(d.process(&mut g, IfIdx(0), 0, false), Verdict::Reply);
         let ip = parse_ipv4(&g, ETH_HDR).unwrap();
         assert_eq!((ip.dst, ip.proto), (server, PROTO_ICMP));
@@ -1413,11 +1413,14 @@ mode = "{mode}"
         let mut first = pkt(CLIENT, VIP, sport, 53, PROTO_UDP, 0);
         first[14 + 4..14 + 6].copy_from_slice(&0x4242u16.to_be_bytes());
         first[14 + 6] = 0x20; // MF
-        let first = crate::wire::tests::with_ip_checksum(first, ETH_HDR);
+        let first = crate::wire::fixtures::with_ip_checksum(first, ETH_HDR);
         let mut later = first.clone();
         later[14 + 6] = 0x00;
         later[14 + 7] = 0x02; // offset 16 bytes, last fragment
-        (first, crate::wire::tests::with_ip_checksum(later, ETH_HDR))
+        (
+            first,
+            crate::wire::fixtures::with_ip_checksum(later, ETH_HDR),
+        )
     }
 
     #[test]

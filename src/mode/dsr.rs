@@ -18,7 +18,7 @@ mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowKey, FlowState};
     use crate::types::IfIdx;
-    use crate::wire::tests::{TCP_SYN, with_ip_checksum};
+    use crate::wire::fixtures::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4};
 
     #[test]

@@ -31,7 +31,7 @@ mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowState};
     use crate::types::IfIdx;
-    use crate::wire::tests::{TCP_SYN, with_ip_checksum};
+    use crate::wire::fixtures::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4, parse_l4};
 
     #[test]
