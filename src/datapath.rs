@@ -372,7 +372,7 @@ impl Datapath {
         let c = self.flows.conn_mut(id);
         c.touch(now);
         if ip.proto == PROTO_TCP {
-            fast::track_tcp(c, p.bytes()[ip.l4 + 13]);
+            c.track_tcp(p.bytes()[ip.l4 + 13]);
         }
         self.send(p, l2, &ip, in_if, id, dir, true, now)
     }

@@ -24,7 +24,7 @@
 
 use super::Datapath;
 use crate::config::Mode;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, NO_HINT, Timeouts};
+use crate::flow::{ConnId, Dir, FlowKey, NO_HINT, Timeouts};
 use crate::lb::Snapshot;
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
@@ -325,7 +325,7 @@ impl Datapath {
         let c = self.flows.conn_mut(id);
         c.touch(now);
         if pre.key.proto == PROTO_TCP {
-            track_tcp(c, ip[20 + 13]);
+            c.track_tcp(ip[20 + 13]);
         }
         if let Some((src, dst)) = nat {
             // The pre-parse checked everything the translation needs (no options, TCP with
@@ -377,24 +377,5 @@ impl Datapath {
             vlan: vlan_code(eg.vlan),
             macs,
         })
-    }
-}
-
-/// The TCP part of a conn's state machine, from the segment's flags byte (both paths).
-#[inline]
-pub(super) fn track_tcp(c: &mut Conn, flags: u8) {
-    const FIN: u8 = 0x01;
-    const SYN: u8 = 0x02;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
-    // The state is compared as it is stored (`Conn::is`), not decoded first: the common
-    // segment (an ACK of an established conn) then costs three flag tests and one compare.
-    if flags & (RST | FIN) != 0 {
-        c.set_state(FlowState::TcpClosing);
-    } else if flags & SYN != 0 && c.is(FlowState::TcpClosing) {
-        // Port reuse after close: a new connection on the same backend.
-        c.set_state(FlowState::TcpSyn);
-    } else if flags & ACK != 0 && c.is(FlowState::TcpSyn) {
-        c.set_state(FlowState::TcpEstablished);
     }
 }
