@@ -14,7 +14,6 @@ pub mod ctl;
 pub mod datapath;
 pub mod dpdk;
 pub mod flow;
-pub mod frag;
 pub mod lb;
 pub mod mgmt;
 pub mod mode;

@@ -10,12 +10,11 @@
 mod ffi;
 mod huge;
 
-pub use huge::HugeSlice;
-
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 
+pub use huge::HugeSlice;
 use thiserror::Error;
 
 use crate::types::MacAddr;

@@ -1,10 +1,9 @@
 //! The per-core conn table: conns in 2-choice cuckoo buckets by their forward tuple, and an
 //! index of NAT conns' reverse tuples (see the module documentation of `flow`).
 
-use crate::dpdk::HugeSlice;
-
 use super::conn::{Conn, ConnId, Dir, Timeouts, flags};
 use super::key::FlowKey;
+use crate::dpdk::HugeSlice;
 
 /// Ways of an index bucket (reverse tuples).
 const WAYS: usize = 8;

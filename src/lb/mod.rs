@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
+use maglev::{MaglevBackend, MaglevTable};
+use route::{NextHop, RouteTable};
 use rustc_hash::FxHasher;
 
 use crate::config::{BackendConfig, Config, HealthConfig, Mode, OnDown, Protocol, Scheduler};
 use crate::flow::Timeouts;
 use crate::types::{BackendId, IfIdx, Ipv4Cidr, SnatIdx, parse_cidr, parse_mac};
-use maglev::{MaglevBackend, MaglevTable};
-use route::{NextHop, RouteTable};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 

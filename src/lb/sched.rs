@@ -150,11 +150,12 @@ pub fn pick(kind: Scheduler, st: &mut SchedState, inp: &PickInput<'_>) -> Option
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::config::{Mode, Protocol};
     use crate::lb::maglev::{MaglevBackend, MaglevTable};
     use crate::types::IfIdx;
-    use std::net::Ipv4Addr;
 
     fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
         let backends: Vec<Backend> = weights

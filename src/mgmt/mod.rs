@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use api::{Command, Request, Response};
+use neigh::Neighbours;
 use serde_json::{Value, json};
 
 use crate::channel::{Control, Event, WorkerLink};
@@ -27,8 +29,6 @@ use crate::lb::sched::BackendLoad;
 use crate::lb::{BackendKey, BackendRuntime, IdRegistry, Snapshot};
 use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
 use crate::types::{BackendId, MacAddr};
-use api::{Command, Request, Response};
-use neigh::Neighbours;
 
 /// Sums every worker's published counters.
 pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {

@@ -205,10 +205,11 @@ impl Neighbours {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::config::Config;
     use crate::lb::Snapshot;
-    use std::net::Ipv4Addr;
 
     fn snap() -> Snapshot {
         let cfg = Config::from_toml(

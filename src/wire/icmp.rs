@@ -5,12 +5,11 @@ use std::net::Ipv4Addr;
 
 use smoltcp::wire::{EthernetFrame, Icmpv4Message, Icmpv4Packet, Ipv4Packet};
 
-use super::PROTO_ICMP;
 use super::csum::{rd16, rd32, wr16};
 use super::eth::set_macs;
 use super::ipv4::Ipv4Meta;
 use super::nat::{Rewrite, rewrite_ipv4};
-use super::{PROTO_TCP, PROTO_UDP};
+use super::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::types::{DropReason, PacketBuf};
 
 /// Turns an ICMP echo request into the echo reply in place: MACs and IPs swapped, TTL reset,

@@ -11,12 +11,15 @@
 //! Fragments addressed to the balancer itself are dropped (`fragment`). Direct-mapped, fixed
 //! size, per core.
 
+use super::Datapath;
 use crate::flow::FlowKey;
-use crate::types::fmix64;
+use crate::lb::LocalKind;
+use crate::types::{DropReason, IfIdx, PacketBuf, Verdict, fmix64};
+use crate::wire::{Ipv4Meta, L2};
 
 /// What the first fragment of a datagram led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FragAction {
+pub(super) enum FragAction {
     /// The conn holding this tuple, looked up again for each later fragment: a conn that
     /// ended meanwhile (its table slot perhaps another conn's now) is not followed.
     Conn(FlowKey),
@@ -32,7 +35,7 @@ struct Entry {
     used: bool,
 }
 
-pub struct FragTable {
+pub(super) struct FragTable {
     e: Box<[Entry]>,
     timeout_ms: u32,
 }
@@ -90,20 +93,32 @@ impl FragTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn later_fragments_find_the_first_ones_decision_until_timeout() {
-        let mut t = FragTable::new(2000);
-        assert_eq!(t.find(1, 2, 7, 17, 0), None);
-        t.remember(1, 2, 7, 17, FragAction::Conn(FlowKey::default()), 100);
-        assert_eq!(
-            t.find(1, 2, 7, 17, 150),
-            Some(FragAction::Conn(FlowKey::default()))
-        );
-        assert_eq!(t.find(1, 2, 8, 17, 150), None, "other datagram");
-        assert_eq!(t.find(1, 2, 7, 17, 2101), None, "expired");
+impl Datapath {
+    /// A non-first fragment: it follows its first fragment's decision.
+    pub(super) fn later_fragment<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        ip: &Ipv4Meta,
+        in_if: IfIdx,
+        local: Option<LocalKind>,
+        now: u32,
+    ) -> Verdict {
+        let (src, dst) = (u32::from(ip.src), u32::from(ip.dst));
+        match self.frags.find(src, dst, ip.id, ip.proto, now) {
+            Some(FragAction::Steer(w)) => Verdict::Steer(w),
+            Some(FragAction::Conn(key)) => match self.lookup(&key, key.hash(), now) {
+                Some((id, dir)) => {
+                    self.flows.conn_mut(id).touch(now);
+                    self.send(p, l2, ip, in_if, id, dir, false, now)
+                }
+                // The conn ended since the first fragment.
+                None => Verdict::Drop(DropReason::FragmentNoFlow),
+            },
+            None if local == Some(LocalKind::Interface) && self.kernel(in_if) => Verdict::ToKernel,
+            None if local == Some(LocalKind::Interface) => Verdict::Drop(DropReason::Fragment),
+            None if local.is_none() && self.snap.routing => self.route(p, l2, ip, in_if, now),
+            None => Verdict::Drop(DropReason::FragmentNoFlow),
+        }
     }
 }

@@ -1,0 +1,196 @@
+//! ICMP: echo for the balancer's addresses, errors about balanced conns translated to where
+//! the conn's other end is (so path-MTU discovery works through every mode), and the errors
+//! the balancer itself sends (TTL expiry, no route).
+
+use std::net::Ipv4Addr;
+
+use super::Datapath;
+use crate::config::Mode;
+use crate::flow::{Conn, Dir, FlowKey, FlowState};
+use crate::lb::LocalKind;
+use crate::nat::{owner_of, port_owner};
+use crate::stats::Ctr;
+use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
+use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, Ipv4Meta, L2, PROTO_ICMP, Rewrite};
+
+impl Datapath {
+    /// ICMP: echo for our addresses; errors about balanced conns are translated to where
+    /// the conn's other end is (path-MTU discovery works through every mode).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn icmp<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        ip: &Ipv4Meta,
+        in_if: IfIdx,
+        local: Option<LocalKind>,
+        now: u32,
+        steered: bool,
+    ) -> Verdict {
+        if let Some(e) = wire::parse_icmp_error(p.bytes(), ip) {
+            return self.icmp_error(p, l2, ip, in_if, local, &e, now, steered);
+        }
+        match local {
+            Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
+            Some(_) => {
+                let mac = self.snap.interfaces[usize::from(in_if.0)].mac;
+                match wire::icmp_echo_to_reply(p.bytes(), l2.l3, ip, mac) {
+                    Ok(()) => Verdict::Reply,
+                    Err(r) => Verdict::Drop(r),
+                }
+            }
+            None => self.route(p, l2, ip, in_if, now),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn icmp_error<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        ip: &Ipv4Meta,
+        in_if: IfIdx,
+        local: Option<LocalKind>,
+        e: &IcmpError,
+        now: u32,
+        steered: bool,
+    ) -> Verdict {
+        // The quoted packet went out from us (or the backend); the conn knows its tuple
+        // reversed: what arrives in that conn's direction.
+        let key = FlowKey::new(
+            e.inner_dst,
+            e.inner_src,
+            e.inner_dport,
+            e.inner_sport,
+            e.inner_proto,
+        );
+        let workers = self.me.count;
+        let owner = match local {
+            Some(LocalKind::Vip) => Some(owner_of(u32::from(e.inner_dst), e.inner_dport, workers)),
+            Some(_) => port_owner(e.inner_sport, workers, self.snap.nat_ports),
+            None => Some(owner_of(u32::from(e.inner_src), e.inner_sport, workers)),
+        };
+        let vip_dsr = local == Some(LocalKind::Vip)
+            && self
+                .snap
+                .service(e.inner_src, e.inner_sport, e.inner_proto)
+                .is_some_and(|si| self.snap.services[usize::from(si)].mode == Mode::Dsr);
+        if !vip_dsr
+            && let Some(o) = owner
+            && o != self.me.index
+            && !steered
+        {
+            return Verdict::Steer(o as u16);
+        }
+        let hit = self.lookup(&key, key.hash(), now);
+        let Some((id, dir)) = hit else {
+            if vip_dsr {
+                // DSR is stateless enough: the conn may live on another core; Maglev maps
+                // the quoted flow to the same backend.
+                return self.dsr_stateless(p, l2, ip, in_if, &key, now);
+            }
+            return match local {
+                None => self.route(p, l2, ip, in_if, now),
+                Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
+                Some(_) => Verdict::Drop(DropReason::IcmpNoFlow),
+            };
+        };
+        let conn = *self.flows.conn(id);
+        let snap = self.snap.clone();
+        let mode = snap.services[usize::from(conn.service)].mode;
+        if mode != Mode::Dsr {
+            let be = self.flows.endpoint(conn.backend);
+            let (outer, inner) = match dir {
+                // An error about our reply to the client: to the backend, quoting the reply
+                // as the backend sent it.
+                Dir::Forward => (
+                    Rewrite {
+                        src: (mode == Mode::Proxy).then(|| (Ipv4Addr::from(conn.rev_dst), 0)),
+                        dst: Some((Ipv4Addr::from(be.0), 0)),
+                    },
+                    Rewrite {
+                        src: Some((Ipv4Addr::from(be.0), be.1)),
+                        dst: Some((Ipv4Addr::from(conn.rev_dst), conn.rev_dport)),
+                    },
+                ),
+                // The backend's error about the client's packet: to the client, from the VIP,
+                // quoting the packet as the client sent it.
+                Dir::Reverse => (
+                    Rewrite {
+                        src: Some((Ipv4Addr::from(conn.vip), 0)),
+                        dst: Some((Ipv4Addr::from(conn.client), 0)),
+                    },
+                    Rewrite {
+                        src: Some((Ipv4Addr::from(conn.client), conn.cport)),
+                        dst: Some((Ipv4Addr::from(conn.vip), conn.vport)),
+                    },
+                ),
+            };
+            wire::rewrite_icmp_error(p.bytes(), l2.l3, ip, e, &outer, &inner);
+        }
+        // Addresses are translated already: forward like a later fragment (no L4 rewrite).
+        self.deliver(p, l2, ip, in_if, &conn, dir, now)
+    }
+
+    /// An ICMP error about a DSR flow whose conn is not on this core.
+    pub(super) fn dsr_stateless<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        ip: &Ipv4Meta,
+        in_if: IfIdx,
+        key: &FlowKey,
+        now: u32,
+    ) -> Verdict {
+        let Some(si) = self
+            .snap
+            .service(Ipv4Addr::from(key.dst), key.dst_port, key.proto)
+        else {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        };
+        let svc = &self.snap.services[usize::from(si)];
+        let Some(slot) = svc.maglev.lookup(key.hash()) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let conn = Conn::new(key, FlowState::Udp, si, svc.backends[usize::from(slot)].0);
+        self.deliver(p, l2, ip, in_if, &conn, Dir::Forward, now)
+    }
+
+    /// Answers the packet's sender with an ICMP error from our address on `in_if`. Errors
+    /// are never sent about ICMP errors, fragments after the first, or broadcasts.
+    pub(super) fn icmp_reply<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        ip: &Ipv4Meta,
+        in_if: IfIdx,
+        icmp_type: u8,
+        code: u8,
+    ) -> Verdict {
+        let reason = if icmp_type == ICMP_TIME_EXCEEDED {
+            DropReason::TtlExceeded
+        } else {
+            DropReason::NoRoute
+        };
+        let is_error = ip.proto == PROTO_ICMP && {
+            let b = p.bytes();
+            ip.l4 < ip.end && !matches!(b[ip.l4], 0 | 8)
+        };
+        if is_error || ip.is_later_fragment || ip.src.is_unspecified() || ip.src.is_broadcast() {
+            return Verdict::Drop(reason);
+        }
+        let ifc = &self.snap.interfaces[usize::from(in_if.0)];
+        // From our address on the sender's subnet (one-arm gateway has several), else primary.
+        let from = std::iter::once(&ifc.net)
+            .chain(&ifc.secondary)
+            .find(|c| c.contains(ip.src))
+            .map_or(ifc.addr, |c| c.addr);
+        let mac = ifc.mac;
+        if wire::to_icmp_error(p, l2.l3, ip, mac, from, icmp_type, code) {
+            self.ctr.inc(Ctr::IcmpSent);
+            Verdict::Reply
+        } else {
+            Verdict::Drop(reason)
+        }
+    }
+}

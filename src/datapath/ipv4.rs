@@ -1,0 +1,221 @@
+//! An IPv4 packet's way to its conn: ICMP, fragments and other protocols sent to their own
+//! paths; TCP and UDP handed to the core that owns their conn, looked up, or (to a VIP) given
+//! a new conn, whose backend the service's persistence or scheduler picks and whose reverse
+//! tuple its mode builds.
+
+use std::net::Ipv4Addr;
+
+use super::Datapath;
+use super::frag::FragAction;
+use crate::config::Mode;
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
+use crate::lb::LocalKind;
+use crate::lb::persist::{masked, source_hash};
+use crate::lb::sched::{PickInput, pick};
+use crate::mode::{gateway, proxy};
+use crate::nat::{owner_of, port_owner};
+use crate::types::{BackendId, DropReason, IfIdx, PacketBuf, SnatIdx, Verdict};
+use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+impl Datapath {
+    pub(super) fn ipv4<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        l2: &L2,
+        in_if: IfIdx,
+        now: u32,
+        steered: bool,
+    ) -> Verdict {
+        let ip = match wire::parse_ipv4(p.bytes(), l2.l3) {
+            Ok(ip) => ip,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let local = self.snap.local(ip.dst).map(|(_, k)| k);
+        if ip.proto == PROTO_ICMP && !ip.is_fragment {
+            return self.icmp(p, l2, &ip, in_if, local, now, steered);
+        }
+        if ip.is_later_fragment {
+            return self.later_fragment(p, l2, &ip, in_if, local, now);
+        }
+        if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+            return match local {
+                Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
+                Some(_) if ip.is_fragment => Verdict::Drop(DropReason::Fragment),
+                Some(_) => Verdict::Drop(DropReason::LocalNotHandled),
+                None => self.route(p, l2, &ip, in_if, now),
+            };
+        }
+        let l4 = match wire::parse_l4(p.bytes(), &ip) {
+            Ok(l4) => l4,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let key = FlowKey::new(ip.src, ip.dst, l4.src_port, l4.dst_port, ip.proto);
+        let workers = self.me.count;
+        // Which worker owns the conn this packet belongs to (NAT conns only; see `nat`).
+        let owner = match local {
+            Some(LocalKind::Vip) => match self.snap.service(ip.dst, l4.dst_port, ip.proto) {
+                None => return Verdict::Drop(DropReason::NoService),
+                Some(si) if self.snap.services[usize::from(si)].mode == Mode::Dsr => None,
+                Some(_) => Some(owner_of(key.src, key.src_port, workers)),
+            },
+            Some(_) => port_owner(l4.dst_port, workers, self.snap.nat_ports),
+            None if self.snap.routing => Some(owner_of(key.dst, key.dst_port, workers)),
+            None => return Verdict::Drop(DropReason::NotForUs),
+        };
+        if let Some(o) = owner
+            && o != self.me.index
+            && !steered
+        {
+            if ip.is_fragment {
+                let a = FragAction::Steer(o as u16);
+                self.frags
+                    .remember(key.src, key.dst, ip.id, ip.proto, a, now);
+            }
+            return Verdict::Steer(o as u16);
+        }
+        // `pre_parse` hashed this very tuple already: no need to hash twice.
+        let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
+        debug_assert_eq!(hash, key.hash());
+        let hit = self.lookup(&key, hash, now);
+        let (id, dir) = match (hit, local) {
+            (Some(h), _) => h,
+            (None, Some(LocalKind::Vip)) => {
+                let si = self
+                    .snap
+                    .service(ip.dst, l4.dst_port, ip.proto)
+                    .expect("checked above");
+                match self.new_conn(si, &key, hash, &l4.tcp, now) {
+                    Ok(id) => (id, Dir::Forward),
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
+            (None, Some(LocalKind::Interface)) if self.kernel(in_if) => {
+                return Verdict::ToKernel;
+            }
+            (None, Some(LocalKind::Interface)) => {
+                return Verdict::Drop(DropReason::LocalNotHandled);
+            }
+            (None, Some(LocalKind::Snat)) => return Verdict::Drop(DropReason::NoFlow),
+            (None, None) => return self.route(p, l2, &ip, in_if, now),
+        };
+        if ip.is_fragment {
+            let a = FragAction::Conn(key);
+            self.frags
+                .remember(key.src, key.dst, ip.id, ip.proto, a, now);
+        }
+        let c = self.flows.conn_mut(id);
+        c.touch(now);
+        if ip.proto == PROTO_TCP {
+            c.track_tcp(p.bytes()[ip.l4 + 13]);
+        }
+        self.send(p, l2, &ip, in_if, id, dir, true, now)
+    }
+
+    /// Creates the conn for a new flow to service `si`: persistence or scheduler picks the
+    /// backend, the mode builds the reverse tuple (proxy takes a local port).
+    pub(super) fn new_conn(
+        &mut self,
+        si: u16,
+        key: &FlowKey,
+        hash: u64,
+        tcp: &wire::TcpFlags,
+        now: u32,
+    ) -> Result<ConnId, DropReason> {
+        let snap = &*self.snap;
+        let svc = &snap.services[usize::from(si)];
+        let persisted = svc
+            .persistence
+            .map(|(timeout, mask)| (timeout, masked(key.src, mask)));
+        let sticky = persisted.and_then(|(timeout, m)| {
+            self.persist.get(si, m, now, timeout).filter(|b| {
+                snap.backends
+                    .get(b.0 as usize)
+                    .is_some_and(|b| b.service == si)
+            })
+        });
+        let backend = match sticky {
+            Some(b) => b,
+            None => {
+                let src_hash = source_hash(persisted.map_or(key.src, |(_, m)| m));
+                let slot = if persisted.is_some() {
+                    // First pick for a client subnet: a weighted consistent hash of it, which
+                    // every core and every instance computes alike (see lb::persist).
+                    svc.maglev.lookup(src_hash).map(usize::from)
+                } else {
+                    let me = self.me.index;
+                    let (own, load) = (&self.backend_conns, &self.load);
+                    let active = |b: BackendId| {
+                        own.get(b.0 as usize).copied().unwrap_or(0) + load.others(me, b)
+                    };
+                    let inp = PickInput {
+                        service: svc,
+                        backends: &snap.backends,
+                        flow_hash: hash,
+                        source_hash: src_hash,
+                        active: &active,
+                    };
+                    pick(svc.scheduler, &mut self.sched[usize::from(si)], &inp)
+                };
+                let Some(slot) = slot else {
+                    return Err(DropReason::NoBackend);
+                };
+                let b = svc.backends[slot];
+                if let Some((timeout, m)) = persisted {
+                    self.persist.put(si, m, b, now, timeout);
+                }
+                b
+            }
+        };
+        let b = &snap.backends[backend.0 as usize];
+        let state = if key.proto == PROTO_UDP {
+            FlowState::Udp
+        } else if tcp.rst || tcp.fin {
+            FlowState::TcpClosing
+        } else if tcp.syn && !tcp.ack {
+            FlowState::TcpSyn
+        } else {
+            // A flow first seen mid-stream (restart, ECMP change) is adopted.
+            FlowState::TcpEstablished
+        };
+        let mut conn = Conn::new(key, state, si, backend.0);
+        match svc.mode {
+            Mode::Dsr => {}
+            Mode::Gateway => {
+                let rev = gateway::reverse_tuple(
+                    b.addr,
+                    b.port,
+                    Ipv4Addr::from(key.src),
+                    key.src_port,
+                    key.proto,
+                );
+                conn = conn.with_reverse(&rev);
+            }
+            Mode::Proxy => {
+                let cands = &snap.interfaces[usize::from(b.iface.0)].snat;
+                let Some((idx, lport)) = self.nat.alloc(cands, (hash >> 48) as usize) else {
+                    return Err(DropReason::SnatExhausted);
+                };
+                let (snat_ip, _) = snap.snat[usize::from(idx.0)];
+                let rev = proxy::reverse_tuple(b.addr, b.port, snat_ip, lport, key.proto);
+                conn = conn.with_reverse(&rev);
+                conn.flags |= flags::SNAT;
+                conn.snat_idx = idx.0;
+            }
+        }
+        match self.flows.insert(conn, now) {
+            Ok(id) => {
+                if let Some(n) = self.backend_conns.get_mut(backend.0 as usize) {
+                    *n += 1;
+                }
+                self.svc_ctr.flow(si, backend.0);
+                Ok(id)
+            }
+            Err(_) => {
+                if conn.flags & flags::SNAT != 0 {
+                    self.nat.free(SnatIdx(conn.snat_idx), conn.rev_dport);
+                }
+                Err(DropReason::FlowTableFull)
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The per-packet decision, on plain bytes: classify a frame; answer ARP and ICMP echo for the
+//! balancer's addresses; balance TCP/UDP to a VIP in the service's mode (DSR, proxy, gateway);
+//! translate replies and ICMP errors of NAT conns; follow the fragment policy; route what the
+//! servers send in gateway mode. No DPDK type appears here (the worker owns the mbufs, seen
+//! through [`PacketBuf`]), so all of it runs in unit tests and golden tests alike.
+//!
+//! A bad or unwanted frame becomes `Verdict::Drop(reason)` and a counter; nothing here
+//! allocates, locks, formats or makes a syscall.
+//!
+//! One file per part of the walk (docs/ARCHITECTURE.md follows a packet through them):
+//!
+//! | file | |
+//! |---|---|
+//! | `mod` | [`Datapath`], the worker's state; `process`: count, classify by ethertype |
+//! | `fast` | the fast lane: established conns, decided in a few dozen instructions |
+//! | `arp` | ARP for our addresses answered, neighbours learned |
+//! | `ipv4` | IPv4 sorted by protocol; TCP/UDP to its owner core, its conn, or a new conn |
+//! | `egress` | a conn's packet on its way out: next hop, TTL, the mode's rewrite, VLAN |
+//! | `icmp` | echo, ICMP errors translated for conns, errors we originate |
+//! | `frag` | the fragment policy: later fragments follow the first |
+//! | `route` | what gateway-mode servers send elsewhere, routed |
+//! | `neigh` | the worker's neighbour cache and resolve requests |
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use rustc_hash::FxHasher;
+
+mod arp;
+mod egress;
+mod fast;
+mod frag;
+mod icmp;
+mod ipv4;
+mod neigh;
+mod route;
+
+#[cfg(test)]
+mod tests;
+
+pub use fast::{Gate, Pre};
+use frag::FragTable;
+
+use crate::channel::Event;
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable, flags};
+use crate::lb::Snapshot;
+use crate::lb::persist::PersistTable;
+use crate::lb::sched::{BackendLoad, SchedState};
+use crate::mode::{self};
+use crate::nat::SnatPortPool;
+use crate::stats::{Counters, Ctr, ServiceCounters};
+use crate::types::{DropReason, IfIdx, MAX_BACKENDS, PacketBuf, SnatIdx, Verdict};
+use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+
+/// Most neighbours a worker caches (the map is sized once, never grows on the data path).
+pub const NEIGH_CAPACITY: usize = 4096;
+
+/// How long a fragment decision is remembered.
+const FRAG_TIMEOUT_MS: u32 = 2000;
+
+/// Re-ask management to resolve the same address at most this often.
+const RESOLVE_EVERY_MS: u32 = 500;
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Per-worker parameters fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerInfo {
+    pub index: usize,
+    pub count: usize,
+    pub flow_capacity: usize,
+    pub persist_capacity: usize,
+}
+
+/// One worker's data-plane state. Owned by exactly one thread.
+pub struct Datapath {
+    pub snap: Arc<Snapshot>,
+    pub flows: FlowTable,
+    neigh: FxMap<u32, [u8; 6]>,
+    resolve_asked: [(u32, u32); 64],
+    pub ctr: Counters,
+    /// Per service and backend: packets, bytes, flows.
+    pub svc_ctr: ServiceCounters,
+    events: Arc<ArrayQueue<Event>>,
+    me: WorkerInfo,
+    nat: SnatPortPool,
+    frags: FragTable,
+    persist: PersistTable,
+    sched: Vec<SchedState>,
+    /// Live conns per backend on this worker (exact); others' via `load`.
+    backend_conns: Vec<u32>,
+    load: Arc<BackendLoad>,
+    /// The worker's prefetch pass already hashed this packet's tuple (see `pre_parse`).
+    hash_hint: Option<u64>,
+    /// The fast lane's caches (see `fast`).
+    fast: fast::FastCache,
+}
+
+impl Datapath {
+    pub fn new(
+        snap: Arc<Snapshot>,
+        me: WorkerInfo,
+        events: Arc<ArrayQueue<Event>>,
+        load: Arc<BackendLoad>,
+    ) -> Self {
+        let mut neigh = FxMap::default();
+        neigh.reserve(NEIGH_CAPACITY);
+        let mut flows = FlowTable::new(me.flow_capacity);
+        record_backends(&mut flows, &snap);
+        Datapath {
+            nat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
+            sched: snap.services.iter().map(SchedState::for_service).collect(),
+            fast: fast::FastCache::new(&snap),
+            snap,
+            flows,
+            neigh,
+            resolve_asked: [(0, 0); 64],
+            ctr: Counters::default(),
+            svc_ctr: ServiceCounters::default(),
+            events,
+            me,
+            frags: FragTable::new(FRAG_TIMEOUT_MS),
+            persist: PersistTable::new(me.persist_capacity),
+            backend_conns: vec![0; MAX_BACKENDS],
+            load,
+            hash_hint: None,
+        }
+    }
+
+    pub fn set_neighbour(&mut self, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
+        let k = u32::from(ip);
+        self.fast.invalidate();
+        match mac {
+            Some(m) if self.neigh.len() < NEIGH_CAPACITY || self.neigh.contains_key(&k) => {
+                self.neigh.insert(k, m);
+            }
+            Some(_) => {}
+            None => {
+                self.neigh.remove(&k);
+            }
+        }
+    }
+
+    /// Installs a new snapshot. Conns keep their `BackendId`s, which management keeps stable
+    /// across snapshots, so established flows stay on their backend.
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.sched = snap.services.iter().map(SchedState::for_service).collect();
+        self.fast.rebuild(&snap);
+        record_backends(&mut self.flows, &snap);
+        std::mem::replace(&mut self.snap, snap)
+    }
+
+    /// Once per poll round: flow counters into `ctr`, backend conn counts to the others.
+    pub fn publish(&mut self) {
+        let f = self.flows.counters;
+        self.ctr.set(Ctr::FlowsCreated, f.created);
+        self.ctr.set(Ctr::FlowsExpired, f.expired);
+        self.ctr.set(Ctr::FlowsActive, self.flows.active() as u64);
+        self.ctr
+            .set(Ctr::FlowCapacity, self.flows.capacity() as u64);
+        self.ctr
+            .set(Ctr::FlowTableBytes, self.flows.memory_bytes() as u64);
+        // Only the backends that exist (the array is sized for the most there can be).
+        let n = self.snap.backends.len().min(self.backend_conns.len());
+        self.load.publish(self.me.index, &self.backend_conns[..n]);
+    }
+
+    /// Reclaims a slice of expired conns (between bursts).
+    pub fn sweep(&mut self, now: u32, buckets: usize) {
+        self.with_reclaim(|flows, t, reclaim| {
+            flows.sweep(now, t, buckets, &mut { reclaim });
+        });
+    }
+
+    /// Runs `f` on the conn table with the idle timeouts and the callback that gives back
+    /// what a dead conn held (its NAT port, its backend count).
+    #[inline]
+    pub(super) fn with_reclaim<R>(
+        &mut self,
+        f: impl FnOnce(&mut FlowTable, &crate::flow::Timeouts, &mut dyn FnMut(&Conn)) -> R,
+    ) -> R {
+        let t = self.snap.timeouts;
+        let Datapath {
+            flows,
+            nat,
+            backend_conns,
+            ..
+        } = self;
+        f(flows, &t, &mut |c: &Conn| reclaim(c, nat, backend_conns))
+    }
+
+    /// Counts a frame the worker could not hand over as one slice (chained mbuf).
+    pub fn count_unparseable(&mut self, len: usize, reason: DropReason) {
+        self.ctr.inc(Ctr::RxPackets);
+        self.ctr.add(Ctr::RxBytes, len as u64);
+        self.ctr.drop(reason);
+    }
+
+    /// Like [`Datapath::process`], with the tuple hash the prefetch pass computed.
+    #[inline]
+    pub fn process_hinted<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        in_if: IfIdx,
+        now: u32,
+        hint: Option<u64>,
+    ) -> Verdict {
+        self.hash_hint = hint;
+        let v = self.process(p, in_if, now, false);
+        self.hash_hint = None;
+        v
+    }
+
+    /// Decides one frame that arrived on `in_if` (or was handed over by another worker when
+    /// `steered`), rewriting it in place, and counts it. A steered frame was counted as
+    /// received (and as steered) by the worker that handed it over.
+    #[inline]
+    pub fn process<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        in_if: IfIdx,
+        now: u32,
+        steered: bool,
+    ) -> Verdict {
+        if !steered {
+            self.ctr.inc(Ctr::RxPackets);
+            self.ctr.add(Ctr::RxBytes, p.bytes().len() as u64);
+        }
+        let v = self.classify(p, in_if, now, steered);
+        match v {
+            Verdict::Forward(_) => self.ctr.inc(Ctr::Forwarded),
+            Verdict::Reply => self.ctr.inc(Ctr::Replied),
+            Verdict::Consumed => self.ctr.inc(Ctr::Consumed),
+            // Counted by the worker: steered_out once the ring took it, else drop_steer_full.
+            Verdict::Steer(_) => {}
+            Verdict::ToKernel => self.ctr.inc(Ctr::ToKernel),
+            Verdict::Drop(r) => self.ctr.drop(r),
+        }
+        if steered {
+            self.ctr.inc(Ctr::SteeredIn);
+        }
+        v
+    }
+
+    fn classify<P: PacketBuf>(
+        &mut self,
+        p: &mut P,
+        in_if: IfIdx,
+        now: u32,
+        steered: bool,
+    ) -> Verdict {
+        let b = p.bytes();
+        let l2 = match wire::parse_l2(b) {
+            Ok(l2) => l2,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let ifc = &self.snap.interfaces[usize::from(in_if.0)];
+        if l2.vlan != ifc.vlan {
+            return Verdict::Drop(DropReason::VlanMismatch);
+        }
+        match l2.ethertype {
+            ETHERTYPE_ARP => self.arp(b, l2.l3, in_if),
+            ETHERTYPE_IPV4 => {
+                // A one-arm port is promiscuous: IPv4 must be unicast to our MAC.
+                if b[0..6] != ifc.mac {
+                    return Verdict::Drop(DropReason::NotForUs);
+                }
+                self.ipv4(p, &l2, in_if, now, steered)
+            }
+            _ => Verdict::Drop(DropReason::UnsupportedEthertype),
+        }
+    }
+
+    /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
+    #[inline]
+    pub(super) fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
+        self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
+    }
+
+    /// Where a packet travelling in `dir` goes: (egress interface, address whose MAC it is
+    /// sent to), or why it cannot go. `to` is what decides it: the conn's backend id going
+    /// forward, its client address going back (see `Conn::hop_key`).
+    #[inline]
+    pub(super) fn next_hop(&self, dir: Dir, to: u32) -> Result<(IfIdx, Ipv4Addr), DropReason> {
+        let snap = &*self.snap;
+        match dir {
+            Dir::Forward => {
+                let b = snap
+                    .backends
+                    .get(to as usize)
+                    .ok_or(DropReason::NoBackend)?;
+                if !b.accept_existing {
+                    return Err(if b.forced {
+                        DropReason::DrainForced
+                    } else {
+                        DropReason::BackendDown
+                    });
+                }
+                Ok((b.iface, b.next_hop))
+            }
+            Dir::Reverse => {
+                let client = Ipv4Addr::from(to);
+                let h = snap.routes.lookup(client).ok_or(DropReason::NoRoute)?;
+                Ok((h.iface, h.l2_target(client)))
+            }
+        }
+    }
+
+    /// Whether `in_if` hands unbalanced local traffic to the kernel.
+    #[inline]
+    pub(super) fn kernel(&self, in_if: IfIdx) -> bool {
+        self.snap.interfaces[usize::from(in_if.0)].exception
+    }
+}
+
+/// Tells the conn table every backend's address and port (the start of NAT conns' reverse
+/// tuples), before any packet sees the snapshot.
+fn record_backends(flows: &mut FlowTable, snap: &Snapshot) {
+    for (id, b) in snap.backends.iter().enumerate() {
+        flows.set_backend(id as u32, u32::from(b.addr), b.port);
+    }
+}
+
+/// Gives back what a dead conn held: its SNAT port and its backend count.
+#[inline]
+fn reclaim(c: &Conn, nat: &mut SnatPortPool, backend_conns: &mut [u32]) {
+    if c.flags & flags::SNAT != 0 {
+        nat.free(SnatIdx(c.snat_idx), c.rev_dport);
+    }
+    if let Some(n) = backend_conns.get_mut(c.backend as usize) {
+        *n = n.saturating_sub(1);
+    }
+}
+

@@ -1,0 +1,121 @@
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Config;
+use crate::lb::Snapshot;
+use crate::nat::owner_of;
+use crate::types::{DropReason, IfIdx, Verdict};
+use crate::wire::PROTO_TCP;
+
+#[test]
+fn established_flow_survives_a_backend_set_change() {
+    let text = cfg("dsr", "", "");
+    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut before = Vec::new();
+    for i in 0..300u16 {
+        let mut f = pkt(CLIENT, VIP, 30000 + i, 80, PROTO_TCP, SYN);
+        d.process(&mut f, IfIdx(0), 0, false);
+        before.push(f[5]);
+    }
+    // A third backend joins: Maglev maps about a third of all hashes to it.
+    let bigger = text.replacen(
+        "  [[services.backends]]\n  address = \"10.20.1.12\"\n",
+        "  [[services.backends]]\n  address = \"10.20.1.12\"\n  [[services.backends]]\n  address = \"10.20.1.13\"\n",
+        1,
+    );
+    let cfg = Config::from_toml(&bigger).unwrap();
+    d.set_snapshot(Arc::new(Snapshot::build(&cfg, &[LB])));
+    d.set_neighbour(Ipv4Addr::new(10, 20, 1, 13), Some([2, 0, 0, 0, 0, 0x13]));
+    for i in 0..300u16 {
+        let mut f = pkt(CLIENT, VIP, 30000 + i, 80, PROTO_TCP, ACK);
+        d.process(&mut f, IfIdx(0), 10, false);
+        assert_eq!(f[5], before[usize::from(i)], "flow {i} moved");
+    }
+    let mut to_new = 0;
+    for i in 0..300u16 {
+        let mut f = pkt(CLIENT, VIP, 50000 + i, 80, PROTO_TCP, SYN);
+        d.process(&mut f, IfIdx(0), 10, false);
+        to_new += usize::from(f[5] == 0x13);
+    }
+    assert!(to_new > 50, "new backend got {to_new} of 300 new flows");
+}
+
+#[test]
+fn full_flow_table_drops_new_flows_only() {
+    let text = cfg("dsr", "", "").replace("capacity_per_core = 1024", "capacity_per_core = 8");
+    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut ok = Vec::new();
+    for p in 0..100u16 {
+        let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, SYN);
+        if d.process(&mut f, IfIdx(0), 0, false) != Verdict::Drop(DropReason::FlowTableFull) {
+            ok.push(p);
+        }
+    }
+    assert_eq!(ok.len(), 8);
+    assert_eq!(d.ctr.dropped(DropReason::FlowTableFull), 92);
+    for p in ok {
+        let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, ACK);
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 1, false),
+            Verdict::Forward(IfIdx(0))
+        );
+    }
+}
+
+#[test]
+fn nat_conns_are_steered_to_their_owner() {
+    let text = cfg("gateway", "", "");
+    let (mut d0, _) = dp_with(&text, 2, 0);
+    let (mut d1, _) = dp_with(&text, 2, 1);
+    let mut steered = 0;
+    for p in 0..50u16 {
+        let owner = owner_of(u32::from(CLIENT), 20000 + p, 2);
+        let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, SYN);
+        let (me, other) = if owner == 0 {
+            (&mut d1, &mut d0)
+        } else {
+            (&mut d0, &mut d1)
+        };
+        let v = me.process(&mut f, IfIdx(0), 0, false);
+        assert_eq!(v, Verdict::Steer(owner as u16));
+        assert_eq!(
+            other.process(&mut f, IfIdx(0), 0, true),
+            Verdict::Forward(IfIdx(0))
+        );
+        steered += 1;
+    }
+    assert_eq!(steered, 50);
+    assert_eq!(d0.flows.active() + d1.flows.active(), 50);
+}
+
+#[test]
+fn persistence_keeps_a_client_subnet_on_one_backend() {
+    let persist = "  [services.persistence]\n  timeout_s = 300\n  netmask = 24";
+    let text = cfg("proxy", persist, "").replace(
+        "mode = \"proxy\"\n  [services",
+        "mode = \"proxy\"\nscheduler = \"round_robin\"\n  [services",
+    );
+    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut seen = std::collections::HashSet::new();
+    for p in 0..50u16 {
+        let mut f = pkt(
+            Ipv4Addr::new(10, 20, 9, (p % 5) as u8 + 2),
+            VIP,
+            30000 + p,
+            80,
+            PROTO_TCP,
+            SYN,
+        );
+        d.process(&mut f, IfIdx(0), u32::from(p), false);
+        seen.insert(tuple(&f).2);
+    }
+    assert_eq!(seen.len(), 1, "one /24, one backend");
+    let mut spread = std::collections::HashSet::new();
+    for n in 0..40u8 {
+        let mut f = pkt(Ipv4Addr::new(172, 16, n, 9), VIP, 30000, 80, PROTO_TCP, SYN);
+        d.process(&mut f, IfIdx(0), 100, false);
+        spread.insert(tuple(&f).2);
+    }
+    assert_eq!(spread.len(), 2, "different subnets spread");
+}

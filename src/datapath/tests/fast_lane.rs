@@ -1,0 +1,158 @@
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::datapath::Datapath;
+use crate::flow::NO_HINT;
+use crate::lb::{BackendKey, BackendRuntime};
+use crate::types::{IfIdx, Verdict};
+use crate::wire::{PROTO_TCP, PROTO_UDP};
+
+/// The fast lane (datapath/fast.rs) is an optimisation only. Two datapaths see the same
+/// stream - flows opening, carrying data, closing and reopening, replies, TTL 1, VLAN tags,
+/// damaged frames, a backend going down, a neighbour vanishing and coming back with a new
+/// MAC, time passing so conns expire - one through `process` only, one the way the worker
+/// does it (fast lane first). Every verdict, output frame and counter must be identical.
+#[test]
+fn fast_lane_decides_exactly_like_the_full_path() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rnd = move || {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let cases = ["dsr", "proxy", "gateway"]
+        .into_iter()
+        .flat_map(|m| [(m, false), (m, true)]);
+    for (mode, tagged) in cases {
+        let mut text = cfg_text(mode, "on_backend_down = \"drop\"");
+        if tagged {
+            text = text.replace("port = \"p0\"", "port = \"p0\"\nvlan = 7");
+        }
+        let up = snap_with(&text, &|_| BackendRuntime::default());
+        let b11: Ipv4Addr = "10.20.1.11".parse().unwrap();
+        let down = snap_with(&text, &move |k: &BackendKey| BackendRuntime {
+            healthy: k.1 != b11,
+            ..BackendRuntime::default()
+        });
+        let (mut full, _) = datapath(&up);
+        let (mut fast, _) = datapath(&up);
+        let mut last_out: HashMap<(u8, bool), Vec<u8>> = HashMap::new();
+        let (mut lane, n) = (0, 8000u32);
+        let mut old_hint = NO_HINT;
+        for step in 0..n {
+            let router: Ipv4Addr = "10.20.0.1".parse().unwrap();
+            match step {
+                2000 => [&mut full, &mut fast]
+                    .map(|d| d.set_snapshot(down.clone()))
+                    .len(),
+                3000 => [&mut full, &mut fast]
+                    .map(|d| d.set_snapshot(up.clone()))
+                    .len(),
+                4000 => [&mut full, &mut fast]
+                    .map(|d| d.set_neighbour(b11, None))
+                    .len(),
+                4500 => [&mut full, &mut fast]
+                    .map(|d| d.set_neighbour(b11, Some([2, 0, 0, 0, 0, 0x77])))
+                    .len(),
+                5500 => [&mut full, &mut fast]
+                    .map(|d| d.set_neighbour(router, Some([2, 0, 0, 0, 0, 0x66])))
+                    .len(),
+                _ => 0,
+            };
+            let now = step * 7;
+            let c = (rnd() % 48) as u8;
+            let udp = rnd() % 4 == 0;
+            let client = Ipv4Addr::new(10, 20, 9, 2 + c);
+            let (proto, dport) = if udp {
+                (PROTO_UDP, 53)
+            } else {
+                (PROTO_TCP, 80)
+            };
+            let flags = [SYN, ACK, ACK, ACK, ACK, 0x11, 0x04, 0x18][(rnd() % 8) as usize];
+            let mut f = pkt(client, VIP, 40000 + u16::from(c), dport, proto, flags);
+            let kind = rnd() % 10;
+            match kind {
+                // A reply to what was last sent for this flow, mirrored.
+                0..=2 => {
+                    if let Some(o) = last_out.get(&(c, udp)) {
+                        let (s, sp, d, dp) = tuple(o);
+                        f = pkt(d, s, dp, sp, proto, ACK);
+                    }
+                }
+                3 => {
+                    f[14 + 8] = 1; // TTL 1 (checksum fixed below)
+                }
+                // 4: the wrong tagging (below).
+                5 => {
+                    for _ in 0..(1 + rnd() % 3) {
+                        let at = (rnd() as usize) % f.len();
+                        f[at] = rnd() as u8;
+                    }
+                    if rnd() % 2 == 0 {
+                        f[0..6].copy_from_slice(&LB);
+                    }
+                }
+                _ => {}
+            }
+            if f.len() > 34 && f[12] == 8 && f[14 + 8] == 1 {
+                smoltcp::wire::Ipv4Packet::new_unchecked(&mut f[14..34]).fill_checksum();
+            }
+            if tagged != (kind == 4) {
+                f.splice(12..12, [0x81, 0, 0, 7]);
+            }
+            let mut f1 = f.clone();
+            let mut f2 = f;
+            let v1 = full.process(&mut f1, IfIdx(0), now, false);
+            let gate = fast.fast_gate(IfIdx(0)).expect("interface 0");
+            let mut pre = Datapath::pre_parse(&f2, &gate);
+            if let Some(p) = &mut pre {
+                // The worker's hint, or none, or a stale one from an earlier packet.
+                let stage1 = fast.prefetch_buckets(p);
+                let fresh = fast.flows.prefetch_conn(&p.key, p.hash, stage1);
+                p.hint = [fresh, fresh, NO_HINT, old_hint][(rnd() % 4) as usize];
+                old_hint = fresh;
+            }
+            let v2 = match pre.and_then(|p| fast.fast_path(&mut f2, &p, now)) {
+                Some(out) => {
+                    lane += 1;
+                    Verdict::Forward(out)
+                }
+                None => fast.process_hinted(&mut f2, IfIdx(0), now, pre.map(|p| p.hash)),
+            };
+            assert_eq!(v1, v2, "{mode} tagged {tagged} step {step}");
+            assert_eq!(f1, f2, "{mode} step {step}: frames differ");
+            assert_eq!(
+                full.ctr.0, fast.ctr.0,
+                "{mode} step {step}: counters differ"
+            );
+            if step % 97 == 0 || step == n - 1 {
+                assert!(full.svc_ctr.svc == fast.svc_ctr.svc, "{mode} step {step}");
+                assert!(
+                    full.svc_ctr.backend == fast.svc_ctr.backend,
+                    "{mode} {step}"
+                );
+                // Conns too: tuples, TCP state, last seen, backend.
+                let conns = |d: &Datapath| d.flows.snapshot(usize::MAX);
+                assert!(
+                    conns(&full) == conns(&fast),
+                    "{mode} step {step}: conns differ"
+                );
+            }
+            if matches!(v1, Verdict::Forward(_)) {
+                if f1.get(12) == Some(&0x81) {
+                    f1.drain(12..16);
+                }
+                if f1.len() >= 34 && f1[12] == 8 {
+                    last_out.insert((c, udp), f1);
+                }
+            }
+        }
+        // The comparison means something only if both lanes were taken often.
+        assert!(
+            lane > n / 4 && lane < n - n / 10,
+            "{mode}: fast lane took {lane}"
+        );
+    }
+}
