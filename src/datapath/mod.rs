@@ -49,7 +49,6 @@ use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable, flags};
 use crate::lb::Snapshot;
 use crate::lb::persist::PersistTable;
 use crate::lb::sched::{BackendLoad, SchedState};
-use crate::mode::{self};
 use crate::nat::SnatPortPool;
 use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::types::{DropReason, IfIdx, MAX_BACKENDS, PacketBuf, SnatIdx, Verdict};
