@@ -17,7 +17,6 @@ pub mod flow;
 pub mod lb;
 pub mod mgmt;
 pub mod mode;
-pub mod nat;
 pub mod stats;
 pub mod types;
 pub mod wire;

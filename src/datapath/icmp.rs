@@ -8,7 +8,7 @@ use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, Dir, FlowKey, FlowState};
 use crate::lb::LocalKind;
-use crate::nat::{owner_of, port_owner};
+use crate::mode::snat::{owner_of, port_owner};
 use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, Ipv4Meta, L2, PROTO_ICMP, Rewrite};

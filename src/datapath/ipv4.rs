@@ -12,8 +12,8 @@ use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
 use crate::lb::LocalKind;
 use crate::lb::persist::{masked, source_hash};
 use crate::lb::sched::{PickInput, pick};
+use crate::mode::snat::{owner_of, port_owner};
 use crate::mode::{gateway, proxy};
-use crate::nat::{owner_of, port_owner};
 use crate::types::{BackendId, DropReason, IfIdx, PacketBuf, SnatIdx, Verdict};
 use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 

@@ -49,7 +49,7 @@ use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable, flags};
 use crate::lb::Snapshot;
 use crate::lb::persist::PersistTable;
 use crate::lb::sched::{BackendLoad, SchedState};
-use crate::nat::SnatPortPool;
+use crate::mode::snat::SnatPortPool;
 use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::types::{DropReason, IfIdx, MAX_BACKENDS, PacketBuf, SnatIdx, Verdict};
 use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
@@ -333,4 +333,3 @@ fn reclaim(c: &Conn, nat: &mut SnatPortPool, backend_conns: &mut [u32]) {
         *n = n.saturating_sub(1);
     }
 }
-

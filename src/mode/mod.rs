@@ -11,6 +11,7 @@
 pub mod dsr;
 pub mod gateway;
 pub mod proxy;
+pub mod snat;
 
 use std::net::Ipv4Addr;
 

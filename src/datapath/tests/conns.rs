@@ -4,7 +4,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::Config;
 use crate::lb::Snapshot;
-use crate::nat::owner_of;
+use crate::mode::snat::owner_of;
 use crate::types::{DropReason, IfIdx, Verdict};
 use crate::wire::PROTO_TCP;
 
