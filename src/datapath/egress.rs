@@ -4,7 +4,7 @@
 use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir};
-use crate::mode::{Xmit, dsr, gateway, proxy};
+use crate::mode::{self, Xmit};
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, ICMP_TIME_EXCEEDED, Ipv4Meta, L2};
 
@@ -54,11 +54,7 @@ impl Datapath {
             next_hop_mac: mac,
             backend: self.flows.endpoint(conn.backend),
         };
-        let v = match mode {
-            Mode::Dsr => dsr::xmit(p.bytes(), &x),
-            Mode::Proxy => proxy::xmit(p.bytes(), &x),
-            Mode::Gateway => gateway::xmit(p.bytes(), &x),
-        };
+        let v = mode::xmit(mode, p.bytes(), &x);
         if l2.vlan != eg_vlan && wire::retag(p, l2.vlan, eg_vlan).is_none() {
             return Verdict::Drop(DropReason::MultiSegment);
         }

@@ -8,10 +8,11 @@ use super::Datapath;
 use crate::config::Mode;
 use crate::flow::{Conn, Dir, FlowKey, FlowState};
 use crate::lb::LocalKind;
+use crate::mode;
 use crate::mode::snat::{owner_of, port_owner};
 use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
-use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, Ipv4Meta, L2, PROTO_ICMP, Rewrite};
+use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, Ipv4Meta, L2, PROTO_ICMP};
 
 impl Datapath {
     /// ICMP: echo for our addresses; errors about balanced conns are translated to where
@@ -98,34 +99,8 @@ impl Datapath {
         let conn = *self.flows.conn(id);
         let snap = self.snap.clone();
         let mode = snap.services[usize::from(conn.service)].mode;
-        if mode != Mode::Dsr {
-            let be = self.flows.endpoint(conn.backend);
-            let (outer, inner) = match dir {
-                // An error about our reply to the client: to the backend, quoting the reply
-                // as the backend sent it.
-                Dir::Forward => (
-                    Rewrite {
-                        src: (mode == Mode::Proxy).then(|| (Ipv4Addr::from(conn.rev_dst), 0)),
-                        dst: Some((Ipv4Addr::from(be.0), 0)),
-                    },
-                    Rewrite {
-                        src: Some((Ipv4Addr::from(be.0), be.1)),
-                        dst: Some((Ipv4Addr::from(conn.rev_dst), conn.rev_dport)),
-                    },
-                ),
-                // The backend's error about the client's packet: to the client, from the VIP,
-                // quoting the packet as the client sent it.
-                Dir::Reverse => (
-                    Rewrite {
-                        src: Some((Ipv4Addr::from(conn.vip), 0)),
-                        dst: Some((Ipv4Addr::from(conn.client), 0)),
-                    },
-                    Rewrite {
-                        src: Some((Ipv4Addr::from(conn.client), conn.cport)),
-                        dst: Some((Ipv4Addr::from(conn.vip), conn.vport)),
-                    },
-                ),
-            };
+        let be = self.flows.endpoint(conn.backend);
+        if let Some((outer, inner)) = mode::icmp_rewrites(mode, &conn, be, dir) {
             wire::rewrite_icmp_error(p.bytes(), l2.l3, ip, e, &outer, &inner);
         }
         // Addresses are translated already: forward like a later fragment (no L4 rewrite).

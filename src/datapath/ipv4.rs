@@ -3,18 +3,14 @@
 //! a new conn, whose backend the service's persistence or scheduler picks and whose reverse
 //! tuple its mode builds.
 
-use std::net::Ipv4Addr;
-
 use super::Datapath;
 use super::frag::FragAction;
 use crate::config::Mode;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState};
 use crate::lb::LocalKind;
-use crate::lb::persist::{masked, source_hash};
-use crate::lb::sched::{PickInput, pick};
+use crate::mode;
 use crate::mode::snat::{owner_of, port_owner};
-use crate::mode::{gateway, proxy};
-use crate::types::{BackendId, DropReason, IfIdx, PacketBuf, SnatIdx, Verdict};
+use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 impl Datapath {
@@ -111,8 +107,8 @@ impl Datapath {
         self.send(p, l2, &ip, in_if, id, dir, true, now)
     }
 
-    /// Creates the conn for a new flow to service `si`: persistence or scheduler picks the
-    /// backend, the mode builds the reverse tuple (proxy takes a local port).
+    /// Creates the conn for a new flow to service `si`: the backend as `lb` selects it, the
+    /// rest as the service's mode opens it.
     pub(super) fn new_conn(
         &mut self,
         si: u16,
@@ -122,51 +118,7 @@ impl Datapath {
         now: u32,
     ) -> Result<ConnId, DropReason> {
         let snap = &*self.snap;
-        let svc = &snap.services[usize::from(si)];
-        let persisted = svc
-            .persistence
-            .map(|(timeout, mask)| (timeout, masked(key.src, mask)));
-        let sticky = persisted.and_then(|(timeout, m)| {
-            self.persist.get(si, m, now, timeout).filter(|b| {
-                snap.backends
-                    .get(b.0 as usize)
-                    .is_some_and(|b| b.service == si)
-            })
-        });
-        let backend = match sticky {
-            Some(b) => b,
-            None => {
-                let src_hash = source_hash(persisted.map_or(key.src, |(_, m)| m));
-                let slot = if persisted.is_some() {
-                    // First pick for a client subnet: a weighted consistent hash of it, which
-                    // every core and every instance computes alike (see lb::persist).
-                    svc.maglev.lookup(src_hash).map(usize::from)
-                } else {
-                    let me = self.me.index;
-                    let (own, load) = (&self.backend_conns, &self.load);
-                    let active = |b: BackendId| {
-                        own.get(b.0 as usize).copied().unwrap_or(0) + load.others(me, b)
-                    };
-                    let inp = PickInput {
-                        service: svc,
-                        backends: &snap.backends,
-                        flow_hash: hash,
-                        source_hash: src_hash,
-                        active: &active,
-                    };
-                    pick(svc.scheduler, &mut self.sched[usize::from(si)], &inp)
-                };
-                let Some(slot) = slot else {
-                    return Err(DropReason::NoBackend);
-                };
-                let b = svc.backends[slot];
-                if let Some((timeout, m)) = persisted {
-                    self.persist.put(si, m, b, now, timeout);
-                }
-                b
-            }
-        };
-        let b = &snap.backends[backend.0 as usize];
+        let backend = self.select.select(snap, si, key.src, hash, now)?;
         let state = if key.proto == PROTO_UDP {
             FlowState::Udp
         } else if tcp.rst || tcp.fin {
@@ -177,43 +129,18 @@ impl Datapath {
             // A flow first seen mid-stream (restart, ECMP change) is adopted.
             FlowState::TcpEstablished
         };
-        let mut conn = Conn::new(key, state, si, backend.0);
-        match svc.mode {
-            Mode::Dsr => {}
-            Mode::Gateway => {
-                let rev = gateway::reverse_tuple(
-                    b.addr,
-                    b.port,
-                    Ipv4Addr::from(key.src),
-                    key.src_port,
-                    key.proto,
-                );
-                conn = conn.with_reverse(&rev);
-            }
-            Mode::Proxy => {
-                let cands = &snap.interfaces[usize::from(b.iface.0)].snat;
-                let Some((idx, lport)) = self.nat.alloc(cands, (hash >> 48) as usize) else {
-                    return Err(DropReason::SnatExhausted);
-                };
-                let (snat_ip, _) = snap.snat[usize::from(idx.0)];
-                let rev = proxy::reverse_tuple(b.addr, b.port, snat_ip, lport, key.proto);
-                conn = conn.with_reverse(&rev);
-                conn.flags |= flags::SNAT;
-                conn.snat_idx = idx.0;
-            }
-        }
+        let svc = &snap.services[usize::from(si)];
+        let b = &snap.backends[backend.0 as usize];
+        let conn = Conn::new(key, state, si, backend.0);
+        let conn = mode::open(svc.mode, conn, b, snap, &mut self.snat, hash)?;
         match self.flows.insert(conn, now) {
             Ok(id) => {
-                if let Some(n) = self.backend_conns.get_mut(backend.0 as usize) {
-                    *n += 1;
-                }
+                self.select.opened(backend);
                 self.svc_ctr.flow(si, backend.0);
                 Ok(id)
             }
             Err(_) => {
-                if conn.flags & flags::SNAT != 0 {
-                    self.nat.free(SnatIdx(conn.snat_idx), conn.rev_dport);
-                }
+                mode::close(&conn, &mut self.snat);
                 Err(DropReason::FlowTableFull)
             }
         }

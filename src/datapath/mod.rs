@@ -45,13 +45,14 @@ pub use fast::{Gate, Pre};
 use frag::FragTable;
 
 use crate::channel::Event;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable, flags};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable};
 use crate::lb::Snapshot;
-use crate::lb::persist::PersistTable;
-use crate::lb::sched::{BackendLoad, SchedState};
+use crate::lb::sched::BackendLoad;
+use crate::lb::select::Selector;
+use crate::mode;
 use crate::mode::snat::SnatPortPool;
 use crate::stats::{Counters, Ctr, ServiceCounters};
-use crate::types::{DropReason, IfIdx, MAX_BACKENDS, PacketBuf, SnatIdx, Verdict};
+use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
 /// Most neighbours a worker caches (the map is sized once, never grows on the data path).
@@ -85,13 +86,11 @@ pub struct Datapath {
     pub svc_ctr: ServiceCounters,
     events: Arc<ArrayQueue<Event>>,
     me: WorkerInfo,
-    nat: SnatPortPool,
+    /// Proxy mode's local ports, this worker's slice.
+    snat: SnatPortPool,
     frags: FragTable,
-    persist: PersistTable,
-    sched: Vec<SchedState>,
-    /// Live conns per backend on this worker (exact); others' via `load`.
-    backend_conns: Vec<u32>,
-    load: Arc<BackendLoad>,
+    /// Backend choice for new conns (persistence, schedulers, conn counts).
+    select: Selector,
     /// The worker's prefetch pass already hashed this packet's tuple (see `pre_parse`).
     hash_hint: Option<u64>,
     /// The fast lane's caches (see `fast`).
@@ -110,8 +109,8 @@ impl Datapath {
         let mut flows = FlowTable::new(me.flow_capacity);
         record_backends(&mut flows, &snap);
         Datapath {
-            nat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
-            sched: snap.services.iter().map(SchedState::for_service).collect(),
+            snat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
+            select: Selector::new(&snap, me.index, me.persist_capacity, load),
             fast: fast::FastCache::new(&snap),
             snap,
             flows,
@@ -122,9 +121,6 @@ impl Datapath {
             events,
             me,
             frags: FragTable::new(FRAG_TIMEOUT_MS),
-            persist: PersistTable::new(me.persist_capacity),
-            backend_conns: vec![0; MAX_BACKENDS],
-            load,
             hash_hint: None,
         }
     }
@@ -146,7 +142,7 @@ impl Datapath {
     /// Installs a new snapshot. Conns keep their `BackendId`s, which management keeps stable
     /// across snapshots, so established flows stay on their backend.
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) -> Arc<Snapshot> {
-        self.sched = snap.services.iter().map(SchedState::for_service).collect();
+        self.select.rebuild(&snap);
         self.fast.rebuild(&snap);
         record_backends(&mut self.flows, &snap);
         std::mem::replace(&mut self.snap, snap)
@@ -162,9 +158,7 @@ impl Datapath {
             .set(Ctr::FlowCapacity, self.flows.capacity() as u64);
         self.ctr
             .set(Ctr::FlowTableBytes, self.flows.memory_bytes() as u64);
-        // Only the backends that exist (the array is sized for the most there can be).
-        let n = self.snap.backends.len().min(self.backend_conns.len());
-        self.load.publish(self.me.index, &self.backend_conns[..n]);
+        self.select.publish(self.snap.backends.len());
     }
 
     /// Reclaims a slice of expired conns (between bursts).
@@ -184,11 +178,11 @@ impl Datapath {
         let t = self.snap.timeouts;
         let Datapath {
             flows,
-            nat,
-            backend_conns,
+            snat,
+            select,
             ..
         } = self;
-        f(flows, &t, &mut |c: &Conn| reclaim(c, nat, backend_conns))
+        f(flows, &t, &mut |c: &Conn| reclaim(c, snat, select))
     }
 
     /// Counts a frame the worker could not hand over as one slice (chained mbuf).
@@ -323,13 +317,9 @@ fn record_backends(flows: &mut FlowTable, snap: &Snapshot) {
     }
 }
 
-/// Gives back what a dead conn held: its SNAT port and its backend count.
+/// Gives back what a dead conn held: what its mode took (a SNAT port) and its backend count.
 #[inline]
-fn reclaim(c: &Conn, nat: &mut SnatPortPool, backend_conns: &mut [u32]) {
-    if c.flags & flags::SNAT != 0 {
-        nat.free(SnatIdx(c.snat_idx), c.rev_dport);
-    }
-    if let Some(n) = backend_conns.get_mut(c.backend as usize) {
-        *n = n.saturating_sub(1);
-    }
+fn reclaim(c: &Conn, snat: &mut SnatPortPool, select: &mut Selector) {
+    mode::close(c, snat);
+    select.closed(c.backend);
 }

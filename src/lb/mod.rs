@@ -10,6 +10,7 @@ pub mod maglev;
 pub mod persist;
 pub mod route;
 pub mod sched;
+pub mod select;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

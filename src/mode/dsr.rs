@@ -4,8 +4,15 @@
 //! directly, bypassing the balancer. A DSR conn has no reverse tuple.
 
 use super::Xmit;
+use crate::flow::Conn;
 use crate::types::Verdict;
 use crate::wire::set_macs;
+
+/// A DSR conn is its forward tuple and backend only: the backend's replies bypass us.
+#[inline]
+pub fn open(conn: Conn) -> Conn {
+    conn
+}
 
 #[inline]
 pub fn xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {

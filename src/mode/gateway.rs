@@ -6,9 +6,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Xmit, nat_xmit};
-use crate::flow::FlowKey;
+use super::{Xmit, nat};
+use crate::flow::{Conn, Dir, FlowKey};
+use crate::lb::Backend;
 use crate::types::Verdict;
+use crate::wire::Rewrite;
 
 /// The tuple the backend's replies carry.
 pub fn reverse_tuple(
@@ -21,7 +23,24 @@ pub fn reverse_tuple(
     FlowKey::new(backend, client, bport, cport, proto)
 }
 
+/// The conn with its reverse tuple: the backend's replies to the client.
+pub fn open(conn: Conn, b: &Backend) -> Conn {
+    let rev = reverse_tuple(
+        b.addr,
+        b.port,
+        Ipv4Addr::from(conn.client),
+        conn.cport,
+        conn.proto,
+    );
+    conn.with_reverse(&rev)
+}
+
 #[inline]
 pub fn xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
-    nat_xmit(frame, x)
+    nat::xmit(frame, x)
+}
+
+/// ICMP errors: the backend sees the client's own address, so only the VIP side changes.
+pub fn icmp_rewrites(c: &Conn, backend: (u32, u16), dir: Dir) -> (Rewrite, Rewrite) {
+    nat::icmp_rewrites(c, backend, dir, false)
 }

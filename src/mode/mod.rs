@@ -1,23 +1,32 @@
-//! Forwarding modes, one module each, side by side with one signature as DPVS's `xmit_*`:
-//! `xmit(frame, &Xmit) -> Verdict` rewrites the frame in place for one conn and direction.
+//! Forwarding modes, one module each, side by side with one signature as DPVS's `xmit_*`.
 //! The mode is fixed per service when the snapshot is built; the data plane dispatches once
 //! per packet on the service's mode and never re-decides.
 //!
-//! What differs between modes is the conn's reverse tuple (what the backend side sends back,
-//! built by each module's `reverse_tuple`) and whether L3/L4 is rewritten at all. For the two
-//! NAT modes the rewrite itself is the same: a forward packet takes the reverse tuple,
+//! Each mode owns what differs between modes:
+//! - `open`: what a new conn needs beyond its backend: the reverse tuple (what the backend
+//!   side sends back, if it comes back through us at all) and, in proxy mode, a SNAT address
+//!   and port (`snat`);
+//! - `xmit(frame, &Xmit) -> Verdict`: the rewrite of one packet of a conn in one direction;
+//! - `icmp_rewrites`: how an ICMP error about a packet of the conn is translated;
+//! - `close`: what a conn gives back when it ends (proxy: its SNAT port).
+//!
+//! The two NAT modes share their rewrite (`nat`): a forward packet takes the reverse tuple,
 //! mirrored; a reverse packet takes the forward tuple, mirrored.
 
 pub mod dsr;
 pub mod gateway;
+mod nat;
 pub mod proxy;
 pub mod snat;
 
-use std::net::Ipv4Addr;
+pub use nat::{nat_endpoints, nat_rewrite, nat_translate};
+use snat::SnatPortPool;
 
+use crate::config::Mode;
 use crate::flow::{Conn, Dir};
-use crate::types::{IfIdx, Verdict};
-use crate::wire::{Rewrite, decrement_ttl, nat_forward, rewrite_ipv4, set_macs};
+use crate::lb::{Backend, Snapshot};
+use crate::types::{DropReason, IfIdx, Verdict};
+use crate::wire::Rewrite;
 
 /// Everything a mode needs to send one packet of one conn.
 pub struct Xmit<'a> {
@@ -35,43 +44,51 @@ pub struct Xmit<'a> {
     pub backend: (u32, u16),
 }
 
-/// The address/port rewrite a NAT conn (whose backend is at `backend`) applies to a packet
-/// travelling in `dir`.
-pub fn nat_rewrite(c: &Conn, backend: (u32, u16), dir: Dir) -> Rewrite {
-    let ((src, sport), (dst, dport)) = nat_endpoints(c, backend, dir);
-    Rewrite {
-        src: Some((Ipv4Addr::from(src), sport)),
-        dst: Some((Ipv4Addr::from(dst), dport)),
+/// Completes a new conn (as `Conn::new` made it, for `backend`) of a service in `mode`.
+/// `flow_hash` spreads proxy conns over the SNAT addresses.
+pub fn open(
+    mode: Mode,
+    conn: Conn,
+    backend: &Backend,
+    snap: &Snapshot,
+    snat: &mut SnatPortPool,
+    flow_hash: u64,
+) -> Result<Conn, DropReason> {
+    match mode {
+        Mode::Dsr => Ok(dsr::open(conn)),
+        Mode::Gateway => Ok(gateway::open(conn, backend)),
+        Mode::Proxy => proxy::open(conn, backend, snap, snat, flow_hash),
     }
 }
 
-/// [`nat_rewrite`] as plain numbers: ((new source, port), (new destination, port)).
+/// Gives back what an ended conn held in its mode.
 #[inline]
-pub fn nat_endpoints(c: &Conn, backend: (u32, u16), dir: Dir) -> ((u32, u16), (u32, u16)) {
-    match dir {
-        Dir::Forward => ((c.rev_dst, c.rev_dport), backend),
-        Dir::Reverse => ((c.vip, c.vport), (c.client, c.cport)),
+pub fn close(conn: &Conn, snat: &mut SnatPortPool) {
+    proxy::close(conn, snat);
+}
+
+/// Rewrites one packet of `x.conn` in place for a service in `mode`.
+#[inline]
+pub fn xmit(mode: Mode, frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
+    match mode {
+        Mode::Dsr => dsr::xmit(frame, x),
+        Mode::Proxy => proxy::xmit(frame, x),
+        Mode::Gateway => gateway::xmit(frame, x),
     }
 }
 
-/// A NAT mode's translation of the IPv4 packet at `l3..end`: TTL down by one (the caller
-/// checked it stays above zero) and `rw` applied, in one pass for a plain TCP/UDP packet
-/// ([`nat_forward`]), else step by step (IP options, later fragments). The full path
-/// translates through here; the fast lane, whose packets always qualify for the one pass,
-/// calls its arithmetic ([`crate::wire::nat_apply`]) directly.
-#[inline]
-pub fn nat_translate(frame: &mut [u8], l3: usize, end: usize, has_l4: bool, rw: &Rewrite) {
-    if !(has_l4 && nat_forward(frame, l3, end, rw)) {
-        decrement_ttl(frame, l3);
-        rewrite_ipv4(frame, l3, end, has_l4, rw);
+/// How an ICMP error about a packet of `conn` (whose backend is at `backend`), travelling
+/// in `dir`, is translated: (outer header, quoted packet); `None` when the mode leaves it as
+/// it is (DSR).
+pub fn icmp_rewrites(
+    mode: Mode,
+    conn: &Conn,
+    backend: (u32, u16),
+    dir: Dir,
+) -> Option<(Rewrite, Rewrite)> {
+    match mode {
+        Mode::Dsr => None,
+        Mode::Proxy => Some(proxy::icmp_rewrites(conn, backend, dir)),
+        Mode::Gateway => Some(gateway::icmp_rewrites(conn, backend, dir)),
     }
-}
-
-/// Shared body of the NAT modes: translate, then address the frame to the next hop.
-#[inline]
-fn nat_xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
-    let rw = nat_rewrite(x.conn, x.backend, x.dir);
-    nat_translate(frame, x.l3, x.end, x.has_l4, &rw);
-    set_macs(frame, x.egress_mac, x.next_hop_mac);
-    Verdict::Forward(x.egress)
 }
