@@ -1,27 +1,23 @@
 //! The way out for a packet of a conn: next hop, TTL (NAT modes route), the mode's rewrite,
 //! the MACs and the egress interface's VLAN.
 
-use super::Datapath;
+use super::{Datapath, Pkt};
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir};
 use crate::mode::{self, Xmit};
-use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
-use crate::wire::{self, ICMP_TIME_EXCEEDED, Ipv4Meta, L2};
+use crate::types::{DropReason, PacketBuf, Verdict};
+use crate::wire::{self, ICMP_TIME_EXCEEDED};
 
 impl Datapath {
     /// Sends a packet of conn `id` travelling in `dir`: TTL (NAT modes route), next hop,
     /// the mode's rewrite, VLAN of the egress interface.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn send<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         id: ConnId,
         dir: Dir,
         has_l4: bool,
-        now: u32,
     ) -> Verdict {
         let conn = *self.flows.conn(id);
         // Copy out what is needed so the snapshot is not borrowed across `&mut self` calls
@@ -35,19 +31,19 @@ impl Datapath {
         let eg = &snap.interfaces[usize::from(egress.0)];
         let (eg_mac, eg_vlan) = (eg.mac, eg.vlan);
         self.svc_ctr
-            .count(conn.service, conn.backend, ip.end - l2.l3);
+            .count(conn.service, conn.backend, pk.ip.end - pk.l2.l3);
         // NAT modes route: the TTL goes down by one (in the mode's rewrite, below).
-        if mode != Mode::Dsr && p.bytes()[l2.l3 + 8] <= 1 {
-            return self.icmp_reply(p, l2, ip, in_if, ICMP_TIME_EXCEEDED, 0);
+        if mode != Mode::Dsr && p.bytes()[pk.l2.l3 + 8] <= 1 {
+            return self.icmp_reply(p, pk, ICMP_TIME_EXCEEDED, 0);
         }
-        let Some(mac) = self.mac_for(target, egress, now) else {
+        let Some(mac) = self.mac_for(target, egress, pk.now) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
         let x = Xmit {
             conn: &conn,
             dir,
-            l3: l2.l3,
-            end: ip.end,
+            l3: pk.l2.l3,
+            end: pk.ip.end,
             has_l4,
             egress,
             egress_mac: eg_mac,
@@ -55,23 +51,19 @@ impl Datapath {
             backend: self.flows.endpoint(conn.backend),
         };
         let v = mode::xmit(mode, p.bytes(), &x);
-        if l2.vlan != eg_vlan && wire::retag(p, l2.vlan, eg_vlan).is_none() {
+        if pk.l2.vlan != eg_vlan && wire::retag(p, pk.l2.vlan, eg_vlan).is_none() {
             return Verdict::Drop(DropReason::MultiSegment);
         }
         v
     }
 
     /// Sends an already-translated packet of `conn` to the conn's side `dir` points at.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         conn: &Conn,
         dir: Dir,
-        now: u32,
     ) -> Verdict {
         let snap = self.snap.clone();
         let (egress, target) = match self.next_hop(dir, conn.hop_key(dir)) {
@@ -79,15 +71,15 @@ impl Datapath {
             Err(r) => return Verdict::Drop(r),
         };
         let dsr = snap.services[usize::from(conn.service)].mode == Mode::Dsr;
-        if !dsr && !wire::decrement_ttl(p.bytes(), l2.l3) {
-            return self.icmp_reply(p, l2, ip, in_if, ICMP_TIME_EXCEEDED, 0);
+        if !dsr && !wire::decrement_ttl(p.bytes(), pk.l2.l3) {
+            return self.icmp_reply(p, pk, ICMP_TIME_EXCEEDED, 0);
         }
-        let Some(mac) = self.mac_for(target, egress, now) else {
+        let Some(mac) = self.mac_for(target, egress, pk.now) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
         let eg = &snap.interfaces[usize::from(egress.0)];
         wire::set_macs(p.bytes(), eg.mac, mac);
-        if l2.vlan != eg.vlan && wire::retag(p, l2.vlan, eg.vlan).is_none() {
+        if pk.l2.vlan != eg.vlan && wire::retag(p, pk.l2.vlan, eg.vlan).is_none() {
             return Verdict::Drop(DropReason::MultiSegment);
         }
         Verdict::Forward(egress)

@@ -11,11 +11,10 @@
 //! Fragments addressed to the balancer itself are dropped (`fragment`). Direct-mapped, fixed
 //! size, per core.
 
-use super::Datapath;
+use super::{Datapath, Pkt};
 use crate::flow::FlowKey;
 use crate::lb::LocalKind;
-use crate::types::{DropReason, IfIdx, PacketBuf, Verdict, fmix64};
-use crate::wire::{Ipv4Meta, L2};
+use crate::types::{DropReason, PacketBuf, Verdict, fmix64};
 
 /// What the first fragment of a datagram led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,26 +97,25 @@ impl Datapath {
     pub(super) fn later_fragment<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         local: Option<LocalKind>,
-        now: u32,
     ) -> Verdict {
-        let (src, dst) = (u32::from(ip.src), u32::from(ip.dst));
-        match self.frags.find(src, dst, ip.id, ip.proto, now) {
+        let (src, dst) = (u32::from(pk.ip.src), u32::from(pk.ip.dst));
+        match self.frags.find(src, dst, pk.ip.id, pk.ip.proto, pk.now) {
             Some(FragAction::Steer(w)) => Verdict::Steer(w),
-            Some(FragAction::Conn(key)) => match self.lookup(&key, key.hash(), now) {
+            Some(FragAction::Conn(key)) => match self.lookup(&key, key.hash(), pk.now) {
                 Some((id, dir)) => {
-                    self.flows.conn_mut(id).touch(now);
-                    self.send(p, l2, ip, in_if, id, dir, false, now)
+                    self.flows.conn_mut(id).touch(pk.now);
+                    self.send(p, pk, id, dir, false)
                 }
                 // The conn ended since the first fragment.
                 None => Verdict::Drop(DropReason::FragmentNoFlow),
             },
-            None if local == Some(LocalKind::Interface) && self.kernel(in_if) => Verdict::ToKernel,
+            None if local == Some(LocalKind::Interface) && self.kernel(pk.in_if) => {
+                Verdict::ToKernel
+            }
             None if local == Some(LocalKind::Interface) => Verdict::Drop(DropReason::Fragment),
-            None if local.is_none() && self.snap.routing => self.route(p, l2, ip, in_if, now),
+            None if local.is_none() && self.snap.routing => self.route(p, pk),
             None => Verdict::Drop(DropReason::FragmentNoFlow),
         }
     }

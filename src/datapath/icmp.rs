@@ -4,57 +4,47 @@
 
 use std::net::Ipv4Addr;
 
-use super::Datapath;
+use super::{Datapath, Pkt};
 use crate::config::Mode;
 use crate::flow::{Conn, Dir, FlowKey, FlowState};
 use crate::lb::LocalKind;
 use crate::mode;
 use crate::mode::snat::{owner_of, port_owner};
 use crate::stats::Ctr;
-use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
-use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, Ipv4Meta, L2, PROTO_ICMP};
+use crate::types::{DropReason, PacketBuf, Verdict};
+use crate::wire::{self, ICMP_TIME_EXCEEDED, IcmpError, PROTO_ICMP};
 
 impl Datapath {
     /// ICMP: echo for our addresses; errors about balanced conns are translated to where
     /// the conn's other end is (path-MTU discovery works through every mode).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn icmp<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         local: Option<LocalKind>,
-        now: u32,
-        steered: bool,
     ) -> Verdict {
-        if let Some(e) = wire::parse_icmp_error(p.bytes(), ip) {
-            return self.icmp_error(p, l2, ip, in_if, local, &e, now, steered);
+        if let Some(e) = wire::parse_icmp_error(p.bytes(), &pk.ip) {
+            return self.icmp_error(p, pk, local, &e);
         }
         match local {
-            Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
+            Some(LocalKind::Interface) if self.kernel(pk.in_if) => Verdict::ToKernel,
             Some(_) => {
-                let mac = self.snap.interfaces[usize::from(in_if.0)].mac;
-                match wire::icmp_echo_to_reply(p.bytes(), l2.l3, ip, mac) {
+                let mac = self.snap.interfaces[usize::from(pk.in_if.0)].mac;
+                match wire::icmp_echo_to_reply(p.bytes(), pk.l2.l3, &pk.ip, mac) {
                     Ok(()) => Verdict::Reply,
                     Err(r) => Verdict::Drop(r),
                 }
             }
-            None => self.route(p, l2, ip, in_if, now),
+            None => self.route(p, pk),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn icmp_error<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         local: Option<LocalKind>,
         e: &IcmpError,
-        now: u32,
-        steered: bool,
     ) -> Verdict {
         // The quoted packet went out from us (or the backend); the conn knows its tuple
         // reversed: what arrives in that conn's direction.
@@ -79,20 +69,20 @@ impl Datapath {
         if !vip_dsr
             && let Some(o) = owner
             && o != self.me.index
-            && !steered
+            && !pk.steered
         {
             return Verdict::Steer(o as u16);
         }
-        let hit = self.lookup(&key, key.hash(), now);
+        let hit = self.lookup(&key, key.hash(), pk.now);
         let Some((id, dir)) = hit else {
             if vip_dsr {
                 // DSR is stateless enough: the conn may live on another core; Maglev maps
                 // the quoted flow to the same backend.
-                return self.dsr_stateless(p, l2, ip, in_if, &key, now);
+                return self.dsr_stateless(p, pk, &key);
             }
             return match local {
-                None => self.route(p, l2, ip, in_if, now),
-                Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
+                None => self.route(p, pk),
+                Some(LocalKind::Interface) if self.kernel(pk.in_if) => Verdict::ToKernel,
                 Some(_) => Verdict::Drop(DropReason::IcmpNoFlow),
             };
         };
@@ -101,21 +91,18 @@ impl Datapath {
         let mode = snap.services[usize::from(conn.service)].mode;
         let be = self.flows.endpoint(conn.backend);
         if let Some((outer, inner)) = mode::icmp_rewrites(mode, &conn, be, dir) {
-            wire::rewrite_icmp_error(p.bytes(), l2.l3, ip, e, &outer, &inner);
+            wire::rewrite_icmp_error(p.bytes(), pk.l2.l3, &pk.ip, e, &outer, &inner);
         }
         // Addresses are translated already: forward like a later fragment (no L4 rewrite).
-        self.deliver(p, l2, ip, in_if, &conn, dir, now)
+        self.deliver(p, pk, &conn, dir)
     }
 
     /// An ICMP error about a DSR flow whose conn is not on this core.
     pub(super) fn dsr_stateless<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         key: &FlowKey,
-        now: u32,
     ) -> Verdict {
         let Some(si) = self
             .snap
@@ -128,17 +115,15 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let conn = Conn::new(key, FlowState::Udp, si, svc.backends[usize::from(slot)].0);
-        self.deliver(p, l2, ip, in_if, &conn, Dir::Forward, now)
+        self.deliver(p, pk, &conn, Dir::Forward)
     }
 
-    /// Answers the packet's sender with an ICMP error from our address on `in_if`. Errors
+    /// Answers the packet's sender with an ICMP error from our address on the interface it came in on. Errors
     /// are never sent about ICMP errors, fragments after the first, or broadcasts.
     pub(super) fn icmp_reply<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
-        ip: &Ipv4Meta,
-        in_if: IfIdx,
+        pk: &Pkt,
         icmp_type: u8,
         code: u8,
     ) -> Verdict {
@@ -147,21 +132,25 @@ impl Datapath {
         } else {
             DropReason::NoRoute
         };
-        let is_error = ip.proto == PROTO_ICMP && {
+        let is_error = pk.ip.proto == PROTO_ICMP && {
             let b = p.bytes();
-            ip.l4 < ip.end && !matches!(b[ip.l4], 0 | 8)
+            pk.ip.l4 < pk.ip.end && !matches!(b[pk.ip.l4], 0 | 8)
         };
-        if is_error || ip.is_later_fragment || ip.src.is_unspecified() || ip.src.is_broadcast() {
+        if is_error
+            || pk.ip.is_later_fragment
+            || pk.ip.src.is_unspecified()
+            || pk.ip.src.is_broadcast()
+        {
             return Verdict::Drop(reason);
         }
-        let ifc = &self.snap.interfaces[usize::from(in_if.0)];
+        let ifc = &self.snap.interfaces[usize::from(pk.in_if.0)];
         // From our address on the sender's subnet (one-arm gateway has several), else primary.
         let from = std::iter::once(&ifc.net)
             .chain(&ifc.secondary)
-            .find(|c| c.contains(ip.src))
+            .find(|c| c.contains(pk.ip.src))
             .map_or(ifc.addr, |c| c.addr);
         let mac = ifc.mac;
-        if wire::to_icmp_error(p, l2.l3, ip, mac, from, icmp_type, code) {
+        if wire::to_icmp_error(p, pk.l2.l3, &pk.ip, mac, from, icmp_type, code) {
             self.ctr.inc(Ctr::IcmpSent);
             Verdict::Reply
         } else {

@@ -3,8 +3,8 @@
 //! a new conn, whose backend the service's persistence or scheduler picks and whose reverse
 //! tuple its mode builds.
 
-use super::Datapath;
 use super::frag::FragAction;
+use super::{Datapath, Pkt};
 use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState};
 use crate::lb::LocalKind;
@@ -14,10 +14,12 @@ use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 impl Datapath {
+    /// An IPv4 frame that arrived on `in_if` (or was handed over by another worker when
+    /// `steered`): validated, then sorted onto its path.
     pub(super) fn ipv4<P: PacketBuf>(
         &mut self,
         p: &mut P,
-        l2: &L2,
+        l2: L2,
         in_if: IfIdx,
         now: u32,
         steered: bool,
@@ -26,85 +28,102 @@ impl Datapath {
             Ok(ip) => ip,
             Err(r) => return Verdict::Drop(r),
         };
+        let pk = Pkt {
+            l2,
+            ip,
+            in_if,
+            now,
+            steered,
+        };
         let local = self.snap.local(ip.dst).map(|(_, k)| k);
         if ip.proto == PROTO_ICMP && !ip.is_fragment {
-            return self.icmp(p, l2, &ip, in_if, local, now, steered);
+            return self.icmp(p, &pk, local);
         }
         if ip.is_later_fragment {
-            return self.later_fragment(p, l2, &ip, in_if, local, now);
+            return self.later_fragment(p, &pk, local);
         }
         if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
             return match local {
                 Some(LocalKind::Interface) if self.kernel(in_if) => Verdict::ToKernel,
                 Some(_) if ip.is_fragment => Verdict::Drop(DropReason::Fragment),
                 Some(_) => Verdict::Drop(DropReason::LocalNotHandled),
-                None => self.route(p, l2, &ip, in_if, now),
+                None => self.route(p, &pk),
             };
         }
-        let l4 = match wire::parse_l4(p.bytes(), &ip) {
+        self.l4(p, &pk, local)
+    }
+
+    /// TCP or UDP: handed to the worker that owns its conn, or its conn looked up (created,
+    /// for a new flow to a VIP) and the packet sent on; unbalanced traffic to our own
+    /// addresses goes to the kernel, the rest is routed or dropped.
+    fn l4<P: PacketBuf>(&mut self, p: &mut P, pk: &Pkt, local: Option<LocalKind>) -> Verdict {
+        let ip = &pk.ip;
+        let l4 = match wire::parse_l4(p.bytes(), ip) {
             Ok(l4) => l4,
             Err(r) => return Verdict::Drop(r),
         };
         let key = FlowKey::new(ip.src, ip.dst, l4.src_port, l4.dst_port, ip.proto);
-        let workers = self.me.count;
-        // Which worker owns the conn this packet belongs to (NAT conns only; see `nat`).
-        let owner = match local {
+        // The service of a packet to a VIP.
+        let service = match local {
             Some(LocalKind::Vip) => match self.snap.service(ip.dst, l4.dst_port, ip.proto) {
                 None => return Verdict::Drop(DropReason::NoService),
-                Some(si) if self.snap.services[usize::from(si)].mode == Mode::Dsr => None,
-                Some(_) => Some(owner_of(key.src, key.src_port, workers)),
+                s => s,
             },
-            Some(_) => port_owner(l4.dst_port, workers, self.snap.nat_ports),
-            None if self.snap.routing => Some(owner_of(key.dst, key.dst_port, workers)),
-            None => return Verdict::Drop(DropReason::NotForUs),
+            _ => None,
+        };
+        let workers = self.me.count;
+        // Which worker owns the conn this packet belongs to (NAT conns only; see `mode::snat`).
+        let owner = match (local, service) {
+            (Some(LocalKind::Vip), Some(si))
+                if self.snap.services[usize::from(si)].mode == Mode::Dsr =>
+            {
+                None
+            }
+            (Some(LocalKind::Vip), _) => Some(owner_of(key.src, key.src_port, workers)),
+            (Some(_), _) => port_owner(l4.dst_port, workers, self.snap.nat_ports),
+            (None, _) if self.snap.routing => Some(owner_of(key.dst, key.dst_port, workers)),
+            (None, _) => return Verdict::Drop(DropReason::NotForUs),
         };
         if let Some(o) = owner
             && o != self.me.index
-            && !steered
+            && !pk.steered
         {
             if ip.is_fragment {
                 let a = FragAction::Steer(o as u16);
                 self.frags
-                    .remember(key.src, key.dst, ip.id, ip.proto, a, now);
+                    .remember(key.src, key.dst, ip.id, ip.proto, a, pk.now);
             }
             return Verdict::Steer(o as u16);
         }
         // `pre_parse` hashed this very tuple already: no need to hash twice.
         let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
-        let hit = self.lookup(&key, hash, now);
-        let (id, dir) = match (hit, local) {
-            (Some(h), _) => h,
-            (None, Some(LocalKind::Vip)) => {
-                let si = self
-                    .snap
-                    .service(ip.dst, l4.dst_port, ip.proto)
-                    .expect("checked above");
-                match self.new_conn(si, &key, hash, &l4.tcp, now) {
-                    Ok(id) => (id, Dir::Forward),
-                    Err(r) => return Verdict::Drop(r),
-                }
-            }
-            (None, Some(LocalKind::Interface)) if self.kernel(in_if) => {
+        let hit = self.lookup(&key, hash, pk.now);
+        let (id, dir) = match (hit, local, service) {
+            (Some(h), _, _) => h,
+            (None, _, Some(si)) => match self.new_conn(si, &key, hash, &l4.tcp, pk.now) {
+                Ok(id) => (id, Dir::Forward),
+                Err(r) => return Verdict::Drop(r),
+            },
+            (None, Some(LocalKind::Interface), _) if self.kernel(pk.in_if) => {
                 return Verdict::ToKernel;
             }
-            (None, Some(LocalKind::Interface)) => {
-                return Verdict::Drop(DropReason::LocalNotHandled);
-            }
-            (None, Some(LocalKind::Snat)) => return Verdict::Drop(DropReason::NoFlow),
-            (None, None) => return self.route(p, l2, &ip, in_if, now),
+            (None, Some(LocalKind::Snat), _) => return Verdict::Drop(DropReason::NoFlow),
+            // Our own address (a VIP's packets have a service by now).
+            (None, Some(_), _) => return Verdict::Drop(DropReason::LocalNotHandled),
+            (None, None, _) => return self.route(p, pk),
         };
         if ip.is_fragment {
             let a = FragAction::Conn(key);
             self.frags
-                .remember(key.src, key.dst, ip.id, ip.proto, a, now);
+                .remember(key.src, key.dst, ip.id, ip.proto, a, pk.now);
         }
         let c = self.flows.conn_mut(id);
-        c.touch(now);
+        c.touch(pk.now);
         if ip.proto == PROTO_TCP {
             c.track_tcp(p.bytes()[ip.l4 + 13]);
         }
-        self.send(p, l2, &ip, in_if, id, dir, true, now)
+        self.send(p, pk, id, dir, true)
     }
 
     /// Creates the conn for a new flow to service `si`: the backend as `lb` selects it, the

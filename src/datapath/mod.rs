@@ -53,7 +53,7 @@ use crate::mode;
 use crate::mode::snat::SnatPortPool;
 use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
-use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Meta, L2};
 
 /// Most neighbours a worker caches (the map is sized once, never grows on the data path).
 pub const NEIGH_CAPACITY: usize = 4096;
@@ -65,6 +65,18 @@ const FRAG_TIMEOUT_MS: u32 = 2000;
 const RESOLVE_EVERY_MS: u32 = 500;
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// What the full path knows of an IPv4 packet once its header is validated: how it is
+/// framed, its IPv4 facts, where and when it arrived, and whether another worker handed it
+/// over (then it was counted as received there). Every step of the full path takes it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pkt {
+    pub l2: L2,
+    pub ip: Ipv4Meta,
+    pub in_if: IfIdx,
+    pub now: u32,
+    pub steered: bool,
+}
 
 /// Per-worker parameters fixed at start.
 #[derive(Debug, Clone, Copy)]
@@ -261,7 +273,7 @@ impl Datapath {
                 if b[0..6] != ifc.mac {
                     return Verdict::Drop(DropReason::NotForUs);
                 }
-                self.ipv4(p, &l2, in_if, now, steered)
+                self.ipv4(p, l2, in_if, now, steered)
             }
             _ => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
