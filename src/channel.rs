@@ -16,6 +16,10 @@ use crate::lb::Snapshot;
 use crate::stats::WorkerStats;
 use crate::types::IfIdx;
 
+/// Most neighbours management tracks and a worker caches (the worker's map is sized for
+/// them once and never grows on the data path).
+pub const NEIGH_CAPACITY: usize = 4096;
+
 /// Worker -> management messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {

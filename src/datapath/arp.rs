@@ -17,7 +17,7 @@ impl Datapath {
         let ours = matches!(self.snap.local(a.target_ip), Some((i, _)) if i == in_if);
         // Learn from replies to us, and from requests for us that show a new MAC.
         if ours && !a.sender_ip.is_unspecified() {
-            let known = self.neigh.get(&u32::from(a.sender_ip)).copied();
+            let known = self.neigh.get(u32::from(a.sender_ip)).copied();
             if (!a.is_request || known != Some(a.sender_mac))
                 && self
                     .events

@@ -365,7 +365,7 @@ impl Datapath {
     #[cold]
     fn fill_hop(&self, dir: Dir, key: u32) -> Option<Hop> {
         let (iface, target) = self.next_hop(dir, key).ok()?;
-        let mac = *self.neigh.get(&u32::from(target))?;
+        let mac = *self.neigh.get(u32::from(target))?;
         let eg = self.snap.interfaces.get(usize::from(iface.0))?;
         let mut macs = [0; 12];
         macs[..6].copy_from_slice(&mac);

@@ -21,13 +21,10 @@
 //! | `route` | what gateway-mode servers send elsewhere, routed |
 //! | `neigh` | the worker's neighbour cache and resolve requests |
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
-use rustc_hash::FxHasher;
 
 mod arp;
 mod egress;
@@ -43,6 +40,7 @@ mod tests;
 
 pub use fast::{Gate, Pre};
 use frag::FragTable;
+use neigh::NeighCache;
 
 use crate::channel::Event;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowTable};
@@ -55,16 +53,8 @@ use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Meta, L2};
 
-/// Most neighbours a worker caches (the map is sized once, never grows on the data path).
-pub const NEIGH_CAPACITY: usize = 4096;
-
 /// How long a fragment decision is remembered.
 const FRAG_TIMEOUT_MS: u32 = 2000;
-
-/// Re-ask management to resolve the same address at most this often.
-const RESOLVE_EVERY_MS: u32 = 500;
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// What the full path knows of an IPv4 packet once its header is validated: how it is
 /// framed, its IPv4 facts, where and when it arrived, and whether another worker handed it
@@ -91,8 +81,7 @@ pub struct WorkerInfo {
 pub struct Datapath {
     pub snap: Arc<Snapshot>,
     pub flows: FlowTable,
-    neigh: FxMap<u32, [u8; 6]>,
-    resolve_asked: [(u32, u32); 64],
+    neigh: NeighCache,
     pub ctr: Counters,
     /// Per service and backend: packets, bytes, flows.
     pub svc_ctr: ServiceCounters,
@@ -116,8 +105,6 @@ impl Datapath {
         events: Arc<ArrayQueue<Event>>,
         load: Arc<BackendLoad>,
     ) -> Self {
-        let mut neigh = FxMap::default();
-        neigh.reserve(NEIGH_CAPACITY);
         let mut flows = FlowTable::new(me.flow_capacity);
         record_backends(&mut flows, &snap);
         Datapath {
@@ -126,8 +113,7 @@ impl Datapath {
             fast: fast::FastCache::new(&snap),
             snap,
             flows,
-            neigh,
-            resolve_asked: [(0, 0); 64],
+            neigh: NeighCache::new(),
             ctr: Counters::default(),
             svc_ctr: ServiceCounters::default(),
             events,
@@ -137,18 +123,11 @@ impl Datapath {
         }
     }
 
+    /// Sets (or clears) a neighbour's MAC (management's word); every cached hop is
+    /// forgotten.
     pub fn set_neighbour(&mut self, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
-        let k = u32::from(ip);
         self.fast.invalidate();
-        match mac {
-            Some(m) if self.neigh.len() < NEIGH_CAPACITY || self.neigh.contains_key(&k) => {
-                self.neigh.insert(k, m);
-            }
-            Some(_) => {}
-            None => {
-                self.neigh.remove(&k);
-            }
-        }
+        self.neigh.set(u32::from(ip), mac);
     }
 
     /// Installs a new snapshot. Conns keep their `BackendId`s, which management keeps stable

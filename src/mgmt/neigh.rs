@@ -18,7 +18,7 @@ struct NeighState {
 }
 
 /// Most neighbours management tracks (the workers' caches are sized to match).
-const MAX_NEIGHBOURS: usize = crate::datapath::NEIGH_CAPACITY;
+const MAX_NEIGHBOURS: usize = crate::channel::NEIGH_CAPACITY;
 
 /// The authoritative neighbour table: resolves and keeps fresh every MAC the data plane
 /// needs (backends, route next hops, clients on connected subnets), by IP address.
