@@ -19,11 +19,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("channel", &["types", "stats", "flow", "lb"]),
     (
         "datapath",
-        &["types", "config", "wire", "stats", "flow", "lb", "mode", "channel"],
+        &[
+            "types", "config", "wire", "stats", "flow", "lb", "mode", "channel",
+        ],
     ),
     (
         "worker",
-        &["types", "dpdk", "wire", "stats", "lb", "flow", "channel", "datapath"],
+        &[
+            "types", "dpdk", "wire", "stats", "lb", "flow", "channel", "datapath",
+        ],
     ),
     (
         "mgmt",
@@ -60,13 +64,21 @@ fn no_module_imports_a_layer_above_it() {
     let mut seen = 0;
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = first.trim_end_matches(".rs");
         if module == "lib" || module == "main" {
             continue;
         }
         let Some(allowed) = layers.get(module) else {
-            wrong.push(format!("{}: module {module:?} is not in LAYERS", rel.display()));
+            wrong.push(format!(
+                "{}: module {module:?} is not in LAYERS",
+                rel.display()
+            ));
             continue;
         };
         let text = std::fs::read_to_string(f).unwrap();
@@ -88,6 +100,13 @@ fn no_module_imports_a_layer_above_it() {
             }
         }
     }
-    assert!(seen > 100, "only {seen} crate:: paths found: is the scan right?");
-    assert!(wrong.is_empty(), "imports against the layering:\n{}", wrong.join("\n"));
+    assert!(
+        seen > 100,
+        "only {seen} crate:: paths found: is the scan right?"
+    );
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering:\n{}",
+        wrong.join("\n")
+    );
 }
