@@ -180,7 +180,7 @@ mode = "{mode}"
 "#
         );
         let cfg = Config::from_toml(&text).unwrap();
-        let snap = Arc::new(Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]));
+        let snap = Arc::new(Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap());
         let info = WorkerInfo {
             index: 0,
             count: 1,

@@ -16,7 +16,6 @@ use crate::lb::sched::BackendLoad;
 use crate::lb::{BackendRuntime, IdRegistry, Snapshot};
 use crate::mgmt::{self, Mgmt, MgmtOptions, api};
 use crate::stats::WorkerStats;
-use crate::types::parse_mac;
 use crate::worker::Worker;
 
 pub fn init_logging(cfg: &Config) {
@@ -83,7 +82,7 @@ pub fn run(
             &pool,
             cfg.dpdk.rx_descriptors,
             cfg.dpdk.tx_descriptors,
-            ifc.mac.as_deref().and_then(parse_mac),
+            ifc.mac.map(|m| m.0),
         )
         .map_err(|e| format!("interface {:?}: {e}", ifc.name))?;
         let link = port.link();
@@ -120,9 +119,14 @@ pub fn run(
         return Err(format!("exception path: {e}"));
     }
     let mut ids = IdRegistry::default();
-    let snap = Arc::new(Snapshot::build_with(cfg, &macs, None, &mut ids, &|_| {
-        BackendRuntime::default()
-    }));
+    let snap =
+        match Snapshot::build_with(cfg, &macs, None, &mut ids, &|_| BackendRuntime::default()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                mgmt::kernel::teardown(&kifs);
+                return Err(format!("configuration: {e}"));
+            }
+        };
     let mut links = Vec::new();
     for _ in 0..usize::from(n_workers) {
         links.push(WorkerLink {
@@ -219,13 +223,10 @@ pub fn run(
         hup,
     };
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
-    let api = if cfg.api.listen.is_empty() {
-        None
-    } else {
-        let addr = cfg.api.listen.parse().expect("validated");
+    let api = if let Some(addr) = cfg.api.listen {
         match api::serve(addr, cmd_tx) {
             Ok(a) => {
-                tracing::info!(listen = %cfg.api.listen, "management API listening");
+                tracing::info!(listen = %addr, "management API listening");
                 Some(a)
             }
             Err(e) => {
@@ -235,6 +236,8 @@ pub fn run(
                 return Err(e);
             }
         }
+    } else {
+        None
     };
     mgmt.run(&stop, &opts, api.as_ref().map(|_| cmd_rx));
     drop(api);

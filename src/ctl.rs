@@ -54,13 +54,15 @@ pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, S
         (Some(a), _) => a.to_string(),
         (None, Some(c)) => {
             let cfg = Config::load(c).map_err(|e| format!("{}: {e}", c.display()))?;
-            if cfg.api.listen.is_empty() {
-                return Err(format!(
-                    "{}: [api] listen is empty (API disabled)",
-                    c.display()
-                ));
+            match cfg.api.listen {
+                Some(a) => a.to_string(),
+                None => {
+                    return Err(format!(
+                        "{}: [api] listen is empty (API disabled)",
+                        c.display()
+                    ));
+                }
             }
-            cfg.api.listen
         }
         (None, None) => DEFAULT_API.to_string(),
     };

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchyard::app;
-use switchyard::config::Config;
+use switchyard::config::{Config, ConfigError};
+use switchyard::lb::Snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +78,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Check { config } => match Config::load(&config) {
+        Cmd::Check { config } => match Config::load(&config).and_then(|c| {
+            // What start-up builds from it, so that a config `check` passes is one that runs
+            // (the ports' MACs are not known here and change nothing that could fail).
+            Snapshot::build(&c, &vec![[0; 6]; c.interfaces.len()])
+                .map_err(|e| ConfigError {
+                    key: "config".into(),
+                    problem: e.to_string(),
+                })
+                .map(|_| c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} interfaces, {} services, {} workers)",

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 mod validate;
 
-use crate::types::{parse_cidr, parse_mac};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::types::{Ipv4Cidr, MacAddr};
 
 /// Most conns one worker's table may hold: 2^28, 12.5 GiB of table per core.
 pub const MAX_FLOWS_PER_CORE: u32 = 1 << 28;
@@ -199,21 +201,21 @@ pub struct InterfaceConfig {
     /// DPDK device name (`net_af_packet0`) or PCI address. Startup-only.
     pub port: String,
     /// The balancer's own address and prefix length, `a.b.c.d/len`.
-    pub address: String,
+    pub address: Ipv4Cidr,
     /// Override the port's MAC address (`02:00:00:00:00:10`).
     #[serde(default)]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// 802.1Q VLAN id this interface lives on; frames with another tag are dropped.
     #[serde(default)]
     pub vlan: Option<u16>,
     /// Further addresses (with prefix) on the same port: more connected subnets, e.g. the
     /// servers' gateway address in one-arm gateway mode.
     #[serde(default)]
-    pub secondary_addresses: Vec<String>,
+    pub secondary_addresses: Vec<Ipv4Cidr>,
     /// Source addresses for proxy (full-NAT) mode flows leaving through this interface.
     /// Default: the interface address.
-    #[serde(default)]
-    pub snat_addresses: Vec<String>,
+    #[serde(default, deserialize_with = "ipv4_text::list")]
+    pub snat_addresses: Vec<Ipv4Addr>,
     /// Bridge traffic for the balancer's own addresses that is not balanced (ICMP, TCP/UDP to
     /// them) to a kernel interface (a DPDK `net_tap` port) carrying those addresses, so ping,
     /// ssh and the health checker use the kernel's stack over this network. Startup-only.
@@ -241,20 +243,76 @@ impl InterfaceConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address:port to listen on; empty disables the API.
-    pub listen: String,
+    /// Address:port to listen on; `""` in the file (`None`) disables the API.
+    #[serde(with = "listen_text")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            listen: DEFAULT_API.into(),
+            listen: Some(DEFAULT_API),
         }
     }
 }
 
-/// Where `switchyard ctl` looks when given neither `--api` nor `--config`.
-pub const DEFAULT_API: &str = "127.0.0.1:9100";
+/// Where the API listens by default, and where `switchyard ctl` looks when given neither
+/// `--api` nor `--config`.
+pub const DEFAULT_API: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
+
+/// IPv4 addresses as written, with the value in the error (serde's own says only "invalid
+/// IPv4 address syntax").
+mod ipv4_text {
+    use std::net::Ipv4Addr;
+
+    use serde::de::{self, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    fn parse<E: de::Error>(s: &str) -> Result<Ipv4Addr, E> {
+        s.parse()
+            .map_err(|_| E::invalid_value(Unexpected::Str(s), &"an IPv4 address (a.b.c.d)"))
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| parse(s))
+            .collect()
+    }
+}
+
+/// `[api] listen` as written: `"address:port"`, or `""` for no API.
+mod listen_text {
+    use std::net::SocketAddr;
+
+    use serde::de::{self, Unexpected};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| {
+            de::Error::invalid_value(
+                Unexpected::Str(&s),
+                &"an address:port (127.0.0.1:9100), or \"\" for no API",
+            )
+        })
+    }
+}
 
 /// `[services.health]`: how the management core checks a service's backends.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -337,9 +395,10 @@ pub enum OnDown {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Destination prefix, `a.b.c.d/len`.
-    pub prefix: String,
+    pub prefix: Ipv4Cidr,
     /// Next hop; must be on a connected subnet.
-    pub via: String,
+    #[serde(deserialize_with = "ipv4_text::one")]
+    pub via: Ipv4Addr,
 }
 
 /// `[nat]`: source-NAT port range for proxy mode, split evenly between workers.
@@ -363,8 +422,9 @@ impl Default for NatConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighbourConfig {
-    pub address: String,
-    pub mac: String,
+    #[serde(deserialize_with = "ipv4_text::one")]
+    pub address: Ipv4Addr,
+    pub mac: MacAddr,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -433,7 +493,8 @@ fn default_netmask() -> u8 {
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub name: String,
-    pub vip: String,
+    #[serde(deserialize_with = "ipv4_text::one")]
+    pub vip: Ipv4Addr,
     pub port: u16,
     pub protocol: Protocol,
     pub mode: Mode,
@@ -470,7 +531,8 @@ fn default_maglev_size() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    pub address: String,
+    #[serde(deserialize_with = "ipv4_text::one")]
+    pub address: Ipv4Addr,
     /// Backend port (proxy/gateway may translate it); default: the service port.
     #[serde(default)]
     pub port: Option<u16>,
@@ -542,10 +604,22 @@ fn with_field(path: &str, field: &str) -> String {
 
 /// Turns figment's error into one naming the key path.
 fn figment_error(e: figment::Error) -> ConfigError {
+    // figment names a list element by its index: `services.0.vip` is `services[0].vip`.
     let key = if e.path.is_empty() {
         "config".to_string()
     } else {
-        e.path.join(".")
+        let mut k = String::new();
+        for p in &e.path {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                k.push_str(&format!("[{p}]"));
+            } else {
+                if !k.is_empty() {
+                    k.push('.');
+                }
+                k.push_str(p);
+            }
+        }
+        k
     };
     let problem = match &e.kind {
         figment::error::Kind::UnknownField(f, _) => {

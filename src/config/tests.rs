@@ -45,7 +45,7 @@ fn oversized_conn_table_is_refused_with_its_cost() {
         "capacity_per_core = 4000000000",
     );
     assert_eq!(e.key, "flows.capacity_per_core");
-    assert!(e.problem.contains("50 bytes per"), "{}", e.problem);
+    assert!(e.problem.contains("57 bytes"), "{}", e.problem);
 }
 
 #[test]
@@ -59,6 +59,11 @@ fn unknown_key_is_named() {
 fn vip_that_is_not_an_address_is_named() {
     let e = broken("10.20.0.100", "10.20.0.300");
     assert_eq!(e.key, "services[0].vip");
+    assert!(
+        e.problem.contains("\"10.20.0.300\"") && e.problem.contains("IPv4 address"),
+        "{}",
+        e.problem
+    );
 }
 
 #[test]
@@ -102,11 +107,6 @@ fn env_style_nested_keys_reach_the_struct() {
 }
 
 #[test]
-fn cidr_and_mac_parse() {
-    let c = parse_cidr("10.20.0.10/24").unwrap();
-    assert!(c.contains("10.20.0.200".parse().unwrap()));
-    assert!(!c.contains("10.20.1.1".parse().unwrap()));
-    assert_eq!(parse_mac("02:00:00:00:00:1f"), Some([2, 0, 0, 0, 0, 0x1f]));
-    assert_eq!(parse_mac("02:00:00:00:00"), None);
+fn primes_are_told_apart() {
     assert!(is_prime(65537) && !is_prime(65536));
 }

@@ -22,7 +22,7 @@ use rustc_hash::FxHasher;
 
 use crate::config::{BackendConfig, Config, HealthConfig, Mode, OnDown, Protocol, Scheduler};
 use crate::flow::Timeouts;
-use crate::types::{BackendId, IfIdx, Ipv4Cidr, SnatIdx, parse_cidr, parse_mac};
+use crate::types::{BackendId, IfIdx, Ipv4Cidr, SnatIdx};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -150,6 +150,18 @@ impl Default for BackendRuntime {
     }
 }
 
+/// Why a configuration does not make a snapshot. `Config::validate` refuses all of these,
+/// so a validated configuration always builds; they are errors, not panics, all the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0} is in no interface's subnet")]
+    NotConnected(Ipv4Addr),
+    #[error("no interface named {0:?}")]
+    NoInterface(String),
+    #[error("no interface subnet or route reaches {0}")]
+    NoRoute(Ipv4Addr),
+}
+
 /// Key of a backend across configurations: (service name, address, port).
 pub type BackendKey = (String, Ipv4Addr, u16);
 
@@ -220,7 +232,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot from a validated config and each interface's port MAC
     /// (`port_macs[i]` for `cfg.interfaces[i]`).
-    pub fn build(cfg: &Config, port_macs: &[[u8; 6]]) -> Snapshot {
+    pub fn build(cfg: &Config, port_macs: &[[u8; 6]]) -> Result<Snapshot, BuildError> {
         Self::build_with(cfg, port_macs, None, &mut IdRegistry::default(), &|_| {
             BackendRuntime::default()
         })
@@ -235,7 +247,7 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         ids: &mut IdRegistry,
         runtime: &dyn Fn(&BackendKey) -> BackendRuntime,
-    ) -> Snapshot {
+    ) -> Result<Snapshot, BuildError> {
         let mut snat = Vec::new();
         let interfaces: Vec<Interface> = cfg
             .interfaces
@@ -243,17 +255,14 @@ impl Snapshot {
             .zip(port_macs)
             .enumerate()
             .map(|(n, (i, mac))| {
-                let net = parse_cidr(&i.address).expect("validated");
+                let net = i.address;
                 let mut idx = Vec::new();
-                let addrs: Vec<Ipv4Addr> = if i.snat_addresses.is_empty() {
-                    vec![net.addr]
+                let addrs: &[Ipv4Addr] = if i.snat_addresses.is_empty() {
+                    std::slice::from_ref(&net.addr)
                 } else {
-                    i.snat_addresses
-                        .iter()
-                        .map(|a| a.parse().expect("validated"))
-                        .collect()
+                    &i.snat_addresses
                 };
-                for a in addrs {
+                for &a in addrs {
                     snat.push((a, IfIdx(n as u16)));
                     idx.push(SnatIdx(snat.len() as u8 - 1));
                 }
@@ -263,11 +272,7 @@ impl Snapshot {
                     addr: net.addr,
                     net,
                     vlan: i.vlan,
-                    secondary: i
-                        .secondary_addresses
-                        .iter()
-                        .map(|a| parse_cidr(a).expect("validated"))
-                        .collect(),
+                    secondary: i.secondary_addresses.clone(),
                     snat: idx,
                     exception: i.exception_path,
                 }
@@ -290,6 +295,7 @@ impl Snapshot {
             interfaces
                 .iter()
                 .position(|i| i.net.contains(ip) || i.secondary.iter().any(|c| c.contains(ip)))
+                .map(|p| IfIdx(p as u16))
         };
         let mut neighbours: Vec<Neighbour> = Vec::new();
         let want = |addr: Ipv4Addr, iface: IfIdx, neighbours: &mut Vec<Neighbour>| {
@@ -302,12 +308,11 @@ impl Snapshot {
             }
         };
         for r in &cfg.routes {
-            let c = parse_cidr(&r.prefix).expect("validated");
-            let via: Ipv4Addr = r.via.parse().expect("validated");
-            let iface = IfIdx(connected(via).expect("validated") as u16);
+            let via = r.via;
+            let iface = connected(via).ok_or(BuildError::NotConnected(via))?;
             routes.add(
-                c.addr,
-                c.len,
+                r.prefix.addr,
+                r.prefix.len,
                 NextHop {
                     iface,
                     via: Some(via),
@@ -316,11 +321,11 @@ impl Snapshot {
             want(via, iface, &mut neighbours);
         }
         for n in &cfg.neighbours {
-            let addr: Ipv4Addr = n.address.parse().expect("validated");
-            let iface = IfIdx(connected(addr).expect("validated") as u16);
+            let addr = n.address;
+            let iface = connected(addr).ok_or(BuildError::NotConnected(addr))?;
             want(addr, iface, &mut neighbours);
             if let Some(e) = neighbours.iter_mut().find(|e| e.addr == addr) {
-                e.static_mac = parse_mac(&n.mac);
+                e.static_mac = Some(n.mac.0);
             }
         }
         let mut local = FxMap::default();
@@ -338,15 +343,16 @@ impl Snapshot {
         let mut services_by_key = FxMap::default();
         for s in &cfg.services {
             let si = ids.service(&s.name);
-            let vip: Ipv4Addr = s.vip.parse().expect("validated");
+            let vip = s.vip;
             let iface = match &s.interface {
                 Some(n) => IfIdx(
                     cfg.interfaces
                         .iter()
                         .position(|i| &i.name == n)
-                        .expect("validated") as u16,
+                        .ok_or_else(|| BuildError::NoInterface(n.clone()))?
+                        as u16,
                 ),
-                None => connected(vip).map_or(IfIdx(0), |p| IfIdx(p as u16)),
+                None => connected(vip).unwrap_or(IfIdx(0)),
             };
             local
                 .entry(u32::from(vip))
@@ -358,12 +364,12 @@ impl Snapshot {
             }
             let mut list = Vec::new();
             for (b, sorry) in members {
-                let addr: Ipv4Addr = b.address.parse().expect("validated");
+                let addr = b.address;
                 let port = b.port.unwrap_or(s.port);
                 let key = (s.name.clone(), addr, port);
                 let bid = ids.backend(key.clone());
                 let rt = runtime(&key);
-                let hop = routes.lookup(addr).expect("validated: backend is routable");
+                let hop = routes.lookup(addr).ok_or(BuildError::NoRoute(addr))?;
                 let next_hop = hop.l2_target(addr);
                 want(next_hop, hop.iface, &mut neighbours);
                 let up = rt.healthy && !rt.draining;
@@ -470,7 +476,7 @@ impl Snapshot {
         let routing = services
             .iter()
             .any(|s| s.mode == Mode::Gateway && !s.removed);
-        Snapshot {
+        Ok(Snapshot {
             interfaces,
             services,
             backends,
@@ -482,7 +488,7 @@ impl Snapshot {
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
             services_by_key: SmallMap::from_map(services_by_key),
             local: SmallMap::from_map(local),
-        }
+        })
     }
 
     #[inline]
@@ -595,7 +601,7 @@ mode = "dsr"
 "#,
         )
         .unwrap();
-        let s = Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]);
+        let s = Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap();
         let vip = Ipv4Addr::new(10, 20, 0, 100);
         assert_eq!(s.service(vip, 80, 6), Some(0));
         assert_eq!(s.service(vip, 53, 17), Some(1));

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use crate::config::Config;
-use crate::types::parse_cidr;
+use crate::types::Ipv4Cidr;
 
 /// First policy-routing table (one per interface above it).
 const TABLE_BASE: u32 = 0x5359_0100;
@@ -19,17 +19,14 @@ const TABLE_BASE: u32 = 0x5359_0100;
 #[derive(Debug, Clone)]
 pub struct KernelIface {
     pub name: String,
-    /// Address/prefix pairs on it.
-    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Addresses (with their prefixes) on it.
+    pub addrs: Vec<Ipv4Cidr>,
     pub table: u32,
 }
 
 impl KernelIface {
     pub fn holds(&self, ip: Ipv4Addr) -> bool {
-        self.addrs.iter().any(|(a, len)| {
-            let m = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(*a) & m == u32::from(ip) & m
-        })
+        self.addrs.iter().any(|c| c.contains(ip))
     }
 }
 
@@ -56,11 +53,9 @@ pub fn plan(cfg: &Config) -> Vec<Option<KernelIface>> {
         .enumerate()
         .map(|(i, ifc)| {
             ifc.exception_path.then(|| {
-                let mut addrs = Vec::new();
-                for a in std::iter::once(&ifc.address).chain(&ifc.secondary_addresses) {
-                    let c = parse_cidr(a).expect("validated");
-                    addrs.push((c.addr, c.len));
-                }
+                let addrs = std::iter::once(ifc.address)
+                    .chain(ifc.secondary_addresses.iter().copied())
+                    .collect();
                 KernelIface {
                     name: ifc.kernel_iface(),
                     addrs,
@@ -112,33 +107,37 @@ pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), String> {
         ip(&["link", "set", "dev", &k.name, "arp", "off"])?;
         ip(&["link", "set", "dev", &k.name, "up"])?;
         let t = k.table.to_string();
-        for (a, len) in &k.addrs {
-            ip(&["addr", "replace", &format!("{a}/{len}"), "dev", &k.name])?;
-            let net = format!(
-                "{}/{len}",
-                Ipv4Addr::from(u32::from(*a) & if *len == 0 { 0 } else { u32::MAX << (32 - len) })
-            );
+        for c in &k.addrs {
+            let a = c.addr.to_string();
+            ip(&["addr", "replace", &c.to_string(), "dev", &k.name])?;
             ip(&[
                 "route",
                 "replace",
-                &net,
+                &c.network().to_string(),
                 "dev",
                 &k.name,
                 "src",
-                &a.to_string(),
+                &a,
                 "table",
                 &t,
             ])?;
-            let _ = ip(&["rule", "del", "from", &a.to_string(), "table", &t]);
-            ip(&["rule", "add", "from", &a.to_string(), "table", &t])?;
+            let _ = ip(&["rule", "del", "from", &a, "table", &t]);
+            ip(&["rule", "add", "from", &a, "table", &t])?;
         }
         // Nothing sourced from our addresses may fall through to the host's own routes.
         ip(&["route", "replace", "unreachable", "default", "table", &t])?;
         for r in &cfg.routes {
-            let via: Ipv4Addr = r.via.parse().expect("validated");
-            if k.holds(via) {
+            if k.holds(r.via) {
                 ip(&[
-                    "route", "replace", &r.prefix, "via", &r.via, "dev", &k.name, "table", &t,
+                    "route",
+                    "replace",
+                    &r.prefix.to_string(),
+                    "via",
+                    &r.via.to_string(),
+                    "dev",
+                    &k.name,
+                    "table",
+                    &t,
                 ])?;
             }
         }
@@ -179,8 +178,8 @@ pub fn neighbour(kifs: &[Option<KernelIface>], addr: Ipv4Addr, mac: Option<[u8; 
 pub fn teardown(kifs: &[Option<KernelIface>]) {
     for k in kifs.iter().flatten() {
         let t = k.table.to_string();
-        for (a, _) in &k.addrs {
-            let _ = ip(&["rule", "del", "from", &a.to_string(), "table", &t]);
+        for c in &k.addrs {
+            let _ = ip(&["rule", "del", "from", &c.addr.to_string(), "table", &t]);
         }
         let _ = ip(&["route", "flush", "table", &t]);
     }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::channel::{Control, Event, WorkerLink};
 use crate::config::Config;
 use crate::lb::sched::BackendLoad;
-use crate::lb::{BackendKey, BackendRuntime, IdRegistry, Snapshot};
+use crate::lb::{BackendKey, BackendRuntime, BuildError, IdRegistry, Snapshot};
 use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
 use crate::types::{BackendId, MacAddr};
 
@@ -143,17 +143,22 @@ impl Mgmt {
         }
     }
 
-    /// Builds a snapshot from the current config and run-time state and hands it to every
-    /// worker (they swap it in between bursts).
-    fn publish(&mut self) {
+    /// Builds a snapshot of `cfg` with the current run-time state, and the id registry that
+    /// goes with it (committed only with the snapshot).
+    fn build(&self, cfg: &Config) -> Result<(Snapshot, IdRegistry), BuildError> {
         let rt = &self.runtime;
-        let snap = Arc::new(Snapshot::build_with(
-            &self.cfg,
-            &self.macs,
-            Some(&self.snap),
-            &mut self.ids,
-            &|k| rt.get(k).copied().unwrap_or_default(),
-        ));
+        let mut ids = self.ids.clone();
+        let snap = Snapshot::build_with(cfg, &self.macs, Some(&self.snap), &mut ids, &|k| {
+            rt.get(k).copied().unwrap_or_default()
+        })?;
+        Ok((snap, ids))
+    }
+
+    /// Makes `snap` the running snapshot and hands it to every worker (they swap it in
+    /// between bursts).
+    fn install(&mut self, (snap, ids): (Snapshot, IdRegistry)) {
+        let snap = Arc::new(snap);
+        self.ids = ids;
         self.neigh.sync(&snap, Instant::now());
         self.health.sync(&snap);
         self.snap = snap.clone();
@@ -161,6 +166,16 @@ impl Mgmt {
             self.pending.push((w, Control::Snapshot(snap.clone())));
         }
         self.flush_pending();
+    }
+
+    /// Publishes the running config with the current run-time state (a drain, a weight, a
+    /// health change). The config built before, so it builds again; were it not to, the
+    /// running snapshot stays and the error is logged.
+    fn publish(&mut self) {
+        match self.build(&self.cfg) {
+            Ok(s) => self.install(s),
+            Err(e) => tracing::error!("snapshot not rebuilt, the running one stays: {e}"),
+        }
     }
 
     fn flush_pending(&mut self) {
@@ -239,9 +254,16 @@ impl Mgmt {
             self.reloads_failed += 1;
             return Err(format!("invalid with the running startup-only keys: {e}"));
         }
+        let built = match self.build(&next) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reloads_failed += 1;
+                return Err(format!("invalid configuration, running config kept: {e}"));
+            }
+        };
         let old_vips = self.snap.vips();
         self.cfg = next;
-        self.publish();
+        self.install(built);
         for (vip, iface) in self.snap.vips() {
             if !old_vips.iter().any(|(v, _)| *v == vip) {
                 self.pending.push((

@@ -239,7 +239,7 @@ mode = "dsr"
 "#,
         )
         .unwrap();
-        Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]])
+        Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap()
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod hash;
 mod ids;
 mod verdict;
 
-pub use addr::{Ipv4Cidr, MacAddr, parse_cidr, parse_mac};
+pub use addr::{AddrParseError, Ipv4Cidr, MacAddr};
 pub use buf::PacketBuf;
 pub use hash::fmix64;
 pub use ids::{BackendId, IfIdx, MAX_BACKENDS, MAX_SERVICES, SnatIdx};

@@ -25,7 +25,7 @@ fn established_flow_survives_a_backend_set_change() {
         1,
     );
     let cfg = Config::from_toml(&bigger).unwrap();
-    d.set_snapshot(Arc::new(Snapshot::build(&cfg, &[LB])));
+    d.set_snapshot(Arc::new(Snapshot::build(&cfg, &[LB]).unwrap()));
     d.set_neighbour(Ipv4Addr::new(10, 20, 1, 13), Some([2, 0, 0, 0, 0, 0x13]));
     for i in 0..300u16 {
         let mut f = pkt(CLIENT, VIP, 30000 + i, 80, PROTO_TCP, ACK);

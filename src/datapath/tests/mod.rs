@@ -106,7 +106,7 @@ mode = "{mode}"
 
 fn dp_with(text: &str, workers: usize, me: usize) -> (Datapath, Arc<ArrayQueue<Event>>) {
     let cfg = Config::from_toml(text).unwrap();
-    let snap = Arc::new(Snapshot::build(&cfg, &[LB]));
+    let snap = Arc::new(Snapshot::build(&cfg, &[LB]).unwrap());
     let ev = Arc::new(ArrayQueue::new(64));
     let info = WorkerInfo {
         index: me,
@@ -197,11 +197,5 @@ fn checksums_ok(f: &[u8]) -> bool {
 
 fn snap_with(text: &str, rt: &dyn Fn(&BackendKey) -> BackendRuntime) -> Arc<Snapshot> {
     let cfg = crate::config::Config::from_toml(text).unwrap();
-    Arc::new(Snapshot::build_with(
-        &cfg,
-        &[LB],
-        None,
-        &mut IdRegistry::default(),
-        rt,
-    ))
+    Arc::new(Snapshot::build_with(&cfg, &[LB], None, &mut IdRegistry::default(), rt).unwrap())
 }

@@ -25,7 +25,7 @@ impl Rng {
 fn garbage_and_mutated_frames_are_counted_never_panic() {
     for mode in ["dsr", "proxy", "gateway"] {
         let cfg = crate::config::Config::from_toml(&cfg_text(mode, "")).unwrap();
-        let snap = Arc::new(Snapshot::build(&cfg, &[LB]));
+        let snap = Arc::new(Snapshot::build(&cfg, &[LB]).unwrap());
         let (mut d, _) = datapath(&snap);
         let mut rng = Rng(0x5359_u64 + mode.len() as u64);
         let valid = [
