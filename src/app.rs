@@ -11,12 +11,38 @@ use crossbeam_queue::ArrayQueue;
 use crate::channel::WorkerLink;
 use crate::config::Config;
 use crate::datapath::{Datapath, WorkerInfo};
-use crate::dpdk::{Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
+use crate::dpdk::{DpdkError, Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
 use crate::lb::sched::BackendLoad;
-use crate::lb::{BackendRuntime, IdRegistry, Snapshot};
+use crate::lb::{BackendRuntime, BuildError, IdRegistry, Snapshot};
+use crate::mgmt::api::ApiError;
+use crate::mgmt::kernel::KernelError;
 use crate::mgmt::{self, Mgmt, MgmtOptions, api};
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
+
+/// Why the balancer did not start (or could not write its final counters).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signal: {0}")]
+    Signal(std::io::Error),
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+    #[error("interface {iface:?}: {source}")]
+    Port { iface: String, source: DpdkError },
+    #[error("interface {iface:?} exception path: {source}")]
+    Tap { iface: String, source: DpdkError },
+    #[error("exception path: {0}")]
+    ExceptionPath(#[from] KernelError),
+    #[error("configuration: {0}")]
+    Config(#[from] BuildError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("writing {}: {source}", path.display())]
+    StatsJson {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 pub fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
@@ -61,19 +87,21 @@ pub fn run(
     config_path: Option<PathBuf>,
     stats_json: Option<PathBuf>,
     stop_after_idle: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(StartError::Signal)?;
     }
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .map_err(|e| format!("signal: {e}"))?;
-    let eal = Eal::init(&eal_args(cfg)).map_err(|e| e.to_string())?;
+        .map_err(StartError::Signal)?;
+    let eal = Eal::init(&eal_args(cfg))?;
     let n_workers = cfg.cores.workers.len() as u16;
-    let pool = Arc::new(
-        Mempool::new("sy_pkts", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?,
-    );
+    let pool = Arc::new(Mempool::new(
+        "sy_pkts",
+        cfg.dpdk.mbufs,
+        cfg.dpdk.mbuf_cache,
+    )?);
     let mut ports = Vec::new();
     for ifc in &cfg.interfaces {
         let port = Port::open(
@@ -84,7 +112,10 @@ pub fn run(
             cfg.dpdk.tx_descriptors,
             ifc.mac.map(|m| m.0),
         )
-        .map_err(|e| format!("interface {:?}: {e}", ifc.name))?;
+        .map_err(|source| StartError::Port {
+            iface: ifc.name.clone(),
+            source,
+        })?;
         let link = port.link();
         tracing::info!(
             interface = %ifc.name, port = %port.name, id = port.id.0, mac = %port.mac,
@@ -110,13 +141,16 @@ pub fn run(
             cfg.dpdk.tx_descriptors,
             Some(macs[i]),
         )
-        .map_err(|e| format!("interface {:?} exception path: {e}", ifc.name))?;
+        .map_err(|source| StartError::Tap {
+            iface: ifc.name.clone(),
+            source,
+        })?;
         taps.push(Some((t, ifc.vlan)));
     }
     let kifs = mgmt::kernel::plan(cfg);
     if let Err(e) = mgmt::kernel::setup(cfg, &kifs) {
         mgmt::kernel::teardown(&kifs);
-        return Err(format!("exception path: {e}"));
+        return Err(e.into());
     }
     let mut ids = IdRegistry::default();
     let snap =
@@ -124,7 +158,7 @@ pub fn run(
             Ok(s) => Arc::new(s),
             Err(e) => {
                 mgmt::kernel::teardown(&kifs);
-                return Err(format!("configuration: {e}"));
+                return Err(e.into());
             }
         };
     let mut links = Vec::new();
@@ -148,9 +182,7 @@ pub fn run(
             row.push(if i == j {
                 None
             } else {
-                Some(Arc::new(
-                    MbufRing::new(&format!("sy_steer_{i}_{j}"), 4096).map_err(|e| e.to_string())?,
-                ))
+                Some(Arc::new(MbufRing::new(&format!("sy_steer_{i}_{j}"), 4096)?))
             });
         }
         rings.push(row);
@@ -207,7 +239,7 @@ pub fn run(
             stop.store(true, Ordering::Relaxed);
             eal.wait_all();
             mgmt::kernel::teardown(&kifs);
-            return Err(e.to_string());
+            return Err(e.into());
         }
     }
     tracing::info!(
@@ -233,7 +265,7 @@ pub fn run(
                 stop.store(true, Ordering::Relaxed);
                 eal.wait_all();
                 mgmt::kernel::teardown(&kifs);
-                return Err(e);
+                return Err(e.into());
             }
         }
     } else {
@@ -266,7 +298,7 @@ pub fn run(
             "workers": per.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json"))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|source| StartError::StatsJson { path, source })?;
     }
     // Drop order matters: rings (which free what they hold) and ports before the pool,
     // everything before EAL cleanup.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::config::{Config, DEFAULT_API};
+use crate::config::{Config, ConfigError, DEFAULT_API};
 
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
@@ -48,20 +48,41 @@ pub enum CtlCmd {
     },
 }
 
+/// What `ctl` could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{}: {source}", path.display())]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("{}: [api] listen is empty (API disabled)", .0.display())]
+    ApiDisabled(PathBuf),
+    #[error("cannot reach the API at {base}: {source}")]
+    Unreachable { base: String, source: ureq::Error },
+    #[error("{url}: HTTP {code}")]
+    Status { url: String, code: u16 },
+    #[error("reading {url}: {source}")]
+    Read { url: String, source: ureq::Error },
+    #[error("bad JSON from {url}: {source}")]
+    Json {
+        url: String,
+        source: serde_json::Error,
+    },
+    /// The API's own answer to a refused request.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Where the API is: `--api`, else the config's `[api] listen`, else the default.
-pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, String> {
+pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, CtlError> {
     let addr = match (api, config) {
         (Some(a), _) => a.to_string(),
         (None, Some(c)) => {
-            let cfg = Config::load(c).map_err(|e| format!("{}: {e}", c.display()))?;
+            let cfg = Config::load(c).map_err(|source| CtlError::Config {
+                path: c.clone(),
+                source,
+            })?;
             match cfg.api.listen {
                 Some(a) => a.to_string(),
-                None => {
-                    return Err(format!(
-                        "{}: [api] listen is empty (API disabled)",
-                        c.display()
-                    ));
-                }
+                None => return Err(CtlError::ApiDisabled(c.clone())),
             }
         }
         (None, None) => DEFAULT_API.to_string(),
@@ -73,7 +94,7 @@ pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, S
     })
 }
 
-fn call(base: &str, method: &str, path: &str) -> Result<Value, String> {
+fn call(base: &str, method: &str, path: &str) -> Result<Value, CtlError> {
     let url = format!("{base}{path}");
     let resp = if method == "POST" {
         ureq::post(&url).send_empty()
@@ -85,16 +106,22 @@ fn call(base: &str, method: &str, path: &str) -> Result<Value, String> {
             let text = r
                 .body_mut()
                 .read_to_string()
-                .map_err(|e| format!("reading {url}: {e}"))?;
-            serde_json::from_str(&text).map_err(|e| format!("bad JSON from {url}: {e}"))
+                .map_err(|source| CtlError::Read {
+                    url: url.clone(),
+                    source,
+                })?;
+            serde_json::from_str(&text).map_err(|source| CtlError::Json { url, source })
         }
-        Err(ureq::Error::StatusCode(code)) => Err(format!("{url}: HTTP {code}")),
-        Err(e) => Err(format!("cannot reach the API at {base}: {e}")),
+        Err(ureq::Error::StatusCode(code)) => Err(CtlError::Status { url, code }),
+        Err(source) => Err(CtlError::Unreachable {
+            base: base.to_string(),
+            source,
+        }),
     }
 }
 
 /// ureq treats 4xx as errors without the body; ask again for the body to show the message.
-fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, String> {
+fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, CtlError> {
     let url = format!("{base}{path}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -105,15 +132,23 @@ fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, S
     } else {
         agent.get(&url).call()
     };
-    let mut r = resp.map_err(|e| format!("cannot reach the API at {base}: {e}"))?;
+    let mut r = resp.map_err(|source| CtlError::Unreachable {
+        base: base.to_string(),
+        source,
+    })?;
     let status = r.status().as_u16();
     let text = r
         .body_mut()
         .read_to_string()
-        .map_err(|e| format!("reading {url}: {e}"))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("bad JSON from {url}: {e}"))?;
+        .map_err(|source| CtlError::Read {
+            url: url.clone(),
+            source,
+        })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| CtlError::Json { url, source })?;
     if status >= 400 {
-        return Err(v["error"].as_str().unwrap_or(&text).to_string());
+        return Err(CtlError::Refused(
+            v["error"].as_str().unwrap_or(&text).to_string(),
+        ));
     }
     Ok(v)
 }
@@ -161,7 +196,7 @@ fn us(v: &Value) -> String {
 }
 
 /// Runs one ctl command; returns what to print.
-pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, String> {
+pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
     let v = match cmd {
         CtlCmd::Status => call(base, "GET", "/status")?,
         CtlCmd::Services => call(base, "GET", "/services")?,

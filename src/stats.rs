@@ -88,6 +88,19 @@ const NAMES: [&str; FIXED] = [
     "busy_tx_ns",
 ];
 
+/// A counter invariant (see the top of this module) that does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    #[error("rx_packets+steered_in {handled} != verdicts {verdicts}")]
+    Verdicts { handled: u64, verdicts: u64 },
+    #[error(
+        "tx_packets+drop_tx_full {out} != forwarded+replied+generated+to_kernel+from_kernel {handed}"
+    )]
+    Tx { out: u64, handed: u64 },
+    #[error("flows_active != flows_created - flows_expired")]
+    Flows,
+}
+
 /// A worker's own counters (plain integers, hot path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counters(pub [u64; N_COUNTERS]);
@@ -139,7 +152,7 @@ impl Counters {
     }
     /// The first invariant alone (every frame has one verdict), for callers that do not
     /// transmit (unit tests).
-    pub fn check_invariants_rx(&self) -> Result<(), String> {
+    pub fn check_invariants_rx(&self) -> Result<(), InvariantError> {
         let drops: u64 = DropReason::ALL
             .iter()
             .filter(|r| **r != DropReason::TxFull)
@@ -155,14 +168,12 @@ impl Counters {
         if handled == verdicts {
             Ok(())
         } else {
-            Err(format!(
-                "rx_packets+steered_in {handled} != verdicts {verdicts}"
-            ))
+            Err(InvariantError::Verdicts { handled, verdicts })
         }
     }
 
     /// Checks the invariants written at the top of this module.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.check_invariants_rx()?;
         let handed = self.get(Ctr::Forwarded)
             + self.get(Ctr::Replied)
@@ -171,12 +182,10 @@ impl Counters {
             + self.get(Ctr::FromKernel);
         let out = self.get(Ctr::TxPackets) + self.dropped(DropReason::TxFull);
         if handed != out {
-            return Err(format!(
-                "tx_packets+drop_tx_full {out} != forwarded+replied+generated {handed}"
-            ));
+            return Err(InvariantError::Tx { out, handed });
         }
         if self.get(Ctr::FlowsActive) != self.get(Ctr::FlowsCreated) - self.get(Ctr::FlowsExpired) {
-            return Err("flows_active != flows_created - flows_expired".into());
+            return Err(InvariantError::Flows);
         }
         Ok(())
     }

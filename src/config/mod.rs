@@ -6,7 +6,6 @@
 //! at start (`[dpdk]`, `[cores]`, interface ports) are marked "startup-only" there; the rest are
 //! the ones a later reload may change.
 
-use std::fmt;
 use std::path::Path;
 
 use figment::Figment;
@@ -545,19 +544,12 @@ fn default_weight() -> u32 {
 }
 
 /// A configuration error naming the key (`services[1].vip`) and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
 pub struct ConfigError {
     pub key: String,
     pub problem: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {

@@ -177,10 +177,22 @@ impl Drop for ApiServer {
     }
 }
 
+/// Why the API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("api: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("api thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Listens on `addr`; each request becomes a command for the management loop.
-pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, String> {
+pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, ApiError> {
     let server = Arc::new(
-        tiny_http::Server::http(addr).map_err(|e| format!("api: cannot listen on {addr}: {e}"))?,
+        tiny_http::Server::http(addr).map_err(|source| ApiError::Listen { addr, source })?,
     );
     let srv = server.clone();
     let thread = std::thread::Builder::new()
@@ -223,7 +235,7 @@ pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, St
                 );
             }
         })
-        .map_err(|e| format!("api thread: {e}"))?;
+        .map_err(ApiError::Thread)?;
     Ok(ApiServer {
         server,
         thread: Some(thread),

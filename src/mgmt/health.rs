@@ -360,7 +360,7 @@ fn checker(key: BackendKey, p: Probe, tx: Sender<Result_>, stop: Arc<AtomicBool>
             key: key.clone(),
             ok: res.is_ok(),
             rtt,
-            error: res.err().unwrap_or_default(),
+            error: res.err().map(|e| e.to_string()).unwrap_or_default(),
         });
         // Sleep the rest of the interval in short steps so a stop is quick.
         while t.elapsed() < p.interval && !stop.load(Ordering::Relaxed) {
@@ -369,30 +369,63 @@ fn checker(key: BackendKey, p: Probe, tx: Sender<Result_>, stop: Arc<AtomicBool>
     }
 }
 
-fn socket(p: &Probe, ty: Type, proto: Protocol) -> Result<Socket, String> {
-    let s = Socket::new(Domain::IPV4, ty, Some(proto)).map_err(|e| format!("socket: {e}"))?;
+/// Why a probe failed (shown as the backend's `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A socket step (`socket`, `SO_MARK`, `bind`, `connect`, `send`, `read`, ...) failed.
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("timeout reading the response")]
+    Timeout,
+    #[error("no HTTP status line")]
+    NoStatusLine,
+    #[error("status {got}, expected {want}")]
+    Status { got: u16, want: u16 },
+    #[error("body lacks {0:?}")]
+    BodyLacks(String),
+    #[error("short DNS response")]
+    DnsShort,
+    #[error("not a response to our query")]
+    DnsNotOurs,
+    #[error("rcode {0}")]
+    DnsRcode(u8),
+    #[error("no answer records")]
+    DnsNoAnswer,
+}
+
+/// The `map_err` of a socket step.
+fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProbeError {
+    let step = step.into();
+    move |source| ProbeError::Io { step, source }
+}
+
+fn socket(p: &Probe, ty: Type, proto: Protocol) -> Result<Socket, ProbeError> {
+    let s = Socket::new(Domain::IPV4, ty, Some(proto)).map_err(io("socket"))?;
     if let Some((_, mark)) = p.via {
-        s.set_mark(mark).map_err(|e| format!("SO_MARK: {e}"))?;
+        s.set_mark(mark).map_err(io("SO_MARK"))?;
     }
     if let Some(src) = p.source {
         s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
-            .map_err(|e| format!("bind {src}: {e}"))?;
+            .map_err(io(format!("bind {src}")))?;
     }
     s.set_read_timeout(Some(p.timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(io("SO_RCVTIMEO"))?;
     s.set_write_timeout(Some(p.timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(io("SO_SNDTIMEO"))?;
     Ok(s)
 }
 
-/// One probe; Err carries what failed.
-pub fn probe(p: &Probe) -> Result<(), String> {
+/// One probe; Err says what failed.
+pub fn probe(p: &Probe) -> Result<(), ProbeError> {
     let deadline = Instant::now() + p.timeout;
     match p.kind {
         HealthKind::Tcp | HealthKind::Http => {
             let s = socket(p, Type::STREAM, Protocol::TCP)?;
             s.connect_timeout(&SocketAddr::V4(p.target).into(), p.timeout)
-                .map_err(|e| format!("connect {}: {e}", p.target))?;
+                .map_err(io(format!("connect {}", p.target)))?;
             if p.kind == HealthKind::Tcp {
                 return Ok(());
             }
@@ -402,19 +435,17 @@ pub fn probe(p: &Probe) -> Result<(), String> {
                 p.path,
                 p.target.ip()
             );
-            stream
-                .write_all(req.as_bytes())
-                .map_err(|e| format!("send: {e}"))?;
+            stream.write_all(req.as_bytes()).map_err(io("send"))?;
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             while buf.len() < 65536 {
                 if Instant::now() > deadline {
-                    return Err("timeout reading the response".into());
+                    return Err(ProbeError::Timeout);
                 }
                 match stream.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => return Err(format!("read: {e}")),
+                    Err(e) => return Err(io("read")(e)),
                 }
             }
             let text = String::from_utf8_lossy(&buf);
@@ -422,14 +453,17 @@ pub fn probe(p: &Probe) -> Result<(), String> {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|s| s.parse().ok())
-                .ok_or("no HTTP status line")?;
+                .ok_or(ProbeError::NoStatusLine)?;
             if status != p.expect_status {
-                return Err(format!("status {status}, expected {}", p.expect_status));
+                return Err(ProbeError::Status {
+                    got: status,
+                    want: p.expect_status,
+                });
             }
             if let Some(want) = &p.expect_body {
                 let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
                 if !body.contains(want.as_str()) {
-                    return Err(format!("body lacks {want:?}"));
+                    return Err(ProbeError::BodyLacks(want.clone()));
                 }
             }
             Ok(())
@@ -440,11 +474,9 @@ pub fn probe(p: &Probe) -> Result<(), String> {
             let id = (Instant::now().elapsed().subsec_nanos() as u16) ^ 0x5359;
             let q = dns_query(id, &p.query);
             udp.send_to(&q, SocketAddr::V4(p.target))
-                .map_err(|e| format!("send: {e}"))?;
+                .map_err(io("send"))?;
             let mut buf = [0u8; 1500];
-            let (n, _) = udp
-                .recv_from(&mut buf)
-                .map_err(|e| format!("no answer: {e}"))?;
+            let (n, _) = udp.recv_from(&mut buf).map_err(io("no answer"))?;
             dns_check(id, &buf[..n])
         }
     }
@@ -464,19 +496,19 @@ pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
 }
 
 /// A response to query `id` with RCODE 0 and at least one answer.
-pub fn dns_check(id: u16, r: &[u8]) -> Result<(), String> {
+pub fn dns_check(id: u16, r: &[u8]) -> Result<(), ProbeError> {
     if r.len() < 12 {
-        return Err("short DNS response".into());
+        return Err(ProbeError::DnsShort);
     }
     if u16::from_be_bytes([r[0], r[1]]) != id || r[2] & 0x80 == 0 {
-        return Err("not a response to our query".into());
+        return Err(ProbeError::DnsNotOurs);
     }
     let rcode = r[3] & 0x0f;
     if rcode != 0 {
-        return Err(format!("rcode {rcode}"));
+        return Err(ProbeError::DnsRcode(rcode));
     }
     if u16::from_be_bytes([r[6], r[7]]) == 0 {
-        return Err("no answer records".into());
+        return Err(ProbeError::DnsNoAnswer);
     }
     Ok(())
 }
@@ -492,12 +524,18 @@ mod tests {
         assert_eq!(q.len(), 12 + 14 + 4);
         let mut r = q.clone();
         r[2] |= 0x80;
-        assert_eq!(dns_check(0x1234, &r), Err("no answer records".into()));
+        assert!(matches!(
+            dns_check(0x1234, &r),
+            Err(ProbeError::DnsNoAnswer)
+        ));
         r[7] = 1;
-        assert_eq!(dns_check(0x1234, &r), Ok(()));
-        assert!(dns_check(0x4321, &r).is_err());
+        assert!(dns_check(0x1234, &r).is_ok());
+        assert!(matches!(dns_check(0x4321, &r), Err(ProbeError::DnsNotOurs)));
         r[3] = 3;
-        assert_eq!(dns_check(0x1234, &r), Err("rcode 3".into()));
+        assert!(matches!(
+            dns_check(0x1234, &r),
+            Err(ProbeError::DnsRcode(3))
+        ));
     }
 
     #[test]
@@ -524,12 +562,16 @@ mod tests {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
         };
-        assert_eq!(probe(&p), Ok(()));
+        assert!(probe(&p).is_ok());
         p.expect_body = Some("bad".into());
-        assert!(probe(&p).unwrap_err().contains("body"));
+        assert!(matches!(probe(&p), Err(ProbeError::BodyLacks(b)) if b == "bad"));
         p.kind = HealthKind::Tcp;
-        assert_eq!(probe(&p), Ok(()));
+        assert!(probe(&p).is_ok());
         p.target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
-        assert!(probe(&p).unwrap_err().contains("connect"));
+        let e = probe(&p).unwrap_err();
+        assert!(
+            matches!(&e, ProbeError::Io { step, .. } if step.starts_with("connect")),
+            "{e}"
+        );
     }
 }

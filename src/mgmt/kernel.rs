@@ -30,19 +30,33 @@ impl KernelIface {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// What setting up the kernel side of the exception path ran into.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("running {cmd}: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{cmd}: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("{path}: {source}")]
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn ip(args: &[&str]) -> Result<(), KernelError> {
+    let cmd = || format!("ip {}", args.join(" "));
     let o = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| format!("running ip {}: {e}", args.join(" ")))?;
+        .map_err(|source| KernelError::Spawn { cmd: cmd(), source })?;
     if o.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
+        Err(KernelError::Failed {
+            cmd: cmd(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -66,9 +80,9 @@ pub fn plan(cfg: &Config) -> Vec<Option<KernelIface>> {
         .collect()
 }
 
-fn sysctl(key: &str, value: &str) -> Result<(), String> {
+fn sysctl(key: &str, value: &str) -> Result<(), KernelError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|e| format!("{path}: {e}"))
+    std::fs::write(&path, value).map_err(|source| KernelError::Sysctl { path, source })
 }
 
 /// Kernel interfaces that `net_af_packet` vdevs open (`iface=` of each `--vdev`).
@@ -94,7 +108,7 @@ fn af_packet_ifaces(cfg: &Config) -> Vec<String> {
 /// our addresses exist in the kernel, would answer frames for them there too (a TCP reset for
 /// each reply of a proxy conn). Strict reverse-path filtering and `arp_ignore=8` on that
 /// interface stop it: the kernel's view of our network is the tap alone.
-pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), String> {
+pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), KernelError> {
     if kifs.iter().any(Option::is_some) {
         for dev in af_packet_ifaces(cfg) {
             sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "1")?;

@@ -24,7 +24,7 @@ use neigh::Neighbours;
 use serde_json::{Value, json};
 
 use crate::channel::{Control, Event, WorkerLink};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::lb::sched::BackendLoad;
 use crate::lb::{BackendKey, BackendRuntime, BuildError, IdRegistry, Snapshot};
 use crate::stats::{Counters, Ctr, LatencyHistogram, WorkerStats, new_latency_histogram};
@@ -38,6 +38,31 @@ pub fn totals(links: &[WorkerLink]) -> (Counters, Vec<Counters>) {
         sum.sum(c);
     }
     (sum, per)
+}
+
+/// Why an operator's command (API, ctl, SIGHUP) was refused; the running state is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("no configuration file to reload from")]
+    NoConfigFile,
+    #[error("invalid configuration, running config kept: {0}")]
+    InvalidConfig(ConfigError),
+    #[error("invalid with the running startup-only keys: {0}")]
+    StartupKeys(ConfigError),
+    #[error("invalid configuration, running config kept: {0}")]
+    Unbuildable(BuildError),
+    #[error("bad port in {0:?}")]
+    BadPort(String),
+    #[error("{0:?} is not an address or address:port")]
+    BadBackend(String),
+    #[error("no service named {0:?}")]
+    NoService(String),
+    #[error("service {service:?} has no backend {backend}")]
+    NoBackend { service: String, backend: String },
+    #[error("{backend} is ambiguous in {service:?}: give address:port")]
+    Ambiguous { service: String, backend: String },
+    #[error("weight {0} is not 0-65535")]
+    WeightRange(u32),
 }
 
 /// Options of the management loop.
@@ -186,16 +211,16 @@ impl Mgmt {
 
     /// Re-reads the configuration file; applies what can change live, reports what needs a
     /// restart, and keeps the running config if the new one is invalid.
-    fn reload(&mut self, path: Option<&PathBuf>) -> Result<Value, String> {
+    fn reload(&mut self, path: Option<&PathBuf>) -> Result<Value, CmdError> {
         let Some(path) = path else {
-            return Err("no configuration file to reload from".into());
+            return Err(CmdError::NoConfigFile);
         };
         let new = match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 self.reloads_failed += 1;
                 tracing::warn!("reload rejected, running config kept: {e}");
-                return Err(format!("invalid configuration, running config kept: {e}"));
+                return Err(CmdError::InvalidConfig(e));
             }
         };
         let mut restart = Vec::new();
@@ -252,13 +277,13 @@ impl Mgmt {
         next.flows.persistence_capacity_per_core = self.cfg.flows.persistence_capacity_per_core;
         if let Err(e) = next.validate() {
             self.reloads_failed += 1;
-            return Err(format!("invalid with the running startup-only keys: {e}"));
+            return Err(CmdError::StartupKeys(e));
         }
         let built = match self.build(&next) {
             Ok(b) => b,
             Err(e) => {
                 self.reloads_failed += 1;
-                return Err(format!("invalid configuration, running config kept: {e}"));
+                return Err(CmdError::Unbuildable(e));
             }
         };
         let old_vips = self.snap.vips();
@@ -289,26 +314,26 @@ impl Mgmt {
     }
 
     /// Finds a backend of a service by `addr` or `addr:port`.
-    fn find_backend(&self, service: &str, backend: &str) -> Result<BackendKey, String> {
+    fn find_backend(&self, service: &str, backend: &str) -> Result<BackendKey, CmdError> {
         let (addr, port) = match backend.split_once(':') {
             Some((a, p)) => (
                 a,
                 Some(
                     p.parse::<u16>()
-                        .map_err(|_| format!("bad port in {backend:?}"))?,
+                        .map_err(|_| CmdError::BadPort(backend.to_string()))?,
                 ),
             ),
             None => (backend, None),
         };
         let addr: Ipv4Addr = addr
             .parse()
-            .map_err(|_| format!("{backend:?} is not an address or address:port"))?;
+            .map_err(|_| CmdError::BadBackend(backend.to_string()))?;
         let svc = self
             .snap
             .services
             .iter()
             .position(|s| s.name == service && !s.removed)
-            .ok_or_else(|| format!("no service named {service:?}"))?;
+            .ok_or_else(|| CmdError::NoService(service.to_string()))?;
         let matches: Vec<BackendKey> = self.snap.services[svc]
             .backends
             .iter()
@@ -319,11 +344,15 @@ impl Mgmt {
             })
             .collect();
         match matches.len() {
-            0 => Err(format!("service {service:?} has no backend {backend}")),
+            0 => Err(CmdError::NoBackend {
+                service: service.to_string(),
+                backend: backend.to_string(),
+            }),
             1 => Ok(matches[0].clone()),
-            _ => Err(format!(
-                "{backend} is ambiguous in {service:?}: give address:port"
-            )),
+            _ => Err(CmdError::Ambiguous {
+                service: service.to_string(),
+                backend: backend.to_string(),
+            }),
         }
     }
 
@@ -332,7 +361,7 @@ impl Mgmt {
         service: &str,
         backend: &str,
         timeout_s: Option<u64>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, CmdError> {
         let key = self.find_backend(service, backend)?;
         self.runtime.entry(key.clone()).or_default().draining = true;
         self.drains.insert(
@@ -349,7 +378,7 @@ impl Mgmt {
         )
     }
 
-    fn enable(&mut self, service: &str, backend: &str) -> Result<Value, String> {
+    fn enable(&mut self, service: &str, backend: &str) -> Result<Value, CmdError> {
         let key = self.find_backend(service, backend)?;
         let rt = self.runtime.entry(key.clone()).or_default();
         rt.draining = false;
@@ -362,9 +391,9 @@ impl Mgmt {
         )
     }
 
-    fn weight(&mut self, service: &str, backend: &str, weight: u32) -> Result<Value, String> {
+    fn weight(&mut self, service: &str, backend: &str, weight: u32) -> Result<Value, CmdError> {
         if weight > 65535 {
-            return Err("weight must be 0-65535".into());
+            return Err(CmdError::WeightRange(weight));
         }
         let key = self.find_backend(service, backend)?;
         self.runtime.entry(key.clone()).or_default().weight = Some(weight);
@@ -518,7 +547,7 @@ impl Mgmt {
         };
         match r {
             Ok(v) => Response::json(200, &v),
-            Err(e) => Response::json(400, &json!({ "error": e })),
+            Err(e) => Response::json(400, &json!({ "error": e.to_string() })),
         }
     }
 
