@@ -3,49 +3,29 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use crossbeam_queue::ArrayQueue;
-use switchyard::config::Config;
-use switchyard::datapath::{Datapath, WorkerInfo};
+use switchyard::config::Mode;
+use switchyard::datapath::Datapath;
 use switchyard::dpdk::HugeSlice;
 use switchyard::flow::{Conn, FlowKey, FlowState, FlowTable, Timeouts};
-use switchyard::lb::Snapshot;
 use switchyard::lb::maglev::{MaglevBackend, MaglevTable};
-use switchyard::lb::sched::BackendLoad;
+use switchyard::testkit::{self, frames};
 use switchyard::types::IfIdx;
-use switchyard::wire::{self, ETH_HDR, Rewrite};
+use switchyard::wire::{self, ETH_HDR, PROTO_TCP, Rewrite};
 
 const T: Timeouts = Timeouts([30_000, 900_000, 10_000, 60_000]);
 
-/// An untagged IPv4 TCP ACK 172.16.0.1:40000 -> 10.20.0.100:80 to our MAC, checksums valid.
+/// A TCP ACK from client `src`:`sport` to the test configuration's VIP:80, to our MAC.
 fn frame(src: u32, sport: u16) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x10]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    f[12] = 8;
-    f[14..34].copy_from_slice(&[
-        0x45, 0, 0, 40, 0, 0, 0x40, 0, 63, 6, 0, 0, 0, 0, 0, 0, 10, 20, 0, 100,
-    ]);
-    f[26..30].copy_from_slice(&src.to_be_bytes());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
-    f[46] = 0x50;
-    f[47] = 0x10;
-    let sum = |b: &[u8]| {
-        let mut s: u32 = b
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
-    };
-    let c = sum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f
+    frames::pkt(
+        Ipv4Addr::from(src),
+        testkit::VIP,
+        sport,
+        80,
+        PROTO_TCP,
+        frames::ACK,
+    )
 }
 
 fn key(i: u32) -> FlowKey {
@@ -147,55 +127,13 @@ fn nat(c: &mut Criterion) {
 }
 
 fn pipeline(c: &mut Criterion) {
-    for mode in ["dsr", "proxy", "gateway"] {
-        let text = format!(
-            r#"
-[dpdk]
-eal_args = []
-[cores]
-management = 0
-workers = [1]
-[flows]
-capacity_per_core = 200000
-[[interfaces]]
-name = "lan"
-port = "p0"
-address = "10.20.0.10/24"
-exception_path = false
-# 64k proxy flows need more than one address's 64,512 SNAT ports.
-snat_addresses = ["10.20.0.200", "10.20.0.201"]
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.20.0.1"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "{mode}"
-  [[services.backends]]
-  address = "10.20.0.11"
-  [[services.backends]]
-  address = "10.20.0.12"
-"#
-        );
-        let cfg = Config::from_toml(&text).unwrap();
-        let snap = Arc::new(Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap());
-        let info = WorkerInfo {
-            index: 0,
-            count: 1,
-            flow_capacity: 200_000,
-            persist_capacity: 1024,
-        };
-        let mut d = Datapath::new(
-            snap,
-            info,
-            Arc::new(ArrayQueue::new(64)),
-            Arc::new(BackendLoad::new(1)),
-        );
-        for (ip, m) in [("10.20.0.11", 0x11), ("10.20.0.12", 0x12), ("10.20.0.1", 1)] {
-            d.set_neighbour(ip.parse().unwrap(), Some([2, 0, 0, 0, 0, m]));
-        }
+    for mode in Mode::ALL {
+        let mut cfg = testkit::config(mode);
+        cfg.flows.capacity_per_core = 200_000;
+        // 64k proxy flows need more than one address's 64,512 SNAT ports.
+        cfg.interfaces[0].snat_addresses =
+            vec![Ipv4Addr::new(10, 20, 0, 200), Ipv4Addr::new(10, 20, 0, 201)];
+        let (mut d, _) = testkit::datapath(&cfg, 1, 0);
         let frames: Vec<Vec<u8>> = (0..65536u32)
             .map(|i| frame(0xac10_0000 | (i >> 10), 1024 + (i & 1023) as u16))
             .collect();
@@ -221,6 +159,7 @@ mode = "{mode}"
         let mut g = c.benchmark_group(format!("fast lane {mode}"));
         g.throughput(criterion::Throughput::Elements(32));
         let len = frames[0].len();
+        debug_assert!(len <= 64);
         for conns in [1024usize, 65536] {
             let mut i = 0usize;
             let mut burst = [[0u8; 64]; 32];

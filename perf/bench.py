@@ -33,6 +33,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testconf  # noqa: E402  (the test configuration, tests/data/base.toml)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SYBIN") or os.path.join(ROOT, "target", "release", "switchyard")
 API = "127.0.0.1:9199"
@@ -49,58 +52,6 @@ def add_capacity_factor(ap):
     ap.add_argument("--capacity-factor", type=float,
                     help="conn-table capacity per worker as a multiple of the flows (+1024) "
                          "instead of the default config's")
-
-CONFIG = """
-[dpdk]
-eal_args = [{mem}, "--no-pci", "--file-prefix", "sy-perf-{tag}",
-            "--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
-mbufs = {mbufs}
-mbuf_cache = 250
-rx_descriptors = 1024
-tx_descriptors = 1024
-[cores]
-management = 0
-workers = [1]
-[flows]
-{capacity}
-[api]
-listen = "{api}"
-[log]
-level = "warn"
-[[interfaces]]
-name = "lan"
-port = "net_pcap0"
-address = "10.20.0.10/24"
-mac = "02:00:00:00:00:10"
-exception_path = false
-{snat}
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.20.0.1"
-[[neighbours]]
-address = "10.20.0.1"
-mac = "02:00:00:00:00:01"
-[[neighbours]]
-address = "10.20.0.11"
-mac = "02:00:00:00:00:11"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "{mode}"
-  [[services.backends]]
-  address = "10.20.0.11"
-[[services]]
-name = "dns"
-vip = "10.20.0.100"
-port = 53
-protocol = "udp"
-mode = "{mode}"
-  [[services.backends]]
-  address = "10.20.0.11"
-"""
-
 
 def mbufs_for(frames):
     # net_pcap's infinite_rx keeps every frame of the file in an mbuf, plus the rings.
@@ -144,21 +95,18 @@ def api(path, method="GET"):
 
 
 def write_config(mode, flows, pcap, workdir, tag, api_addr):
-    """The balancer's configuration for one cell, written to WORKDIR/perf.toml (its path is
-    returned). perf/instructions uses it too."""
+    """The balancer's configuration for one cell (the test configuration, see
+    perf/testconf.py), written to WORKDIR/perf.toml (its path is returned). perf/instructions
+    uses it too."""
     mbufs = mbufs_for(flows * (1 if mode == "dsr" else 2))
-    snat = ""
-    if mode == "proxy":
-        snat = "snat_addresses = [" + ", ".join(f'"10.20.0.{200 + k}"' for k in range(20)) + "]"
-    mem = ", ".join(f'"{a}"' for a in memory_args(mbufs))
-    # No capacity line: the default config's table.
-    capacity = ("" if CAPACITY_FACTOR is None
-                else f"capacity_per_core = {int(flows * CAPACITY_FACTOR) + 1024}")
-    cfg = CONFIG.format(mem=mem, tag=tag, pcap=pcap, mbufs=mbufs,
-                        capacity=capacity, api=api_addr, snat=snat, mode=mode)
+    eal = [*memory_args(mbufs), "--no-pci", "--file-prefix", f"sy-perf-{tag}",
+           f"--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
+    # None: the default config's table.
+    capacity = None if CAPACITY_FACTOR is None else int(flows * CAPACITY_FACTOR) + 1024
+    cfg = testconf.cell_config(mode, eal, mbufs, capacity, api_addr)
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
-        f.write(cfg)
+        f.write(testconf.dumps(cfg))
     return cfg_path
 
 

@@ -11,23 +11,23 @@ perf/README.md, "Where the cycles go").
 
 Flow i comes from client 172.16.0.0 + i/1024 (port 1024 + i%1024) to the VIP 10.20.0.100,
 half TCP ACKs (port 80), half UDP (port 53). For proxy and gateway the file also holds each
-flow's reply from the backend 10.20.0.11, addressed as Switchyard will have translated the
+flow's reply from the backend 10.20.1.11, addressed as Switchyard will have translated the
 flow: gateway replies go to the client itself; proxy replies go to the SNAT address and local
 port Switchyard assigns, which this script computes with the same hash and port-pool rules
-(src/flow.rs FlowKey::hash, src/nat.rs SnatPortPool, one worker, addresses 10.20.0.200+k).
+(src/flow/key.rs FlowKey::hash, src/mode/snat.rs SnatPortPool, one worker, addresses
+10.20.0.200+k). The addresses and MACs are the test configuration's (perf/testconf.py).
 Frames are written straight to pcap (no scapy), so a million flows take seconds.
 """
+import os
 import struct
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testconf import (BACKEND, BACKEND_MAC, LB_MAC as LB, ROUTER_MAC as ROUTER,  # noqa: E402
+                      SNAT_ADDRS, SNAT_BASE, VIP)
+
 M64 = (1 << 64) - 1
-LB = bytes.fromhex("020000000010")
-ROUTER = bytes.fromhex("020000000001")
-BACKEND_MAC = bytes.fromhex("020000000011")
-VIP = (10 << 24) | (20 << 16) | 100
-BACKEND = (10 << 24) | (20 << 16) | 11
-SNAT_BASE = (10 << 24) | (20 << 16) | 200
-SNAT_ADDRS = 20
 PORT_MIN, PORT_MAX = 1024, 65535
 
 

@@ -18,6 +18,8 @@ pub mod lb;
 pub mod mgmt;
 pub mod mode;
 pub mod stats;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
 pub mod wire;
 pub mod worker;

@@ -1,135 +1,67 @@
 //! Golden tests: frames read from pcap files by DPDK's `net_pcap` vdev through the real binary;
 //! what it transmits is compared byte for byte with frames built independently by
 //! `tests/data/gen_golden.py` (timestamps ignored), and every drop is checked by reason.
+//! The configuration is the shared test configuration with each case's backends.
 
 mod common;
 
+use std::net::Ipv4Addr;
+
 use common::*;
+use switchyard::config::{BackendConfig, Config, Mode, Scheduler};
+use switchyard::testkit;
 
-const COMMON: &str = r#"
-[dpdk]
-eal_args = ["--no-huge", "-m", "256", "--no-pci", "--file-prefix", "PREFIX",
-            "--vdev=net_pcap0,rx_pcap=INPUT,tx_pcap=OUTPUT"]
-mbufs = 2047
-[cores]
-management = 0
-workers = [1]
-idle_sleep_us = 100
-[flows]
-capacity_per_core = 1024
-[api]
-listen = ""
-[[interfaces]]
-name = "lan"
-port = "net_pcap0"
-address = "10.20.0.10/24"
-mac = "02:00:00:00:00:10"
-exception_path = false
-SECONDARY
-[[neighbours]]
-address = "10.20.0.1"
-mac = "02:00:00:00:00:01"
-"#;
-
-const DSR: &str = r#"
-[[neighbours]]
-address = "10.20.0.11"
-mac = "02:00:00:00:00:11"
-[[neighbours]]
-address = "10.20.0.12"
-mac = "02:00:00:00:00:12"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "dsr"
-  [[services.backends]]
-  address = "10.20.0.11"
-[[services]]
-name = "dns"
-vip = "10.20.0.100"
-port = 53
-protocol = "udp"
-mode = "dsr"
-  [[services.backends]]
-  address = "10.20.0.12"
-"#;
-
-const PROXY: &str = r#"
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.20.0.1"
-[[neighbours]]
-address = "10.20.0.11"
-mac = "02:00:00:00:00:11"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "proxy"
-scheduler = "round_robin"
-  [[services.backends]]
-  address = "10.20.0.11"
-  port = 8080
-[[services]]
-name = "dns"
-vip = "10.20.0.100"
-port = 53
-protocol = "udp"
-mode = "proxy"
-scheduler = "least_connections"
-  [[services.backends]]
-  address = "10.20.0.11"
-"#;
-
-const GATEWAY: &str = r#"
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.20.0.1"
-[[neighbours]]
-address = "10.20.1.11"
-mac = "02:00:00:00:00:11"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "gateway"
-  [[services.backends]]
-  address = "10.20.1.11"
-[[services]]
-name = "dns"
-vip = "10.20.0.100"
-port = 53
-protocol = "udp"
-mode = "gateway"
-scheduler = "weighted_round_robin"
-  [[services.backends]]
-  address = "10.20.1.11"
-"#;
+/// The test configuration (switchyard::testkit) as each golden case needs it: the topology
+/// tests/data/gen_golden.py built the expected frames for.
+fn golden_config(mode: Mode) -> Config {
+    let mut c = testkit::config(mode);
+    match mode {
+        // tcp/80 -> 10.20.0.11, udp/53 -> 10.20.0.12, both on the LAN.
+        Mode::Dsr => {
+            let (b1, b2) = (Ipv4Addr::new(10, 20, 0, 11), Ipv4Addr::new(10, 20, 0, 12));
+            c.services[0].backends = vec![testkit::backend(b1)];
+            c.services[1].backends = vec![testkit::backend(b2)];
+            testkit::add_neighbour(&mut c, b1, testkit::B1_MAC);
+            testkit::add_neighbour(&mut c, b2, testkit::B2_MAC);
+        }
+        // Both to 10.20.0.11, tcp translated to port 8080; SNAT to the interface address.
+        Mode::Proxy => {
+            let b1 = Ipv4Addr::new(10, 20, 0, 11);
+            c.services[0].scheduler = Scheduler::RoundRobin;
+            c.services[0].backends = vec![BackendConfig {
+                port: Some(8080),
+                ..testkit::backend(b1)
+            }];
+            c.services[1].scheduler = Scheduler::LeastConnections;
+            c.services[1].backends = vec![testkit::backend(b1)];
+            testkit::add_neighbour(&mut c, b1, testkit::B1_MAC);
+        }
+        // Both to 10.20.1.11 behind the balancer (its 10.20.1.1 is their gateway).
+        Mode::Gateway => {
+            c.services[0].backends.truncate(1);
+            c.services[1].scheduler = Scheduler::WeightedRoundRobin;
+        }
+    }
+    c
+}
 
 /// Replays `input` through switchyard and returns (frames sent, total counters).
-fn replay(name: &str, input: &str, mode: &str) -> (Vec<Vec<u8>>, serde_json::Value) {
+fn replay(name: &str, input: &str, mode: Mode) -> (Vec<Vec<u8>>, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
-    let (services, secondary) = match mode {
-        "dsr" => (DSR, ""),
-        "proxy" => (PROXY, ""),
-        _ => (GATEWAY, "secondary_addresses = [\"10.20.1.1/24\"]"),
-    };
-    let cfg = format!("{COMMON}{services}")
-        .replace("SECONDARY", secondary)
-        .replace(
-            "PREFIX",
-            &format!("sy-golden-{name}-{}", std::process::id()),
-        )
-        .replace("INPUT", data(input).to_str().unwrap())
-        .replace("OUTPUT", out.to_str().unwrap());
+    let mut cfg = golden_config(mode);
+    cfg.dpdk.eal_args.extend([
+        "--file-prefix".to_string(),
+        format!("sy-golden-{name}-{}", std::process::id()),
+        format!(
+            "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
+            data(input).display(),
+            out.display()
+        ),
+    ]);
     let cfg_path = dir.path().join("golden.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
+    std::fs::write(&cfg_path, testkit::to_toml(&cfg)).unwrap();
     let o = switchyard(&[
         "run",
         "--config",
@@ -149,7 +81,7 @@ fn replay(name: &str, input: &str, mode: &str) -> (Vec<Vec<u8>>, serde_json::Val
 
 #[test]
 fn dsr_golden_frames_match_byte_for_byte() {
-    let (got, t) = replay("dsr", "dsr_in.pcap", "dsr");
+    let (got, t) = replay("dsr", "dsr_in.pcap", Mode::Dsr);
     let want = pcap_frames(&data("dsr_expected.pcap"));
     assert_eq!(got.len(), want.len(), "frame count; got {got:02x?}");
     // Order: gratuitous ARP for the VIP, ARP replies (VIP, own address), ICMP echo replies
@@ -170,7 +102,7 @@ fn dsr_golden_frames_match_byte_for_byte() {
 
 #[test]
 fn dsr_golden_drops_are_counted_by_reason() {
-    let (_, t) = replay("drops", "dsr_in.pcap", "dsr");
+    let (_, t) = replay("drops", "dsr_in.pcap", Mode::Dsr);
     for reason in [
         "bad_ipv4_header",
         "bad_ipv4_checksum",
@@ -209,8 +141,8 @@ fn dsr_golden_drops_are_counted_by_reason() {
     );
 }
 
-fn assert_golden(mode: &str) -> serde_json::Value {
-    let (got, t) = replay(mode, &format!("{mode}_in.pcap"), mode);
+fn assert_golden(mode: Mode) -> serde_json::Value {
+    let (got, t) = replay(mode.name(), &format!("{mode}_in.pcap"), mode);
     let want = pcap_frames(&data(&format!("{mode}_expected.pcap")));
     assert_eq!(got.len(), want.len(), "{mode}: frame count; got {got:02x?}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -224,7 +156,7 @@ fn assert_golden(mode: &str) -> serde_json::Value {
 /// checksum as scapy computes it from scratch.
 #[test]
 fn proxy_golden_frames_match_byte_for_byte() {
-    let t = assert_golden("proxy");
+    let t = assert_golden(Mode::Proxy);
     assert_eq!(
         t["drop_fragment_no_flow"], 1,
         "a later fragment without its first"
@@ -240,7 +172,7 @@ fn proxy_golden_frames_match_byte_for_byte() {
 /// with ICMP time exceeded, the backend's port unreachable translated, fragments.
 #[test]
 fn gateway_golden_frames_match_byte_for_byte() {
-    let t = assert_golden("gateway");
+    let t = assert_golden(Mode::Gateway);
     assert_eq!(t["routed"], 1);
     assert_eq!(t["icmp_sent"], 1);
 }

@@ -461,6 +461,25 @@ pub enum Mode {
     Gateway,
 }
 
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Dsr, Mode::Proxy, Mode::Gateway];
+
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dsr => "dsr",
+            Mode::Proxy => "proxy",
+            Mode::Gateway => "gateway",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheduler {

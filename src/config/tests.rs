@@ -1,49 +1,38 @@
 use super::validate::is_prime;
 use super::*;
+use crate::testkit::{self, BASE_TOML};
 
-pub const GOOD: &str = r#"
-[dpdk]
-eal_args = ["--no-huge", "-m", "512", "--no-pci"]
-[cores]
-management = 0
-workers = [1]
-[flows]
-capacity_per_core = 1048576
-[[interfaces]]
-name = "lan"
-port = "net_af_packet0"
-address = "10.20.0.10/24"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "dsr"
-scheduler = "maglev"
-  [[services.backends]]
-  address = "10.20.0.11"
-  weight = 1
-"#;
-
+/// The test configuration's text with `from` replaced by `to`, which must be refused.
 fn broken(from: &str, to: &str) -> ConfigError {
-    let text = GOOD.replacen(from, to, 1);
-    assert_ne!(text, GOOD, "fixture replacement {from:?} did not apply");
+    let text = BASE_TOML.replacen(from, to, 1);
+    assert_ne!(
+        text, BASE_TOML,
+        "fixture replacement {from:?} did not apply"
+    );
     Config::from_toml(&text).expect_err("config should be rejected")
 }
 
+/// The test configuration after `edit`, which `validate` must refuse.
+fn refused(edit: impl FnOnce(&mut Config)) -> ConfigError {
+    let mut c = testkit::base();
+    edit(&mut c);
+    c.validate().expect_err("config should be rejected")
+}
+
 #[test]
-fn contract_example_is_valid() {
-    let c = Config::from_toml(GOOD).unwrap();
-    assert_eq!(c.flows.capacity_per_core, 1 << 20);
+fn test_configuration_is_valid_and_round_trips() {
+    let c = testkit::base();
+    assert_eq!(c.flows.capacity_per_core, 1024);
     assert_eq!(c.services[0].backends[0].weight, 1);
+    assert_eq!(c.interfaces[0].mac, Some(MacAddr([2, 0, 0, 0, 0, 0x10])));
+    // What the test kit writes for the binary reads back the same.
+    let again = Config::from_toml(&testkit::to_toml(&c)).unwrap();
+    assert_eq!(testkit::to_toml(&again), testkit::to_toml(&c));
 }
 
 #[test]
 fn oversized_conn_table_is_refused_with_its_cost() {
-    let e = broken(
-        "capacity_per_core = 1048576",
-        "capacity_per_core = 4000000000",
-    );
+    let e = broken("capacity_per_core = 1024", "capacity_per_core = 4000000000");
     assert_eq!(e.key, "flows.capacity_per_core");
     assert!(e.problem.contains("57 bytes"), "{}", e.problem);
 }
@@ -57,7 +46,7 @@ fn unknown_key_is_named() {
 
 #[test]
 fn vip_that_is_not_an_address_is_named() {
-    let e = broken("10.20.0.100", "10.20.0.300");
+    let e = broken("vip = \"10.20.0.100\"", "vip = \"10.20.0.300\"");
     assert_eq!(e.key, "services[0].vip");
     assert!(
         e.problem.contains("\"10.20.0.300\"") && e.problem.contains("IPv4 address"),
@@ -67,32 +56,44 @@ fn vip_that_is_not_an_address_is_named() {
 }
 
 #[test]
+fn malformed_prefix_mac_and_listen_are_named() {
+    let e = broken("address = \"10.20.0.10/24\"", "address = \"10.20.0.10/40\"");
+    assert_eq!(e.key, "interfaces[0].address");
+    assert!(e.problem.contains("a.b.c.d/len"), "{}", e.problem);
+    let e = broken("mac = \"02:00:00:00:00:10\"", "mac = \"02:00:00:00:10\"");
+    assert_eq!(e.key, "interfaces[0].mac");
+    let e = broken("listen = \"\"", "listen = \"localhost\"");
+    assert_eq!(e.key, "api.listen");
+    assert!(e.problem.contains("address:port"), "{}", e.problem);
+}
+
+#[test]
 fn duplicate_service_is_named() {
-    let dup = format!(
-        "{GOOD}\n[[services]]\nname = \"web2\"\nvip = \"10.20.0.100\"\nport = 80\nprotocol = \"tcp\"\nmode = \"dsr\"\n  [[services.backends]]\n  address = \"10.20.0.12\"\n"
-    );
-    let e = Config::from_toml(&dup).unwrap_err();
-    assert_eq!(e.key, "services[1].vip");
+    let e = refused(|c| {
+        let mut dup = c.services[0].clone();
+        dup.name = "web2".into();
+        c.services.push(dup);
+    });
+    assert_eq!(e.key, "services[2].vip");
     assert!(e.problem.contains("duplicate"));
 }
 
 #[test]
 fn service_without_backends_is_named() {
-    let text = GOOD.split("  [[services.backends]]").next().unwrap();
-    let e = Config::from_toml(text).unwrap_err();
+    let e = refused(|c| c.services[0].backends.clear());
     assert_eq!(e.key, "services[0].backends");
 }
 
 #[test]
 fn all_weights_zero_is_named() {
-    let e = broken("weight = 1", "weight = 0");
-    assert_eq!(e.key, "services[0].backends");
+    let e = refused(|c| c.services[1].backends[0].weight = 0);
+    assert_eq!(e.key, "services[1].backends");
     assert!(e.problem.contains("weights"));
 }
 
 #[test]
 fn worker_on_management_core_is_named() {
-    let e = broken("workers = [1]", "workers = [0]");
+    let e = refused(|c| c.cores.workers = vec![0]);
     assert_eq!(e.key, "cores.workers[0]");
 }
 
@@ -100,7 +101,7 @@ fn worker_on_management_core_is_named() {
 fn env_style_nested_keys_reach_the_struct() {
     // figment's Env provider is what `load` layers on; check a nested key round-trips.
     let fig = Figment::new()
-        .merge(Toml::string(GOOD))
+        .merge(Toml::string(BASE_TOML))
         .merge(("flows.capacity_per_core", 4096));
     let c: Config = fig.extract().unwrap();
     assert_eq!(c.flows.capacity_per_core, 4096);

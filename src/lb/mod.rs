@@ -563,66 +563,39 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit;
 
     #[test]
     fn snapshot_indexes_services_vips_and_neighbours() {
-        let cfg = Config::from_toml(
-            r#"
-[dpdk]
-eal_args = []
-[cores]
-management = 0
-workers = [1]
-[[interfaces]]
-name = "lan"
-port = "p0"
-address = "10.20.0.10/24"
-[[neighbours]]
-address = "10.20.0.12"
-mac = "02:00:00:00:00:12"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "dsr"
-  [[services.backends]]
-  address = "10.20.0.11"
-  [[services.backends]]
-  address = "10.20.0.12"
-[[services]]
-name = "dns"
-vip = "10.20.0.100"
-port = 53
-protocol = "udp"
-mode = "dsr"
-  [[services.backends]]
-  address = "10.20.0.12"
-"#,
-        )
-        .unwrap();
-        let s = Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap();
-        let vip = Ipv4Addr::new(10, 20, 0, 100);
+        let s = testkit::snapshot(&testkit::base());
+        let vip = testkit::VIP;
         assert_eq!(s.service(vip, 80, 6), Some(0));
         assert_eq!(s.service(vip, 53, 17), Some(1));
         assert_eq!(s.service(vip, 53, 6), None);
         assert_eq!(s.local(vip), Some((IfIdx(0), LocalKind::Vip)));
         assert_eq!(
-            s.local(Ipv4Addr::new(10, 20, 0, 10)),
+            s.local(testkit::LB_ADDR),
             Some((IfIdx(0), LocalKind::Interface))
         );
-        // .12 is shared by two services and has a static MAC: one neighbour entry.
-        assert_eq!(s.neighbours.len(), 2);
-        let n12 = s
-            .neighbours
-            .iter()
-            .find(|n| n.addr == Ipv4Addr::new(10, 20, 0, 12))
-            .unwrap();
-        assert_eq!(n12.static_mac, Some([2, 0, 0, 0, 0, 0x12]));
+        assert_eq!(
+            s.local(Ipv4Addr::new(10, 20, 1, 1)),
+            Some((IfIdx(0), LocalKind::Interface)),
+            "a secondary address is ours too"
+        );
+        // The router and the two backends; .11 serves both services: one entry each.
+        assert_eq!(s.neighbours.len(), 3);
+        let b1 = s.neighbours.iter().find(|n| n.addr == testkit::B1).unwrap();
+        assert_eq!(b1.static_mac, Some(testkit::B1_MAC));
         // The interface address doubles as the default SNAT address.
-        assert_eq!(s.snat, vec![(Ipv4Addr::new(10, 20, 0, 10), IfIdx(0))]);
-        assert!(!s.routing);
+        assert_eq!(s.snat, vec![(testkit::LB_ADDR, IfIdx(0))]);
+        assert!(!s.routing, "no gateway-mode service");
         assert_eq!(s.vips(), vec![(vip, IfIdx(0))]);
         assert_eq!(s.backends.len(), 3);
+    }
+
+    #[test]
+    fn a_gateway_service_turns_routing_on() {
+        let s = testkit::snapshot(&testkit::config(Mode::Gateway));
+        assert!(s.routing);
     }
 }

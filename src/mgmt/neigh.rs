@@ -206,40 +206,17 @@ impl Neighbours {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
 
     use super::*;
-    use crate::config::Config;
     use crate::lb::Snapshot;
+    use crate::testkit::{self, B1};
 
-    fn snap() -> Snapshot {
-        let cfg = Config::from_toml(
-            r#"
-[dpdk]
-eal_args = []
-[cores]
-management = 0
-workers = [1]
-[[interfaces]]
-name = "lan"
-port = "p0"
-address = "10.20.0.10/24"
-[[neighbours]]
-address = "10.20.0.12"
-mac = "02:00:00:00:00:12"
-[[services]]
-name = "web"
-vip = "10.20.0.100"
-port = 80
-protocol = "tcp"
-mode = "dsr"
-  [[services.backends]]
-  address = "10.20.0.11"
-  [[services.backends]]
-  address = "10.20.0.12"
-"#,
-        )
-        .unwrap();
-        Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 0x10]]).unwrap()
+    /// The test configuration with backend 1's MAC not static: a neighbour to resolve.
+    fn snap() -> Arc<Snapshot> {
+        let mut c = testkit::base();
+        c.neighbours.retain(|n| n.address != B1);
+        testkit::snapshot(&c)
     }
 
     #[test]
@@ -253,15 +230,19 @@ mode = "dsr"
         };
         let t0 = Instant::now();
         let mut n = Neighbours::new(&s, &cfg, t0);
-        assert_eq!(n.initial().len(), 1, "static .12 seeds the workers");
+        assert_eq!(
+            n.initial().len(),
+            2,
+            "the static router and .12 seed the workers"
+        );
         let (mut p, mut b) = (Vec::new(), Vec::new());
         n.tick(&s, t0, &mut p, &mut b);
-        // Only the dynamic neighbour (.11) is probed, from the interface address.
+        // Only the dynamic neighbour (.11) is probed, from our address on its subnet.
         assert_eq!(p.len(), 1);
         match &p[0] {
             Control::SendArp { sender, target, .. } => {
-                assert_eq!(*sender, Ipv4Addr::new(10, 20, 0, 10));
-                assert_eq!(*target, Ipv4Addr::new(10, 20, 0, 11));
+                assert_eq!(*sender, Ipv4Addr::new(10, 20, 1, 1));
+                assert_eq!(*target, B1);
             }
             other => panic!("{other:?}"),
         }
@@ -272,7 +253,7 @@ mode = "dsr"
         n.tick(&s, t0 + Duration::from_millis(1001), &mut p, &mut b);
         assert_eq!(p.len(), 1);
         p.clear();
-        let ip = Ipv4Addr::new(10, 20, 0, 11);
+        let ip = B1;
         let t1 = t0 + Duration::from_secs(2);
         let mac = [2, 0, 0, 0, 0, 0x11];
         assert!(n.learned(ip, mac, IfIdx(0), t1).is_some());
@@ -294,18 +275,20 @@ mode = "dsr"
         let s = snap();
         let t0 = Instant::now();
         let mut n = Neighbours::new(&s, &ArpConfig::default(), t0);
-        let client_gw = Ipv4Addr::new(10, 20, 0, 1);
-        n.wanted(client_gw, IfIdx(0), t0);
-        n.wanted(client_gw, IfIdx(0), t0);
+        // A client on a connected subnet, wanted twice: resolved once, from 10.20.0.10.
+        let client = Ipv4Addr::new(10, 20, 0, 77);
+        n.wanted(client, IfIdx(0), t0);
+        n.wanted(client, IfIdx(0), t0);
         let (mut p, mut b) = (Vec::new(), Vec::new());
         n.tick(&s, t0, &mut p, &mut b);
-        let targets: Vec<_> = p
+        let asks: Vec<_> = p
             .iter()
             .filter_map(|c| match c {
-                Control::SendArp { target, .. } => Some(*target),
+                Control::SendArp { sender, target, .. } => Some((*sender, *target)),
                 _ => None,
             })
+            .filter(|(_, t)| *t == client)
             .collect();
-        assert_eq!(targets.iter().filter(|t| **t == client_gw).count(), 1);
+        assert_eq!(asks, [(Ipv4Addr::new(10, 20, 0, 10), client)]);
     }
 }

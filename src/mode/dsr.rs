@@ -24,8 +24,8 @@ pub fn xmit(frame: &mut [u8], x: &Xmit<'_>) -> Verdict {
 mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowKey, FlowState};
+    use crate::testkit::frames::{TCP_SYN, with_ip_checksum};
     use crate::types::IfIdx;
-    use crate::wire::fixtures::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4};
 
     #[test]

@@ -68,8 +68,8 @@ pub fn icmp_rewrites(c: &Conn, backend: (u32, u16), dir: Dir) -> (Rewrite, Rewri
 mod tests {
     use super::*;
     use crate::flow::{Conn, Dir, FlowState};
+    use crate::testkit::frames::{TCP_SYN, with_ip_checksum};
     use crate::types::IfIdx;
-    use crate::wire::fixtures::{TCP_SYN, with_ip_checksum};
     use crate::wire::{ETH_HDR, parse_ipv4, parse_l4};
 
     #[test]

@@ -25,9 +25,6 @@ mod ipv4;
 mod l4;
 mod nat;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
-
 pub use arp::{ArpMeta, arp_frame_len, arp_request_to_reply, build_arp_request, parse_arp};
 pub use csum::{csum_replace16, csum_replace32};
 pub use eth::{L2, parse_l2, retag, set_macs};

@@ -1,17 +1,16 @@
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use super::*;
-use crate::config::Config;
-use crate::lb::Snapshot;
+use crate::config::{PersistenceConfig, Scheduler};
 use crate::mode::snat::owner_of;
+use crate::testkit;
 use crate::types::{DropReason, IfIdx, Verdict};
 use crate::wire::PROTO_TCP;
 
 #[test]
 fn established_flow_survives_a_backend_set_change() {
-    let text = cfg("dsr", "", "");
-    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut c = config(Mode::Dsr);
+    let (mut d, _) = datapath(&c, 1, 0);
     let mut before = Vec::new();
     for i in 0..300u16 {
         let mut f = pkt(CLIENT, VIP, 30000 + i, 80, PROTO_TCP, SYN);
@@ -19,14 +18,10 @@ fn established_flow_survives_a_backend_set_change() {
         before.push(f[5]);
     }
     // A third backend joins: Maglev maps about a third of all hashes to it.
-    let bigger = text.replacen(
-        "  [[services.backends]]\n  address = \"10.20.1.12\"\n",
-        "  [[services.backends]]\n  address = \"10.20.1.12\"\n  [[services.backends]]\n  address = \"10.20.1.13\"\n",
-        1,
-    );
-    let cfg = Config::from_toml(&bigger).unwrap();
-    d.set_snapshot(Arc::new(Snapshot::build(&cfg, &[LB]).unwrap()));
-    d.set_neighbour(Ipv4Addr::new(10, 20, 1, 13), Some([2, 0, 0, 0, 0, 0x13]));
+    let b3 = Ipv4Addr::new(10, 20, 1, 13);
+    c.services[0].backends.push(testkit::backend(b3));
+    d.set_snapshot(snapshot(&c));
+    d.set_neighbour(b3, Some([2, 0, 0, 0, 0, 0x13]));
     for i in 0..300u16 {
         let mut f = pkt(CLIENT, VIP, 30000 + i, 80, PROTO_TCP, ACK);
         d.process(&mut f, IfIdx(0), 10, false);
@@ -43,8 +38,9 @@ fn established_flow_survives_a_backend_set_change() {
 
 #[test]
 fn full_flow_table_drops_new_flows_only() {
-    let text = cfg("dsr", "", "").replace("capacity_per_core = 1024", "capacity_per_core = 8");
-    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut c = config(Mode::Dsr);
+    c.flows.capacity_per_core = 8;
+    let (mut d, _) = datapath(&c, 1, 0);
     let mut ok = Vec::new();
     for p in 0..100u16 {
         let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, SYN);
@@ -65,9 +61,9 @@ fn full_flow_table_drops_new_flows_only() {
 
 #[test]
 fn nat_conns_are_steered_to_their_owner() {
-    let text = cfg("gateway", "", "");
-    let (mut d0, _) = dp_with(&text, 2, 0);
-    let (mut d1, _) = dp_with(&text, 2, 1);
+    let c = config(Mode::Gateway);
+    let (mut d0, _) = datapath(&c, 2, 0);
+    let (mut d1, _) = datapath(&c, 2, 1);
     let mut steered = 0;
     for p in 0..50u16 {
         let owner = owner_of(u32::from(CLIENT), 20000 + p, 2);
@@ -91,12 +87,13 @@ fn nat_conns_are_steered_to_their_owner() {
 
 #[test]
 fn persistence_keeps_a_client_subnet_on_one_backend() {
-    let persist = "  [services.persistence]\n  timeout_s = 300\n  netmask = 24";
-    let text = cfg("proxy", persist, "").replace(
-        "mode = \"proxy\"\n  [services",
-        "mode = \"proxy\"\nscheduler = \"round_robin\"\n  [services",
-    );
-    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut c = config(Mode::Proxy);
+    c.services[0].scheduler = Scheduler::RoundRobin;
+    c.services[0].persistence = Some(PersistenceConfig {
+        timeout_s: 300,
+        netmask: 24,
+    });
+    let (mut d, _) = datapath(&c, 1, 0);
     let mut seen = std::collections::HashSet::new();
     for p in 0..50u16 {
         let mut f = pkt(

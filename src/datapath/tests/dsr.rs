@@ -4,7 +4,7 @@ use crate::wire::PROTO_TCP;
 
 #[test]
 fn dsr_syn_goes_to_a_backend_and_sticks() {
-    let mut d = dp("dsr");
+    let mut d = datapath_in(Mode::Dsr);
     let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
     let orig = f.clone();
     assert_eq!(
@@ -24,7 +24,7 @@ fn dsr_syn_goes_to_a_backend_and_sticks() {
 
 #[test]
 fn dsr_spreads_flows_over_backends() {
-    let mut d = dp("dsr");
+    let mut d = datapath_in(Mode::Dsr);
     let mut n11 = 0;
     for p in 0..1000u16 {
         let mut f = pkt(CLIENT, VIP, 10000 + p, 80, PROTO_TCP, SYN);

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::config::OnDown;
 use crate::datapath::Datapath;
 use crate::flow::NO_HINT;
 use crate::lb::{BackendKey, BackendRuntime};
@@ -22,22 +23,23 @@ fn fast_lane_decides_exactly_like_the_full_path() {
         seed ^= seed >> 27;
         seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
     };
-    let cases = ["dsr", "proxy", "gateway"]
-        .into_iter()
-        .flat_map(|m| [(m, false), (m, true)]);
+    let cases = Mode::ALL.into_iter().flat_map(|m| [(m, false), (m, true)]);
     for (mode, tagged) in cases {
-        let mut text = cfg_text(mode, "on_backend_down = \"drop\"");
-        if tagged {
-            text = text.replace("port = \"p0\"", "port = \"p0\"\nvlan = 7");
+        let mut c = config(mode);
+        for s in &mut c.services {
+            s.on_backend_down = OnDown::Drop;
         }
-        let up = snap_with(&text, &|_| BackendRuntime::default());
-        let b11: Ipv4Addr = "10.20.1.11".parse().unwrap();
-        let down = snap_with(&text, &move |k: &BackendKey| BackendRuntime {
+        if tagged {
+            c.interfaces[0].vlan = Some(7);
+        }
+        let up = snapshot(&c);
+        let b11 = B1;
+        let down = snapshot_with(&c, &move |k: &BackendKey| BackendRuntime {
             healthy: k.1 != b11,
             ..BackendRuntime::default()
         });
-        let (mut full, _) = datapath(&up);
-        let (mut fast, _) = datapath(&up);
+        let (mut full, _) = datapath_on(&up, 1024, 1, 0);
+        let (mut fast, _) = datapath_on(&up, 1024, 1, 0);
         let mut last_out: HashMap<(u8, bool), Vec<u8>> = HashMap::new();
         let (mut lane, n) = (0, 8000u32);
         let mut old_hint = NO_HINT;
@@ -91,7 +93,7 @@ fn fast_lane_decides_exactly_like_the_full_path() {
                         f[at] = rnd() as u8;
                     }
                     if rnd() % 2 == 0 {
-                        f[0..6].copy_from_slice(&LB);
+                        f[0..6].copy_from_slice(&LB_MAC);
                     }
                 }
                 _ => {}

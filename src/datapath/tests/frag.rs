@@ -10,19 +10,16 @@ fn fragment_pair(sport: u16) -> (Vec<u8>, Vec<u8>) {
     let mut first = pkt(CLIENT, VIP, sport, 53, PROTO_UDP, 0);
     first[14 + 4..14 + 6].copy_from_slice(&0x4242u16.to_be_bytes());
     first[14 + 6] = 0x20; // MF
-    let first = crate::wire::fixtures::with_ip_checksum(first, ETH_HDR);
+    let first = with_ip_checksum(first, ETH_HDR);
     let mut later = first.clone();
     later[14 + 6] = 0x00;
     later[14 + 7] = 0x02; // offset 16 bytes, last fragment
-    (
-        first,
-        crate::wire::fixtures::with_ip_checksum(later, ETH_HDR),
-    )
+    (first, with_ip_checksum(later, ETH_HDR))
 }
 
 #[test]
 fn later_fragments_follow_the_first() {
-    let mut d = dp("gateway");
+    let mut d = datapath_in(Mode::Gateway);
     let (mut first, mut later) = fragment_pair(5353);
     let mut early = later.clone();
     assert_eq!(
@@ -51,8 +48,9 @@ fn later_fragments_follow_the_first() {
 #[test]
 fn a_later_fragment_does_not_follow_a_conn_that_ended() {
     // UDP conns idle for over a second end; the fragment entry lives two.
-    let text = cfg("proxy", "", "[flows.timeouts]\nudp_s = 1");
-    let (mut d, _) = dp_with(&text, 1, 0);
+    let mut c = config(Mode::Proxy);
+    c.flows.timeouts.udp_s = 1;
+    let (mut d, _) = datapath(&c, 1, 0);
     let (first, later) = fragment_pair(5353);
     let other = pkt(CLIENT, VIP, 5354, 53, PROTO_UDP, 0);
     let at = |d: &mut Datapath, f: &[u8], now| d.process(&mut f.to_vec(), IfIdx(0), now, false);

@@ -7,7 +7,7 @@ use crate::wire::{ARP_FRAME_LEN, PROTO_TCP, PROTO_UDP, build_arp_request};
 
 #[test]
 fn arp_for_vip_and_snat_is_answered_others_dropped() {
-    let mut d = dp("proxy");
+    let mut d = datapath_in(Mode::Proxy);
     for (target, want) in [
         (VIP, Verdict::Reply),
         (Ipv4Addr::new(10, 20, 1, 1), Verdict::Reply),
@@ -17,14 +17,14 @@ fn arp_for_vip_and_snat_is_answered_others_dropped() {
         ),
     ] {
         let mut f = vec![0u8; ARP_FRAME_LEN];
-        build_arp_request(&mut f, None, ROUTER, Ipv4Addr::new(10, 20, 0, 1), target);
+        build_arp_request(&mut f, None, ROUTER_MAC, ROUTER, target);
         assert_eq!(d.process(&mut f, IfIdx(0), 0, false), want, "{target}");
     }
 }
 
 #[test]
 fn unresolved_next_hop_is_a_counted_drop_and_a_resolve_request() {
-    let (mut d, ev) = dp_with(&cfg("dsr", "", ""), 1, 0);
+    let (mut d, ev) = datapath(&config(Mode::Dsr), 1, 0);
     d.set_neighbour(Ipv4Addr::new(10, 20, 1, 11), None);
     d.set_neighbour(Ipv4Addr::new(10, 20, 1, 12), None);
     let mut f = pkt(CLIENT, VIP, 40002, 80, PROTO_TCP, SYN);
@@ -41,7 +41,7 @@ fn unresolved_next_hop_is_a_counted_drop_and_a_resolve_request() {
 
 #[test]
 fn non_service_traffic_is_dropped_by_reason() {
-    let mut d = dp("dsr");
+    let mut d = datapath_in(Mode::Dsr);
     let mut f = pkt(CLIENT, VIP, 40003, 81, PROTO_TCP, SYN);
     assert_eq!(
         d.process(&mut f, IfIdx(0), 0, false),

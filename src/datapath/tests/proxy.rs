@@ -7,7 +7,9 @@ use crate::wire::{ETH_HDR, ICMP_UNREACH, PROTO_TCP, PROTO_UDP, parse_ipv4};
 
 #[test]
 fn proxy_translates_both_ways_with_valid_checksums() {
-    let mut d = dp("proxy");
+    let mut c = config(Mode::Proxy);
+    c.interfaces[0].exception_path = true;
+    let (mut d, _) = datapath(&c, 1, 0);
     let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
     assert_eq!(
         d.process(&mut f, IfIdx(0), 0, false),
@@ -21,35 +23,34 @@ fn proxy_translates_both_ways_with_valid_checksums() {
     );
     assert_eq!(bport, 80);
     assert!(dst == Ipv4Addr::new(10, 20, 1, 11) || dst == Ipv4Addr::new(10, 20, 1, 12));
-    assert!(checksums_ok(&f));
+    assert!(l4_checksum_ok(&f));
     assert_eq!(parse_ipv4(&f, ETH_HDR).unwrap().id, 0);
     assert_eq!(f[14 + 8], 63, "TTL decremented");
     // The backend answers the SNAT address; the client gets it from the VIP.
     let mut r = pkt(dst, src, 80, lport, PROTO_TCP, SYN | ACK);
-    r[0..6].copy_from_slice(&LB);
+    r[0..6].copy_from_slice(&LB_MAC);
     assert_eq!(
         d.process(&mut r, IfIdx(0), 1, false),
         Verdict::Forward(IfIdx(0))
     );
     assert_eq!(tuple(&r), (VIP, 80, CLIENT, 40000));
-    assert!(checksums_ok(&r));
+    assert!(l4_checksum_ok(&r));
     assert_eq!(
         &r[0..6],
-        &ROUTER,
+        &ROUTER_MAC,
         "client is reached through the default route"
     );
-    // Unknown local port: no conn, so it is the kernel's (exception path, on by default).
+    // Unknown local port: no conn, so it is the kernel's (the exception path).
     let mut x = pkt(dst, src, 80, lport.wrapping_add(1), PROTO_TCP, ACK);
     assert_eq!(d.process(&mut x, IfIdx(0), 1, false), Verdict::ToKernel);
 }
 
 #[test]
 fn proxy_snat_exhaustion_refuses_new_flows_and_keeps_old_ones() {
-    let (mut d, _) = dp_with(
-        &cfg("proxy", "", "[nat]\nport_min = 2000\nport_max = 2002"),
-        1,
-        0,
-    );
+    let mut c = config(Mode::Proxy);
+    c.nat.port_min = 2000;
+    c.nat.port_max = 2002;
+    let (mut d, _) = datapath(&c, 1, 0);
     let mut ok = Vec::new();
     for p in 0..5u16 {
         let mut f = pkt(CLIENT, VIP, 41000 + p, 80, PROTO_TCP, SYN);
@@ -73,7 +74,7 @@ fn proxy_snat_exhaustion_refuses_new_flows_and_keeps_old_ones() {
 
 #[test]
 fn icmp_port_unreachable_from_a_proxy_backend_reaches_the_client() {
-    let mut d = dp("proxy");
+    let mut d = datapath_in(Mode::Proxy);
     let mut q = pkt(CLIENT, VIP, 5353, 53, PROTO_UDP, 0);
     d.process(&mut q, IfIdx(0), 0, false);
     let (snat, lport, backend, _) = tuple(&q);
@@ -90,7 +91,7 @@ fn icmp_port_unreachable_from_a_proxy_backend_reaches_the_client() {
         ICMP_UNREACH,
         3
     ));
-    e[0..6].copy_from_slice(&LB);
+    e[0..6].copy_from_slice(&LB_MAC);
     let e_ip = parse_ipv4(&e, ETH_HDR).unwrap();
     assert_eq!(e_ip.dst, snat);
     assert_eq!(

@@ -1,33 +1,17 @@
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use super::*;
-use crate::lb::Snapshot;
 use crate::stats::Ctr;
 use crate::types::{IfIdx, PacketBuf, Verdict};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
-
-/// xorshift64*: a fixed, dependency-free pseudo-random stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// Random bytes and mutated valid frames, in every mode: never a panic, every frame gets
 /// exactly one verdict, and the counter invariants hold.
 #[test]
 fn garbage_and_mutated_frames_are_counted_never_panic() {
-    for mode in ["dsr", "proxy", "gateway"] {
-        let cfg = crate::config::Config::from_toml(&cfg_text(mode, "")).unwrap();
-        let snap = Arc::new(Snapshot::build(&cfg, &[LB]).unwrap());
-        let (mut d, _) = datapath(&snap);
-        let mut rng = Rng(0x5359_u64 + mode.len() as u64);
+    for mode in Mode::ALL {
+        let mut d = datapath_in(mode);
+        let mut next = xorshift(0x5359_u64 + mode.name().len() as u64);
         let valid = [
             pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN),
             pkt(CLIENT, VIP, 5353, 53, PROTO_UDP, 0),
@@ -43,21 +27,21 @@ fn garbage_and_mutated_frames_are_counted_never_panic() {
         let n = 30_000;
         for i in 0..n {
             let mut f: Vec<u8> = if i % 3 == 0 {
-                let len = (rng.next() % 120) as usize;
-                (0..len).map(|_| rng.next() as u8).collect()
+                let len = (next() % 120) as usize;
+                (0..len).map(|_| next() as u8).collect()
             } else {
                 let mut f = valid[i % valid.len()].clone();
-                for _ in 0..(1 + rng.next() % 4) {
-                    let at = (rng.next() as usize) % f.len();
-                    f[at] = rng.next() as u8;
+                for _ in 0..(1 + next() % 4) {
+                    let at = (next() as usize) % f.len();
+                    f[at] = next() as u8;
                 }
-                if rng.next().is_multiple_of(5) {
-                    let cut = (rng.next() as usize) % f.len();
+                if next().is_multiple_of(5) {
+                    let cut = (next() as usize) % f.len();
                     f.truncate(cut);
                 }
                 // Keep many of them addressed to us so they get past the MAC check.
-                if rng.next().is_multiple_of(2) && f.len() >= 6 {
-                    f[0..6].copy_from_slice(&LB);
+                if next().is_multiple_of(2) && f.len() >= 6 {
+                    f[0..6].copy_from_slice(&LB_MAC);
                 }
                 f
             };

@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::fixtures::*;
+use crate::testkit::frames::*;
 use crate::wire::*;
 
 #[test]

@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet};
 
 use super::*;
-use crate::wire::fixtures::*;
+use crate::testkit::frames::*;
 use crate::wire::*;
 
 #[test]

@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::wire::fixtures::*;
+use crate::testkit::frames::*;
 use crate::wire::*;
 
 #[test]

@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
 
 use super::*;
-use crate::wire::fixtures::*;
+use crate::testkit::frames::*;
 use crate::wire::*;
 
 /// `nat_forward` (one folded update for everything) against the step-by-step path
@@ -109,7 +109,7 @@ fn one_pass_nat_matches_step_by_step_and_from_scratch() {
 #[test]
 fn incremental_checksum_matches_full_recompute() {
     let mut f = syn_with_tcp_csum();
-    assert!(tcp_ok(&f));
+    assert!(l4_checksum_ok(&f));
     rewrite_ipv4(
         &mut f,
         ETH_HDR,
@@ -124,7 +124,7 @@ fn incremental_checksum_matches_full_recompute() {
     assert_eq!(ip.src, Ipv4Addr::new(10, 20, 0, 10));
     let l4 = parse_l4(&f, &ip).unwrap();
     assert_eq!((l4.src_port, l4.dst_port), (61000, 8080));
-    assert!(tcp_ok(&f), "TCP checksum updated incrementally");
+    assert!(l4_checksum_ok(&f), "TCP checksum updated incrementally");
 }
 
 #[test]
