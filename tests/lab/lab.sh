@@ -164,17 +164,10 @@ need_root_and_tools() {
 	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
 }
 
-have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
-
 # Our namespaces, whatever LAB_BACKENDS was when `up` ran.
 our_namespaces() {
 	ip netns list 2>/dev/null | awk '{print $1}' |
 		grep -E "^${P}-(client|router|lan|b[0-9]+)\$" | sort -V || true
-}
-
-port_is_ours() {
-	[[ -e "/sys/class/net/$PORT" ]] || return 1
-	[[ "$(cat "/sys/class/net/$PORT/ifalias" 2>/dev/null)" == "$PORT_ALIAS" ]]
 }
 
 # "ns dev" of every veth end we create; `up` waits for all of them to be
@@ -184,48 +177,18 @@ LINKS=()
 
 # ------------------------------------------------------------------ down ---
 cmd_down() {
-	local ns i
-	# Backend servers started by us: pid files first (checked to really be our
-	# server before signalling), then anything still inside our namespaces.
+	# Backend servers started by us (pid files), then the topology.
+	local pf
 	if [[ -d "$LOGDIR" ]]; then
-		local pf pid what
 		for pf in "$LOGDIR"/b*.pid; do
 			[[ -e "$pf" ]] || continue
 			case "$pf" in
-			*.dns.pid) what=dnsmasq ;;     # bN.dns.pid
-			*) what=http_backend.py ;;     # bN.pid
+			*.dns.pid) stop_pidfile "$pf" dnsmasq ;; # bN.dns.pid
+			*) stop_pidfile "$pf" http_backend.py ;; # bN.pid
 			esac
-			pid=$(cat "$pf" 2>/dev/null || true)
-			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$what"; then
-				kill -TERM "$pid" 2>/dev/null || true
-			fi
-			rm -f "$pf"
 		done
 	fi
-	for ns in $(our_namespaces); do
-		kill_ns_pids "$ns"
-	done
-	# Deleting our root veth end(s) also deletes the peer(s) inside $P-lan.
-	local dev
-	for dev in $(our_root_ports); do
-		ip link del "$dev" 2>/dev/null || true
-	done
-	for ns in $(our_namespaces); do
-		ip netns del "$ns" 2>/dev/null || true
-	done
-	# Namespace teardown is asynchronous in the kernel; make sure our root
-	# veth(s) are really gone so an immediate `up` can recreate them.
-	for ((i = 0; i < 50; i++)); do
-		[[ -z "$(our_root_ports)" ]] && break
-		sleep 0.1
-	done
-	dev=$(our_root_ports | tr '\n' ' ')
-	if [[ -n "$dev" ]]; then
-		log "warning: root-namespace veth(s) still present after down: $dev"
-	fi
-	# lab.env describes a running lab; the logs stay for post-mortems.
-	rm -f "$LOGDIR/lab.env"
-	return 0
+	topo_down
 }
 
 # -------------------------------------------------------------------- up ---
@@ -300,33 +263,6 @@ wait_dns() {
 	return 1
 }
 
-wait_backend() {
-	local i=$1 ns name addr deadline
-	ns=$(ns_backend "$i")
-	name="b$i"
-	addr=$(backend_addr "$i")
-	deadline=$((SECONDS + WAIT_SECS))
-	while ((SECONDS < deadline)); do
-		# Probe from inside the backend's own namespace, to its own address:
-		# no dependency on the bridge/router, and it also proves the veth is up.
-		# The pid file is written only after bind(), so wait for it first; its
-		# absence after startup would mean the server died.
-		if [[ -s "$LOGDIR/$name.pid" ]] &&
-			nsx "$ns" curl -fsS --max-time 1 -o /dev/null "http://$addr/health" 2>/dev/null; then
-			return 0
-		fi
-		if [[ ! -s "$LOGDIR/$name.pid" ]] && ! kill -0 "${BACKEND_PIDS[i]}" 2>/dev/null; then
-			log "backend $name exited during startup; its stderr:"
-			sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
-			return 1
-		fi
-		sleep 0.1
-	done
-	log "backend $name did not accept connections within ${WAIT_SECS}s; its stderr:"
-	sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
-	return 1
-}
-
 cmd_up() {
 	need_root_and_tools
 	cmd_down
@@ -342,41 +278,7 @@ cmd_up() {
 	mkdir -p "$LOGDIR"
 	rm -f "$LOGDIR/lab.env"
 
-	log "creating namespaces"
-	new_ns "$NS_CLIENT"
-	new_ns "$NS_ROUTER"
-	new_ns "$NS_LAN"
-
-	# The switch: a plain bridge, no STP (nothing to loop), no forward delay,
-	# no multicast snooping (flood like a dumb switch), no IPv6.
-	ip -n "$NS_LAN" link add "$IF_BRIDGE" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-	if have_ipv6; then nsysctl "$NS_LAN" "net.ipv6.conf.$IF_BRIDGE.disable_ipv6=1"; fi
-	ip -n "$NS_LAN" link set "$IF_BRIDGE" up
-
-	log "client <-> router"
-	veth "$NS_CLIENT" "$IF_CLIENT" "$NS_ROUTER" "$IF_ROUTER_C"
-	ip -n "$NS_CLIENT" addr add "$CLIENT_IP/24" dev "$IF_CLIENT"
-	ip -n "$NS_CLIENT" link set "$IF_CLIENT" up
-	ip -n "$NS_CLIENT" route add default via "$ROUTER_CLIENT_IP"
-
-	log "router <-> lan"
-	veth "$NS_ROUTER" "$IF_ROUTER_L" "$NS_LAN" "$IF_LAN_R"
-	ip -n "$NS_ROUTER" addr add "$ROUTER_CLIENT_IP/24" dev "$IF_ROUTER_C"
-	ip -n "$NS_ROUTER" addr add "$ROUTER_LAN_IP/24" dev "$IF_ROUTER_L"
-	# Router: forward; no reverse-path filtering (DSR is asymmetric: requests
-	# leave via the LAN towards the balancer, replies come back from the
-	# backends); no ICMP redirects (nothing should be "optimised" behind the
-	# balancer's back). Set all/default and per device: the effective
-	# rp_filter is max(all, dev).
-	nsysctl "$NS_ROUTER" net.ipv4.ip_forward=1 \
-		net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-		"net.ipv4.conf.$IF_ROUTER_C.rp_filter=0" "net.ipv4.conf.$IF_ROUTER_L.rp_filter=0" \
-		net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
-		"net.ipv4.conf.$IF_ROUTER_C.send_redirects=0" "net.ipv4.conf.$IF_ROUTER_L.send_redirects=0"
-	ip -n "$NS_ROUTER" link set "$IF_ROUTER_C" up
-	ip -n "$NS_ROUTER" link set "$IF_ROUTER_L" up
-	ip -n "$NS_LAN" link set "$IF_LAN_R" master "$IF_BRIDGE"
-	ip -n "$NS_LAN" link set "$IF_LAN_R" up
+	client_router_lan
 
 	if [[ -n "$SERVER_ROUTE" ]]; then
 		# Gateway modes: the servers' subnet is behind the balancer.
@@ -390,44 +292,24 @@ cmd_up() {
 	local backend_bridge=$IF_BRIDGE
 	if [[ "$MODE" == gateway2 ]]; then
 		backend_bridge=$IF_BRIDGE2
-		ip -n "$NS_LAN" link add "$IF_BRIDGE2" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-		if have_ipv6; then nsysctl "$NS_LAN" "net.ipv6.conf.$IF_BRIDGE2.disable_ipv6=1"; fi
-		ip -n "$NS_LAN" link set "$IF_BRIDGE2" up
+		lan_bridge "$IF_BRIDGE2"
 		log "$PORT2 (root ns) <-> lan, second bridge $IF_BRIDGE2"
 		root_port "$PORT2" "$IF_LAN_PORT2" "$IF_BRIDGE2"
 	fi
 
-	local i ns dev lan addr
+	local i addr
 	for ((i = 1; i <= NB; i++)); do
-		ns=$(ns_backend "$i")
-		dev=$(if_backend "$i")
-		lan=$(if_lan_backend "$i")
 		addr=$(backend_addr "$i")
 		log "backend b$i ($addr)"
-		new_ns "$ns"
-		veth "$ns" "$dev" "$NS_LAN" "$lan"
-		ip -n "$NS_LAN" link set "$lan" master "$backend_bridge"
-		ip -n "$NS_LAN" link set "$lan" up
-		if ((VIP_ON_LO)); then
-			# Classic LVS-DR real-server setup: the VIP on lo so the kernel accepts
-			# packets addressed to it, but never answers ARP for it (arp_ignore=1:
-			# only answer for addresses on the receiving interface) nor uses it as
-			# an ARP source (arp_announce=2). Only the balancer owns the VIP on the
-			# wire. The effective value is max(all, dev), so set both.
-			nsysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
-				"net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
-			ip -n "$ns" addr add "$VIP/32" dev lo
-		fi
-		ip -n "$ns" addr add "$addr/24" dev "$dev"
-		ip -n "$ns" link set "$dev" up
-		ip -n "$ns" route add default via "$BACKEND_GW"
+		server_ns "b$i" "$addr" "$BACKEND_GW" "$backend_bridge"
+		if ((VIP_ON_LO)); then dsr_real_server "b$i" "$VIP"; fi
 		start_backend "$i"
 		start_dns "$i"
 	done
 
 	wait_links
 	for ((i = 1; i <= NB; i++)); do
-		wait_backend "$i"
+		wait_http "b$i" "$(backend_addr "$i")" /health kill -0 "${BACKEND_PIDS[i]}"
 		wait_dns "$i"
 	done
 	# Start with empty request/query logs: the readiness probes above are not
@@ -497,7 +379,7 @@ describe() {
 
 # ---------------------------------------------------------------- status ---
 cmd_status() {
-	local ns pf pid name dev
+	local pf pid name
 	echo "== lab '$P' (LAB_PORT=$PORT, logs in $LOGDIR)"
 	if [[ -r "$LOGDIR/lab.env" ]]; then
 		echo "== addressing (as recorded by up in $LOGDIR/lab.env)"
@@ -506,31 +388,7 @@ cmd_status() {
 		echo "== addressing (not up; what up would create with LAB_MODE=$MODE)"
 		describe | sed 's/^/  /'
 	fi
-	echo "== namespaces"
-	our_namespaces | sed 's/^/  /'
-	echo "== root namespace: $PORT"
-	if [[ -e "/sys/class/net/$PORT" ]]; then
-		ip -d -br link show dev "$PORT" | sed 's/^/  /'
-		port_is_ours || echo "  (not created by this lab: ifalias is not '$PORT_ALIAS')"
-	else
-		echo "  absent"
-	fi
-	for dev in $(our_root_ports); do
-		[[ "$dev" != "$PORT" ]] || continue
-		echo "== root namespace: $dev (also ours)"
-		ip -d -br link show dev "$dev" | sed 's/^/  /'
-	done
-	for ns in $(our_namespaces); do
-		echo "== $ns"
-		ip -n "$ns" -br addr show | sed 's/^/  /'
-		ip -n "$ns" route show | sed 's/^/  route: /'
-		if [[ "$ns" == "$NS_LAN" ]]; then
-			ip -n "$ns" -br link show master "$IF_BRIDGE" 2>/dev/null | sed "s/^/  $IF_BRIDGE port: /"
-			if nsx "$ns" test -e "/sys/class/net/$IF_BRIDGE2"; then
-				ip -n "$ns" -br link show master "$IF_BRIDGE2" 2>/dev/null | sed "s/^/  $IF_BRIDGE2 port: /"
-			fi
-		fi
-	done
+	topo_status
 	echo "== backend servers"
 	for pf in "$LOGDIR"/b*.pid; do
 		[[ -e "$pf" ]] || { echo "  none"; break; }

@@ -125,8 +125,6 @@ need_root_and_tools() {
 	[[ -r "$BACKEND_PY" ]] || die "missing $BACKEND_PY"
 }
 
-have_ipv6() { [[ -d /proc/sys/net/ipv6 ]]; }
-
 our_namespaces() {
 	ip netns list 2>/dev/null | awk '{print $1}' |
 		grep -E "^${P}-(client|router|lan|c[0-9]+|h[0-9]+)\$" | sort -V || true
@@ -137,60 +135,24 @@ LINKS=()
 
 # ------------------------------------------------------------------ down ---
 cmd_down() {
-	local ns i pf pid what dev
+	# Servers started by us (pid files), then the topology.
+	local pf
 	if [[ -d "$LOGDIR" ]]; then
 		for pf in "$LOGDIR"/c*.pid "$LOGDIR"/h*.pid; do
 			[[ -e "$pf" ]] || continue
 			case "$(basename "$pf")" in
-			c*) what=nginx ;;
-			*) what=http_backend.py ;;
+			c*) stop_pidfile "$pf" nginx ;;
+			*) stop_pidfile "$pf" http_backend.py ;;
 			esac
-			pid=$(cat "$pf" 2>/dev/null || true)
-			if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$what"; then
-				kill -TERM "$pid" 2>/dev/null || true
-			fi
-			rm -f "$pf"
 		done
 	fi
-	for ns in $(our_namespaces); do
-		kill_ns_pids "$ns"
-	done
-	for dev in $(our_root_ports); do
-		ip link del "$dev" 2>/dev/null || true
-	done
-	for ns in $(our_namespaces); do
-		ip netns del "$ns" 2>/dev/null || true
-	done
-	for ((i = 0; i < 50; i++)); do
-		[[ -z "$(our_root_ports)" ]] && break
-		sleep 0.1
-	done
-	dev=$(our_root_ports | tr '\n' ' ')
-	if [[ -n "$dev" ]]; then
-		log "warning: root-namespace veth(s) still present after down: $dev"
-	fi
-	rm -f "$LOGDIR/lab.env"
-	return 0
+	topo_down
 }
 
-# -------------------------------------------------------------------- up ---
 UP_OK=0
 
 # A server namespace $P-NAME on the LAN: interface $P-NAME, bridge port
 # $P-lNAME, address ADDR/24, default route via the router.
-server_ns() {
-	local name=$1 addr=$2 ns="$P-$1" dev="$P-$1" lan="$P-l$1"
-	new_ns "$ns"
-	veth "$ns" "$dev" "$NS_LAN" "$lan"
-	ip -n "$NS_LAN" link set "$lan" master "$IF_BRIDGE"
-	ip -n "$NS_LAN" link set "$lan" up
-	ip -n "$ns" addr add "$addr/24" dev "$dev"
-	ip -n "$ns" link set "$dev" up
-	ip -n "$ns" route add default via "$ROUTER_LAN_IP"
-}
-
-# nginx.conf of cache node $1. Every path is absolute and under $LOGDIR, so
-# nothing of Debian's /etc/nginx or /var/lib/nginx is used.
 write_nginx_conf() {
 	local name=$1 dir=$2
 	cat <<-EOF
@@ -301,26 +263,6 @@ start_host() {
 # is known to be dead while it has no pid file yet (http_backend.py writes it
 # after bind(); nginx's master writes it just after daemonizing, so for nginx
 # it is `true`: a dead nginx shows as a timeout).
-wait_http() {
-	local name=$1 addr=$2 path=$3 deadline=$((SECONDS + WAIT_SECS))
-	shift 3
-	while ((SECONDS < deadline)); do
-		if [[ -s "$LOGDIR/$name.pid" ]] &&
-			nsx "$P-$name" curl -fsS --max-time 1 -o /dev/null "http://$addr$path" 2>/dev/null; then
-			return 0
-		fi
-		if [[ ! -s "$LOGDIR/$name.pid" ]] && ! "$@"; then
-			log "$name exited during startup; its stderr:"
-			sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
-			return 1
-		fi
-		sleep 0.1
-	done
-	log "$name did not answer http://$addr$path within ${WAIT_SECS}s; its stderr:"
-	sed 's/^/    /' "$LOGDIR/$name.err" >&2 || true
-	return 1
-}
-
 cmd_up() {
 	need_root_and_tools
 	cmd_down
@@ -333,58 +275,25 @@ cmd_up() {
 	check_port_free "$PORT_T2" LAB_PORT_T2
 	mkdir -p "$LOGDIR"
 
-	log "creating namespaces"
-	new_ns "$NS_CLIENT"
-	new_ns "$NS_ROUTER"
-	new_ns "$NS_LAN"
-
-	ip -n "$NS_LAN" link add "$IF_BRIDGE" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-	if have_ipv6; then nsysctl "$NS_LAN" "net.ipv6.conf.$IF_BRIDGE.disable_ipv6=1"; fi
-	ip -n "$NS_LAN" link set "$IF_BRIDGE" up
-
-	log "client <-> router"
-	veth "$NS_CLIENT" "$IF_CLIENT" "$NS_ROUTER" "$IF_ROUTER_C"
-	ip -n "$NS_CLIENT" addr add "$CLIENT_IP/24" dev "$IF_CLIENT"
-	ip -n "$NS_CLIENT" link set "$IF_CLIENT" up
-	ip -n "$NS_CLIENT" route add default via "$ROUTER_CLIENT_IP"
-
-	log "router <-> lan"
-	veth "$NS_ROUTER" "$IF_ROUTER_L" "$NS_LAN" "$IF_LAN_R"
-	ip -n "$NS_ROUTER" addr add "$ROUTER_CLIENT_IP/24" dev "$IF_ROUTER_C"
-	ip -n "$NS_ROUTER" addr add "$ROUTER_LAN_IP/24" dev "$IF_ROUTER_L"
-	# Forwarding, no rp_filter (tier 1 is DSR: asymmetric), no redirects.
-	nsysctl "$NS_ROUTER" net.ipv4.ip_forward=1 \
-		net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-		"net.ipv4.conf.$IF_ROUTER_C.rp_filter=0" "net.ipv4.conf.$IF_ROUTER_L.rp_filter=0" \
-		net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
-		"net.ipv4.conf.$IF_ROUTER_C.send_redirects=0" "net.ipv4.conf.$IF_ROUTER_L.send_redirects=0"
-	ip -n "$NS_ROUTER" link set "$IF_ROUTER_C" up
-	ip -n "$NS_ROUTER" link set "$IF_ROUTER_L" up
-	ip -n "$NS_LAN" link set "$IF_LAN_R" master "$IF_BRIDGE"
-	ip -n "$NS_LAN" link set "$IF_LAN_R" up
+	client_router_lan
 
 	log "$PORT_T1 (tier 1) and $PORT_T2 (tier 2) (root ns) <-> lan"
 	root_port "$PORT_T1" "$IF_LAN_T1" "$IF_BRIDGE"
 	root_port "$PORT_T2" "$IF_LAN_T2" "$IF_BRIDGE"
 
-	local i ns dev addr
+	local i addr
 	for ((i = 1; i <= NH; i++)); do
 		addr=$(host_addr "$i")
 		log "content host h$i ($addr)"
-		server_ns "h$i" "$addr"
+		server_ns "h$i" "$addr" "$ROUTER_LAN_IP" "$IF_BRIDGE"
 		start_host "$i"
 	done
 	for ((i = 1; i <= NC; i++)); do
 		addr=$(cache_addr "$i")
-		ns="$P-c$i"
-		dev="$P-c$i"
 		log "cache c$i ($addr, VIP1 $VIP1 on lo)"
-		server_ns "c$i" "$addr"
-		# LVS-DR real server: VIP1 on lo, never ARPed for nor used as ARP
-		# source (see lab.sh). Connections to VIP2 leave from $addr.
-		nsysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
-			"net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
-		ip -n "$ns" addr add "$VIP1/32" dev lo
+		server_ns "c$i" "$addr" "$ROUTER_LAN_IP" "$IF_BRIDGE"
+		# Connections to VIP2 leave from $addr.
+		dsr_real_server "c$i" "$VIP1"
 		start_cache "$i"
 	done
 
@@ -445,7 +354,7 @@ describe() {
 
 # ---------------------------------------------------------------- status ---
 cmd_status() {
-	local ns pf pid name dev
+	local pf pid name
 	echo "== multitier lab '$P' (LAB_PORT_T1=$PORT_T1, LAB_PORT_T2=$PORT_T2, logs in $LOGDIR)"
 	if [[ -r "$LOGDIR/lab.env" ]]; then
 		echo "== addressing (as recorded by up in $LOGDIR/lab.env)"
@@ -454,20 +363,7 @@ cmd_status() {
 		echo "== addressing (not up; what up would create)"
 		describe | sed 's/^/  /'
 	fi
-	echo "== namespaces"
-	our_namespaces | sed 's/^/  /'
-	echo "== root namespace ports (ifalias $PORT_ALIAS)"
-	for dev in $(our_root_ports); do
-		ip -d -br link show dev "$dev" | sed 's/^/  /'
-	done
-	for ns in $(our_namespaces); do
-		echo "== $ns"
-		ip -n "$ns" -br addr show | sed 's/^/  /'
-		ip -n "$ns" route show | sed 's/^/  route: /'
-		if [[ "$ns" == "$NS_LAN" ]]; then
-			ip -n "$ns" -br link show master "$IF_BRIDGE" 2>/dev/null | sed 's/^/  port: /'
-		fi
-	done
+	topo_status
 	echo "== servers"
 	for pf in "$LOGDIR"/c*.pid "$LOGDIR"/h*.pid; do
 		[[ -e "$pf" ]] || continue
