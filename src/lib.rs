@@ -1,9 +1,12 @@
 //! Switchyard: a DPDK poll-mode L4 load balancer.
 //!
-//! Layers (see docs/ARCHITECTURE.md): `dpdk` (the only unsafe code) < `wire` (packet views)
-//! < `flow` (per-core tables) < `lb` (services, Maglev) < `mode` (forwarding modes) <
-//! `datapath` (per-packet decision) < `worker` (poll loop) / `mgmt` (management core) <
-//! `app` (start-up and shutdown). The binary (`main.rs`) is the CLI over `app`.
+//! Layers, each using only those below it (docs/ARCHITECTURE.md; `tests/layers.rs` checks):
+//! `types` (the shared vocabulary) < `dpdk` (the only unsafe code), `wire` (packet views),
+//! `config`, `stats` < `flow` (per-core conn tables) < `lb` (snapshot, backend choice) <
+//! `mode` (forwarding modes) < `channel` (worker <-> management messages) < `datapath` (the
+//! per-packet decision) < `worker` (poll loop), `mgmt` (management core) < `ctl`, `app`
+//! (start-up and shutdown). The binary (`main.rs`) is the CLI over `app`; `testkit` serves the
+//! tests only.
 
 #![deny(unsafe_code)]
 
