@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::channel::WorkerLink;
+use crate::channel::{SyncLink, WorkerLink};
 use crate::config::Config;
 use crate::datapath::{Datapath, WorkerInfo};
 use crate::dpdk::{DpdkError, Eal, LcoreId, MbufRing, Mempool, Port, QueueId};
@@ -153,14 +153,22 @@ pub fn run(
         return Err(e.into());
     }
     let mut ids = IdRegistry::default();
-    let snap =
-        match Snapshot::build_with(cfg, &macs, None, &mut ids, &|_| BackendRuntime::default()) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                mgmt::kernel::teardown(&kifs);
-                return Err(e.into());
-            }
-        };
+    // An HA node starts owning no floating address: keepalived hands them over.
+    let owned = cfg.ha.as_ref().map(|_| std::collections::HashSet::new());
+    let snap = match Snapshot::build_with(
+        cfg,
+        &macs,
+        None,
+        &mut ids,
+        &|_| BackendRuntime::default(),
+        owned.as_ref(),
+    ) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            mgmt::kernel::teardown(&kifs);
+            return Err(e.into());
+        }
+    };
     let mut links = Vec::new();
     for _ in 0..usize::from(n_workers) {
         links.push(WorkerLink {
@@ -169,6 +177,7 @@ pub fn run(
             retired: Arc::new(ArrayQueue::new(16)),
             stats: Arc::new(WorkerStats::default()),
             flows: Arc::new(ArrayQueue::new(4)),
+            sync: cfg.ha.as_ref().map(|_| SyncLink::new(64)),
         });
     }
     let tsc_hz = eal.tsc_hz();
@@ -199,7 +208,14 @@ pub fn run(
             flow_capacity: cfg.flows.capacity_per_core as usize,
             persist_capacity: cfg.flows.persistence_capacity_per_core as usize,
         };
-        let dp = Datapath::new(snap.clone(), me, link.events.clone(), load.clone());
+        let mut dp = Datapath::new(snap.clone(), me, link.events.clone(), load.clone());
+        if let (Some(s), Some(h)) = (&link.sync, &cfg.ha) {
+            dp.enable_sync(
+                s.clone(),
+                h.batch_interval_ms,
+                h.refresh_s.saturating_mul(1000),
+            );
+        }
         let mib = dp.flows.memory_bytes() >> 20;
         tracing::info!(
             worker = w,

@@ -11,8 +11,11 @@ use crate::config::{Config, ConfigError, DEFAULT_API};
 
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
-    /// Totals, uptime, reloads.
+    /// Totals, uptime, reloads, the HA pair.
     Status,
+    /// Exit 0 when the node is fit to carry traffic (workers progressing, ports up, HA bulk
+    /// resync complete), else 1 with the reasons: for keepalived's track_script.
+    Health,
     /// Services with their traffic.
     Services,
     /// Backends: state, health, weight, conns, traffic.
@@ -69,6 +72,84 @@ pub enum CtlError {
     /// The API's own answer to a refused request.
     #[error("{0}")]
     Refused(String),
+    /// `ctl health`: the node is not fit to carry traffic (why).
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
+}
+
+/// `ctl health`: `GET /health`, whose 503 is an answer, not a failure to reach the API.
+fn health(base: &str, json: bool) -> Result<String, CtlError> {
+    let url = format!("{base}/health");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(&url)
+        .call()
+        .map_err(|source| CtlError::Unreachable {
+            base: base.to_string(),
+            source,
+        })?;
+    let ok = r.status().as_u16() == 200;
+    let text = r
+        .body_mut()
+        .read_to_string()
+        .map_err(|source| CtlError::Read {
+            url: url.clone(),
+            source,
+        })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| CtlError::Json { url, source })?;
+    let out = if json {
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    } else {
+        let why: Vec<String> = v["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        if ok {
+            "healthy".to_string()
+        } else {
+            why.join("; ")
+        }
+    };
+    if ok {
+        Ok(out)
+    } else {
+        Err(CtlError::Unhealthy(out))
+    }
+}
+
+/// The HA pair's line of `ctl status` (nothing on a single node).
+fn ha_line(h: &Value) -> String {
+    if h.is_null() {
+        return String::new();
+    }
+    let p = &h["peer"];
+    format!(
+        "\nha: role {}  ready {}  peer {} {} ({})  sync sent {} received {} installed {} \
+         (failed {}, dropped {})  lag {} ms  failovers {}  last failover {}",
+        s(&h["role"]),
+        s(&h["ready"]),
+        s(&p["address"]),
+        if p["up"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "down"
+        },
+        s(&p["role"]),
+        s(&h["records_sent"]),
+        s(&h["records_received"]),
+        s(&h["records_installed"]),
+        s(&h["records_install_failed"]),
+        s(&h["records_dropped"]),
+        s(&h["sync_lag_ms"]),
+        s(&h["failovers"]),
+        s(&h["last_failover"]),
+    )
 }
 
 /// Where the API is: `--api`, else the config's `[api] listen`, else the default.
@@ -199,6 +280,7 @@ fn us(v: &Value) -> String {
 pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
     let v = match cmd {
         CtlCmd::Status => call(base, "GET", "/status")?,
+        CtlCmd::Health => return health(base, json),
         CtlCmd::Services => call(base, "GET", "/services")?,
         CtlCmd::Backends => call(base, "GET", "/backends")?,
         CtlCmd::Latency { reset: false } => call(base, "GET", "/latency")?,
@@ -264,8 +346,9 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
                 s(&c["replied"]),
                 s(&c["flows_active"]),
                 s(&c["flows_created"]),
-            )
+            ) + &ha_line(&v["ha"])
         }
+        CtlCmd::Health => unreachable!("answered above"),
         CtlCmd::Services => table(
             &[
                 "SERVICE",

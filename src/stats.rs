@@ -56,9 +56,20 @@ pub enum Ctr {
     BusyWorkNs,
     /// ... and on the rest of the round: exception-path and steered frames, tx bursts.
     BusyTxNs,
+    /// HA flow sync: records this worker handed to management for the peer ...
+    SyncRecords,
+    /// ... records it had no empty batch for (management behind; the periodic refresh and a
+    /// bulk resync make up for them) ...
+    SyncDropped,
+    /// ... records from the peer installed (conns, templates, deletes) ...
+    SyncInstalled,
+    /// ... and ones it could not install (unknown service or backend, port taken, table full).
+    SyncInstallFailed,
+    /// Bulk resyncs (`Control::SyncAll`) this worker completed.
+    SyncBulks,
 }
 
-const FIXED: usize = Ctr::BusyTxNs as usize + 1;
+const FIXED: usize = Ctr::SyncBulks as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -86,6 +97,11 @@ const NAMES: [&str; FIXED] = [
     "busy_rx_ns",
     "busy_work_ns",
     "busy_tx_ns",
+    "sync_records",
+    "sync_dropped",
+    "sync_installed",
+    "sync_install_failed",
+    "sync_bulks",
 ];
 
 /// A counter invariant (see the top of this module) that does not hold.
@@ -285,6 +301,9 @@ pub struct WorkerStats {
     pub hist_full: ArrayQueue<Box<LatencyHistogram>>,
     /// Emptied histograms, management -> worker (so the worker never allocates one).
     pub hist_empty: ArrayQueue<Box<LatencyHistogram>>,
+    /// The worker's clock (ms since it started) at its last publish: it moves as long as the
+    /// worker's loop makes progress (`ctl health`).
+    heartbeat: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -300,6 +319,7 @@ impl Default for WorkerStats {
             backend: arr(MAX_BACKENDS),
             hist_full: ArrayQueue::new(2),
             hist_empty,
+            heartbeat: AtomicU64::new(0),
         }
     }
 }
@@ -311,6 +331,14 @@ impl WorkerStats {
         for (a, v) in self.c.iter().zip(c.0.iter()) {
             a.store(*v, Ordering::Relaxed);
         }
+    }
+    /// The worker's loop is alive at `now` (its ms clock).
+    pub fn beat(&self, now: u32) {
+        self.heartbeat.store(u64::from(now), Ordering::Relaxed);
+    }
+    /// The worker's clock at its last beat.
+    pub fn last_beat(&self) -> u64 {
+        self.heartbeat.load(Ordering::Relaxed)
     }
     pub fn load(&self) -> Counters {
         let mut c = Counters::default();

@@ -94,7 +94,7 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let t0 = tsc();
             let now = ((t0 - start) / ticks_per_ms) as u32;
-            self.apply_control(&mut bufs.tx);
+            self.apply_control(&mut bufs.tx, now);
             let mut got = 0;
             let mut phase = [0u64; 3];
             let mut t_phase = t0;
@@ -224,12 +224,14 @@ impl Worker {
             // NAT ports) come back quickly when traffic is light.
             self.dp
                 .sweep(now, if got == 0 { SWEEP_IDLE } else { SWEEP_BUCKETS });
+            self.dp.sync_round(now);
             // Counters go out once a millisecond, not every round (dozens of stores each).
             if now != last_counters {
                 last_counters = now;
                 self.publish_busy(&busy);
                 self.dp.publish();
                 self.stats.publish(&self.dp.ctr);
+                self.stats.beat(now);
             }
             if now.wrapping_sub(last_publish) >= PUBLISH_EVERY_MS {
                 last_publish = now;
@@ -373,11 +375,13 @@ impl Worker {
         }
     }
 
-    fn apply_control(&mut self, tx: &mut [MbufArray<TX_BUF>]) {
+    fn apply_control(&mut self, tx: &mut [MbufArray<TX_BUF>], now: u32) {
         for _ in 0..CONTROL_PER_ROUND {
             let Some(msg) = self.control.pop() else { break };
             match msg {
                 Control::SetNeighbour { ip, mac } => self.dp.set_neighbour(ip, mac),
+                Control::SyncInstall(batch) => self.dp.sync_install(batch, now),
+                Control::SyncAll => self.dp.sync_all(),
                 Control::DumpFlows(n) => {
                     // Diagnostics only: this allocation happens between bursts, on request.
                     let _ = self.flows_out.push(self.dp.flows.snapshot(n));

@@ -12,9 +12,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+mod ha;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
+
+pub use ha::HaConfig;
 
 use crate::types::{Ipv4Cidr, MacAddr};
 
@@ -44,6 +47,9 @@ pub struct Config {
     pub neighbours: Vec<NeighbourConfig>,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// An active/backup pair (absent: a single node).
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
 }
 
 /// `[dpdk]`: EAL and memory. Startup-only.

@@ -276,7 +276,7 @@ impl Config {
                 return Err(err(k("backends"), "all backend weights are 0"));
             }
         }
-        Ok(())
+        self.validate_ha()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::Datapath;
 use crate::channel::Event;
+use crate::lb::LocalKind;
 use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, Verdict};
 use crate::wire::{self};
@@ -14,7 +15,9 @@ impl Datapath {
             Ok(a) => a,
             Err(r) => return Verdict::Drop(r),
         };
-        let ours = matches!(self.snap.local(a.target_ip), Some((i, _)) if i == in_if);
+        // A floating address the HA peer owns is not ours to answer for.
+        let ours = matches!(self.snap.local(a.target_ip),
+            Some((i, k)) if i == in_if && k != LocalKind::Standby);
         // Learn from replies to us, and from requests for us that show a new MAC.
         if ours && !a.sender_ip.is_unspecified() {
             let known = self.neigh.get(u32::from(a.sender_ip)).copied();

@@ -136,9 +136,10 @@ impl FastCache {
             .extend(snap.interfaces.iter().map(|i| (i.mac, vlan_code(i.vlan))));
         self.services.clear();
         self.services.extend(snap.services.iter().map(|s| {
-            // Removed services and (with routing off) gateway replies have extra rules on
-            // the full path; they are rare, so they stay there.
-            let special = s.removed || (s.mode == Mode::Gateway && !snap.routing);
+            // Removed services, (with routing off) gateway replies, and services whose VIP
+            // the HA peer owns have extra rules on the full path; they are rare, so they
+            // stay there.
+            let special = s.removed || !s.owned || (s.mode == Mode::Gateway && !snap.routing);
             (!special).then_some(s.mode)
         }));
         self.vips = [0; VIP_BITS / 64];
@@ -324,14 +325,15 @@ impl Datapath {
         self.svc_ctr.count(service, backend, usize::from(pre.total));
         let c = self.flows.conn_mut(id);
         c.touch(now);
-        if pre.key.proto == PROTO_TCP {
-            c.track_tcp(ip[20 + 13]);
-        }
+        let changed = pre.key.proto == PROTO_TCP && c.track_tcp(ip[20 + 13]);
         if let Some((src, dst)) = nat {
             // The pre-parse checked everything the translation needs (no options, TCP with
             // 40 bytes or UDP with 28 at least, within the frame) and the TTL was checked
             // above: the same one-pass translation `nat_translate` picks for this packet.
             wire::nat_apply_fixed(ip, pre.key.proto == PROTO_UDP, src, dst);
+        }
+        if changed && self.sync.is_some() {
+            self.sync_conn(id, now);
         }
         Some(IfIdx(iface))
     }

@@ -36,6 +36,10 @@ impl Datapath {
             steered,
         };
         let local = self.snap.local(ip.dst).map(|(_, k)| k);
+        if local == Some(LocalKind::Standby) {
+            // A floating address the HA peer owns now: not ours to answer or balance.
+            return Verdict::Drop(DropReason::NotOwner);
+        }
         if ip.proto == PROTO_ICMP && !ip.is_fragment {
             return self.icmp(p, &pk, local);
         }
@@ -119,9 +123,14 @@ impl Datapath {
                 .remember(key.src, key.dst, ip.id, ip.proto, a, pk.now);
         }
         let c = self.flows.conn_mut(id);
+        let service = c.service;
+        if !self.snap.services[usize::from(service)].owned {
+            // A conn synced from the HA peer, whose VIP the peer owns now.
+            return Verdict::Drop(DropReason::NotOwner);
+        }
         c.touch(pk.now);
-        if ip.proto == PROTO_TCP {
-            c.track_tcp(p.bytes()[ip.l4 + 13]);
+        if ip.proto == PROTO_TCP && c.track_tcp(p.bytes()[ip.l4 + 13]) && self.sync.is_some() {
+            self.sync_conn(id, pk.now);
         }
         self.send(p, pk, id, dir, true)
     }
@@ -156,6 +165,13 @@ impl Datapath {
             Ok(id) => {
                 self.select.opened(backend);
                 self.svc_ctr.flow(si, backend.0);
+                if self.sync.is_some() {
+                    let persistent = svc.persistence.is_some();
+                    self.sync_conn(id, now);
+                    if persistent {
+                        self.sync_template(si, key.src, backend, now);
+                    }
+                }
                 Ok(id)
             }
             Err(_) => {

@@ -34,6 +34,7 @@ mod icmp;
 mod ipv4;
 mod neigh;
 mod route;
+mod sync;
 
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,8 @@ pub struct Datapath {
     hash_hint: Option<u64>,
     /// The fast lane's caches (see `fast`).
     fast: fast::FastCache,
+    /// HA flow sync (with `[ha]`; see `sync`).
+    sync: Option<sync::SyncOut>,
 }
 
 impl Datapath {
@@ -120,6 +123,7 @@ impl Datapath {
             me,
             frags: FragTable::new(FRAG_TIMEOUT_MS),
             hash_hint: None,
+            sync: None,
         }
     }
 
@@ -154,16 +158,21 @@ impl Datapath {
 
     /// Reclaims a slice of expired conns (between bursts).
     pub fn sweep(&mut self, now: u32, buckets: usize) {
-        self.with_reclaim(|flows, t, reclaim| {
+        if self.sync.is_some() {
+            return self.sweep_sync(now, buckets);
+        }
+        self.with_reclaim(now, |flows, t, reclaim| {
             flows.sweep(now, t, buckets, &mut { reclaim });
         });
     }
 
     /// Runs `f` on the conn table with the idle timeouts and the callback that gives back
-    /// what a dead conn held (its NAT port, its backend count).
+    /// what a dead conn held (its NAT port, its backend count) and, with HA sync, tells the
+    /// peer it ended.
     #[inline]
     pub(super) fn with_reclaim<R>(
         &mut self,
+        now: u32,
         f: impl FnOnce(&mut FlowTable, &crate::flow::Timeouts, &mut dyn FnMut(&Conn)) -> R,
     ) -> R {
         let t = self.snap.timeouts;
@@ -171,9 +180,17 @@ impl Datapath {
             flows,
             snat,
             select,
+            sync,
+            snap,
+            ctr,
             ..
         } = self;
-        f(flows, &t, &mut |c: &Conn| reclaim(c, snat, select))
+        f(flows, &t, &mut |c: &Conn| {
+            reclaim(c, snat, select);
+            if let Some(s) = sync {
+                s.ended(c, snap, now, ctr);
+            }
+        })
     }
 
     /// Counts a frame the worker could not hand over as one slice (chained mbuf).
@@ -248,8 +265,12 @@ impl Datapath {
         match l2.ethertype {
             ETHERTYPE_ARP => self.arp(b, l2.l3, in_if),
             ETHERTYPE_IPV4 => {
-                // A one-arm port is promiscuous: IPv4 must be unicast to our MAC.
+                // A one-arm port is promiscuous: IPv4 must be unicast to our MAC, but for
+                // the VRRP adverts of an HA pair, which keepalived hears on the kernel side.
                 if b[0..6] != ifc.mac {
+                    if self.snap.vrrp && ifc.exception && wire::is_vrrp_advert(b, l2.l3) {
+                        return Verdict::ToKernel;
+                    }
                     return Verdict::Drop(DropReason::NotForUs);
                 }
                 self.ipv4(p, l2, in_if, now, steered)
@@ -261,7 +282,9 @@ impl Datapath {
     /// Conn-table lookup; a dead conn met on the way gives back its port and backend count.
     #[inline]
     pub(super) fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<(ConnId, Dir)> {
-        self.with_reclaim(|flows, t, reclaim| flows.lookup(key, hash, now, t, &mut { reclaim }))
+        self.with_reclaim(now, |flows, t, reclaim| {
+            flows.lookup(key, hash, now, t, &mut { reclaim })
+        })
     }
 
     /// Where a packet travelling in `dir` goes: (egress interface, address whose MAC it is

@@ -17,7 +17,7 @@ pub enum FlowState {
 }
 
 impl FlowState {
-    fn from_u8(v: u8) -> FlowState {
+    pub fn from_u8(v: u8) -> FlowState {
         match v {
             0 => FlowState::TcpSyn,
             1 => FlowState::TcpEstablished,
@@ -161,6 +161,11 @@ impl Conn {
     pub fn set_state(&mut self, s: FlowState) {
         self.state = s as u8;
     }
+    /// When the conn last saw a packet (ms, wrapping).
+    #[inline]
+    pub fn last_seen(&self) -> u32 {
+        self.last_seen
+    }
     pub fn touch(&mut self, now: u32) {
         self.last_seen = now;
     }
@@ -199,9 +204,10 @@ impl Conn {
     }
 
     /// The TCP part of the conn's state machine, from a segment's flags byte (the fast lane
-    /// and the full path both call it).
+    /// and the full path both call it). Returns whether the state changed (HA sync streams
+    /// changes to the peer).
     #[inline]
-    pub fn track_tcp(&mut self, flags: u8) {
+    pub fn track_tcp(&mut self, flags: u8) -> bool {
         const FIN: u8 = 0x01;
         const SYN: u8 = 0x02;
         const RST: u8 = 0x04;
@@ -209,12 +215,18 @@ impl Conn {
         // The state is compared as it is stored (`Conn::is`), not decoded first: the common
         // segment (an ACK of an established conn) then costs three flag tests and one compare.
         if flags & (RST | FIN) != 0 {
+            let was = self.is(FlowState::TcpClosing);
             self.set_state(FlowState::TcpClosing);
+            !was
         } else if flags & SYN != 0 && self.is(FlowState::TcpClosing) {
             // Port reuse after close: a new connection on the same backend.
             self.set_state(FlowState::TcpSyn);
+            true
         } else if flags & ACK != 0 && self.is(FlowState::TcpSyn) {
             self.set_state(FlowState::TcpEstablished);
+            true
+        } else {
+            false
         }
     }
 }

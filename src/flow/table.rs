@@ -99,6 +99,8 @@ pub struct FlowTable {
     /// Live conns with a reverse tuple (NAT conns).
     reverse_tuples: usize,
     sweep_pos: usize,
+    /// Completed sweep passes.
+    sweep_passes: u64,
     pub counters: FlowCounters,
 }
 
@@ -138,6 +140,7 @@ impl FlowTable {
             active: 0,
             reverse_tuples: 0,
             sweep_pos: 0,
+            sweep_passes: 0,
             counters: FlowCounters::default(),
         }
     }
@@ -602,6 +605,7 @@ impl FlowTable {
 
     /// Reclaims dead conns among the next `n` conn slots, continuing where the last call
     /// stopped. Workers call it between bursts, so a full pass takes bounded time per call.
+    #[inline]
     pub fn sweep(
         &mut self,
         now: u32,
@@ -609,17 +613,39 @@ impl FlowTable {
         n: usize,
         reclaim: &mut impl FnMut(&Conn),
     ) -> usize {
+        self.sweep_with(now, t, n, &mut |c, backend| {
+            if backend.is_none() {
+                reclaim(c);
+            }
+        })
+    }
+
+    /// [`FlowTable::sweep`] telling `visit` of every conn it passes: a dead one, reclaimed,
+    /// with `None` (what the reclaim callback gets), a live one with its backend's (address,
+    /// port) (HA sync refreshes the peer's copies this way).
+    pub fn sweep_with(
+        &mut self,
+        now: u32,
+        t: &Timeouts,
+        n: usize,
+        visit: &mut impl FnMut(&Conn, Option<(u32, u16)>),
+    ) -> usize {
         let mut freed = 0;
         for _ in 0..n.min(self.conns.len()) {
             let id = self.sweep_pos as u32;
             self.sweep_pos += 1;
             if self.sweep_pos == self.conns.len() {
                 self.sweep_pos = 0;
+                self.sweep_passes += 1;
             }
             let c = &self.conns[id as usize];
-            if c.in_use() && c.expired(now, t) {
-                self.remove(ConnId(id), reclaim);
-                freed += 1;
+            if c.in_use() {
+                if c.expired(now, t) {
+                    self.remove(ConnId(id), &mut |c: &Conn| visit(c, None));
+                    freed += 1;
+                } else {
+                    visit(c, Some(self.endpoint(c.backend)));
+                }
             }
         }
         // The next call's conns, so that it does not wait for them.
@@ -632,6 +658,23 @@ impl FlowTable {
             }
         }
         freed
+    }
+
+    /// Complete passes of the sweep over the table so far.
+    pub fn sweep_passes(&self) -> u64 {
+        self.sweep_passes
+    }
+
+    /// Conn slots in the table (live or not): the range [`FlowTable::live_at`] takes.
+    pub fn slots(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The conn in slot `i` if one lives there (not expired at `now`), with its backend's
+    /// (address, port): a walk over the whole table (HA bulk resync), not for the hot path.
+    pub fn live_at(&self, i: usize, now: u32, t: &Timeouts) -> Option<(&Conn, (u32, u16))> {
+        let c = self.conns.get(i)?;
+        (c.in_use() && !c.expired(now, t)).then(|| (c, self.endpoint(c.backend)))
     }
 
     /// Up to `n` live conns (diagnostics; walks the table, not for the hot path).

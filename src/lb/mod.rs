@@ -12,7 +12,7 @@ pub mod route;
 pub mod sched;
 pub mod select;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
@@ -124,6 +124,9 @@ pub struct Service {
     pub on_down: OnDown,
     /// Gone from the configuration; kept so its established conns finish.
     pub removed: bool,
+    /// Its VIP is ours (always on a single node; in an HA pair while keepalived gives it to
+    /// us). A service not owned takes no new conns and carries none of its established ones.
+    pub owned: bool,
 }
 
 /// Run-time state of one backend that the configuration does not hold.
@@ -198,6 +201,9 @@ pub enum LocalKind {
     Vip,
     /// A source-NAT address (proxy mode replies come back to it).
     Snat,
+    /// A floating address of an HA pair that the peer owns now: neither answered nor
+    /// balanced here (`drop_not_owner`).
+    Standby,
 }
 
 /// A neighbour the balancer resolves (backends today, gateways later).
@@ -222,6 +228,8 @@ pub struct Snapshot {
     /// Whether traffic that is neither for us nor part of a conn is routed (some service is
     /// in gateway mode) rather than dropped.
     pub routing: bool,
+    /// This node is one of an HA pair: VRRP from the LAN goes to keepalived (the kernel).
+    pub vrrp: bool,
     /// Source-NAT port range.
     pub nat_ports: (u16, u16),
     pub timeouts: Timeouts,
@@ -233,9 +241,14 @@ impl Snapshot {
     /// Builds the snapshot from a validated config and each interface's port MAC
     /// (`port_macs[i]` for `cfg.interfaces[i]`).
     pub fn build(cfg: &Config, port_macs: &[[u8; 6]]) -> Result<Snapshot, BuildError> {
-        Self::build_with(cfg, port_macs, None, &mut IdRegistry::default(), &|_| {
-            BackendRuntime::default()
-        })
+        Self::build_with(
+            cfg,
+            port_macs,
+            None,
+            &mut IdRegistry::default(),
+            &|_| BackendRuntime::default(),
+            None,
+        )
     }
 
     /// Builds the next snapshot: ids from `ids` (stable across reloads), services and
@@ -247,7 +260,13 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         ids: &mut IdRegistry,
         runtime: &dyn Fn(&BackendKey) -> BackendRuntime,
+        owned: Option<&HashSet<Ipv4Addr>>,
     ) -> Result<Snapshot, BuildError> {
+        // In an HA pair the floating addresses are ours only while keepalived says so
+        // (`owned`); a single node owns everything.
+        let floating = cfg.floating();
+        let owns = |a: Ipv4Addr| !floating.contains(&a) || owned.is_none_or(|o| o.contains(&a));
+        let kind = |a: Ipv4Addr, k: LocalKind| if owns(a) { k } else { LocalKind::Standby };
         let mut snat = Vec::new();
         let interfaces: Vec<Interface> = cfg
             .interfaces
@@ -336,7 +355,15 @@ impl Snapshot {
             }
         }
         for (a, i) in &snat {
-            local.entry(u32::from(*a)).or_insert((*i, LocalKind::Snat));
+            local
+                .entry(u32::from(*a))
+                .or_insert((*i, kind(*a, LocalKind::Snat)));
+        }
+        for &a in cfg.ha.iter().flat_map(|h| &h.floating_addresses) {
+            let iface = connected(a).ok_or(BuildError::NotConnected(a))?;
+            local
+                .entry(u32::from(a))
+                .or_insert((iface, kind(a, LocalKind::Interface)));
         }
         let mut services: Vec<Option<Service>> = Vec::new();
         let mut backends: Vec<Option<Backend>> = Vec::new();
@@ -356,7 +383,7 @@ impl Snapshot {
             };
             local
                 .entry(u32::from(vip))
-                .or_insert((iface, LocalKind::Vip));
+                .or_insert((iface, kind(vip, LocalKind::Vip)));
             let mut members: Vec<(&BackendConfig, bool)> =
                 s.backends.iter().map(|b| (b, false)).collect();
             if let Some(sorry) = &s.sorry_backend {
@@ -436,6 +463,7 @@ impl Snapshot {
                     health: s.health.clone(),
                     on_down: s.on_backend_down,
                     removed: false,
+                    owned: owns(vip),
                 },
             );
         }
@@ -484,6 +512,7 @@ impl Snapshot {
             snat,
             routes,
             routing,
+            vrrp: cfg.ha.is_some(),
             nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
             services_by_key: SmallMap::from_map(services_by_key),
@@ -502,10 +531,10 @@ impl Snapshot {
         self.local.get(&u32::from(ip))
     }
 
-    /// Distinct VIPs with the interface announcing each, in service order.
+    /// Distinct VIPs this node owns with the interface announcing each, in service order.
     pub fn vips(&self) -> Vec<(Ipv4Addr, IfIdx)> {
         let mut v: Vec<(Ipv4Addr, IfIdx)> = Vec::new();
-        for s in self.services.iter().filter(|s| !s.removed) {
+        for s in self.services.iter().filter(|s| !s.removed && s.owned) {
             if !v.iter().any(|(ip, _)| *ip == s.vip) {
                 v.push((s.vip, s.iface));
             }
@@ -538,6 +567,7 @@ impl Service {
             health: None,
             on_down: OnDown::Keep,
             removed: true,
+            owned: false,
         }
     }
 }

@@ -105,6 +105,28 @@ impl PersistTable {
             last_used: now,
         };
     }
+
+    /// Every template still alive at `now` (by its service's timeout, `None` for a service
+    /// without persistence): (service, masked address, backend). A walk over the whole table
+    /// (HA bulk resync), not for the hot path.
+    pub fn live<'a>(
+        &'a self,
+        now: u32,
+        timeout_ms: impl Fn(u16) -> Option<u32> + 'a,
+    ) -> impl Iterator<Item = (u16, u32, BackendId)> + 'a {
+        self.e.iter().filter_map(move |e| {
+            if e.key == 0 {
+                return None;
+            }
+            let service = ((e.key >> 32) - 1) as u16;
+            let t = timeout_ms(service)?;
+            (now.wrapping_sub(e.last_used) <= t).then_some((
+                service,
+                e.key as u32,
+                BackendId(e.backend),
+            ))
+        })
+    }
 }
 
 #[cfg(test)]

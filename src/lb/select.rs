@@ -98,6 +98,32 @@ impl Selector {
         Ok(b)
     }
 
+    /// Takes a persistence template the HA peer made: (service `si`, masked client) ->
+    /// backend `b`, alive from `now`.
+    pub fn adopt(&mut self, snap: &Snapshot, si: u16, masked: u32, b: BackendId, now: u32) {
+        if let Some((timeout, _)) = snap
+            .services
+            .get(usize::from(si))
+            .and_then(|s| s.persistence)
+        {
+            self.persist.put(si, masked, b, now, timeout);
+        }
+    }
+
+    /// The live persistence templates: (service, masked client, backend).
+    pub fn templates<'a>(
+        &'a self,
+        snap: &'a Snapshot,
+        now: u32,
+    ) -> impl Iterator<Item = (u16, u32, BackendId)> + 'a {
+        self.persist.live(now, move |si| {
+            snap.services
+                .get(usize::from(si))
+                .and_then(|s| s.persistence)
+                .map(|(t, _)| t)
+        })
+    }
+
     /// A conn of backend `b` was created on this worker.
     #[inline]
     pub fn opened(&mut self, b: BackendId) {

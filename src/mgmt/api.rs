@@ -6,7 +6,8 @@
 //! | method | path | |
 //! |---|---|---|
 //! | GET | `/metrics` | counters, per service/backend traffic, health, latency quantiles |
-//! | GET | `/status` | totals, uptime, reloads, neighbours |
+//! | GET | `/status` | totals, uptime, reloads, neighbours, the HA pair |
+//! | GET | `/health` | 200 when fit to carry traffic (workers, ports, HA readiness), else 503 |
 //! | GET | `/services`, `/backends` | state, weights, traffic, health |
 //! | GET | `/flows?limit=N` | live conns |
 //! | GET | `/latency` | per worker and per health probe: p50/p90/p99/p99.9/max |
@@ -38,6 +39,8 @@ use crate::types::{BackendId, DropReason};
 #[derive(Debug, Clone)]
 pub enum Request {
     Status,
+    /// Fit to carry traffic? (200 or 503).
+    Health,
     Services,
     Backends,
     Latency,
@@ -119,6 +122,7 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
     match path {
         "/metrics" if get => Ok(Request::Metrics),
         "/status" | "/" if get => Ok(Request::Status),
+        "/health" if get => Ok(Request::Health),
         "/services" if get => Ok(Request::Services),
         "/backends" if get => Ok(Request::Backends),
         "/latency" if get => Ok(Request::Latency),
@@ -276,6 +280,112 @@ struct QuantileLabel {
     percentile: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: String,
+}
+
+/// The HA pair's metrics (with `[ha]`).
+fn ha_metrics(reg: &mut Registry, h: &super::ha::Ha, per: &[crate::stats::Counters]) {
+    use super::ha::Role;
+    use crate::stats::Ctr;
+    let role = Family::<RoleLabel, Gauge>::default();
+    for r in [Role::Master, Role::Backup, Role::Partial] {
+        role.get_or_create(&RoleLabel {
+            role: r.name().into(),
+        })
+        .set(i64::from(h.role() == r));
+    }
+    reg.register(
+        "ha_role",
+        "This node's role in the HA pair (1 on the current one)",
+        role,
+    );
+    let now = std::time::Instant::now();
+    for (name, help, v) in [
+        (
+            "ha_ready",
+            "1 once the peer's bulk resync is complete",
+            i64::from(h.ready()),
+        ),
+        (
+            "ha_peer_up",
+            "1 while the peer's hellos arrive",
+            i64::from(h.peer_up(now)),
+        ),
+        (
+            "ha_sync_lag_milliseconds",
+            "Age of the oldest record in the last batch sent to the peer",
+            h.counters.sync_lag_ms as i64,
+        ),
+        (
+            "ha_last_failover_timestamp_seconds",
+            "When this node last became master (Unix time; 0: never)",
+            h.last_failover_unix().unwrap_or(0) as i64,
+        ),
+    ] {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        reg.register(name, help, g);
+    }
+    let sum = |c: Ctr| per.iter().map(|x| x.get(c)).sum::<u64>();
+    let c = &h.counters;
+    for (name, help, rows) in [
+        (
+            "ha_sync_records",
+            "Sync records by direction",
+            vec![
+                ("sent", c.records_sent),
+                ("received", c.records_received),
+                ("installed", sum(Ctr::SyncInstalled)),
+                ("install_failed", sum(Ctr::SyncInstallFailed)),
+                ("dropped", sum(Ctr::SyncDropped)),
+            ],
+        ),
+        (
+            "ha_sync_datagrams",
+            "Sync datagrams by direction (bad: wrong sender, HMAC, version or format)",
+            vec![
+                ("sent", c.datagrams_sent),
+                ("received", c.datagrams_received),
+                ("bad", c.datagrams_bad),
+                ("send_failed", c.send_errors),
+            ],
+        ),
+        (
+            "ha_bulk_resyncs",
+            "Bulk resyncs sent to and received from the peer",
+            vec![("sent", c.bulks_sent), ("received", c.bulks_received)],
+        ),
+    ] {
+        let f = Family::<DirectionLabel, Counter>::default();
+        for (d, v) in rows {
+            f.get_or_create(&DirectionLabel {
+                direction: d.into(),
+            })
+            .inc_by(v);
+        }
+        reg.register(name, help, f);
+    }
+    for (name, help, v) in [
+        ("ha_failovers", "Times this node became master", c.failovers),
+        (
+            "ha_both_active",
+            "Times both nodes said master at once (split brain windows)",
+            c.both_active,
+        ),
+    ] {
+        let k = Counter::<u64>::default();
+        k.inc_by(v);
+        reg.register(name, help, k);
+    }
+}
+
 /// Renders every metric in OpenMetrics text.
 pub fn metrics(m: &Mgmt) -> String {
     let mut reg = Registry::with_prefix("switchyard");
@@ -375,6 +485,9 @@ pub fn metrics(m: &Mgmt) -> String {
         }
     }
     reg.register("busy_seconds", "Time of busy poll rounds by phase", busy);
+    if let Some(h) = m.ha() {
+        ha_metrics(&mut reg, h, &per);
+    }
     let drops = Family::<ReasonLabel, Counter>::default();
     for r in DropReason::ALL {
         let v: u64 = per.iter().map(|c| c.0[DROP_BASE + r as usize]).sum();

@@ -7,8 +7,10 @@
 //! the worker the only consumer), their event queues (the reverse) and their published stats.
 
 pub mod api;
+pub mod ha;
 pub mod health;
 pub mod kernel;
+mod liveness;
 pub mod neigh;
 
 use std::collections::HashMap;
@@ -101,7 +103,16 @@ pub struct Mgmt {
     pending: Vec<(usize, Control)>,
     /// Exception-path kernel interfaces (neighbours are mirrored into them).
     kifs: Vec<Option<kernel::KernelIface>>,
+    /// The HA pair (with `[ha]`).
+    ha: Option<ha::Ha>,
+    /// Each worker's last heartbeat and when it last moved (`ctl health`).
+    beats: Vec<(u64, Instant)>,
+    /// Each port's link state, by interface name (set by app, which holds the ports).
+    link_state: Option<LinkState>,
 }
+
+/// Reads each port's link state: (interface name, up).
+pub type LinkState = Box<dyn Fn() -> Vec<(String, bool)>>;
 
 impl Mgmt {
     pub fn new(
@@ -116,8 +127,8 @@ impl Mgmt {
         let neigh = Neighbours::new(&snap, &cfg.arp, now);
         let latency = links.iter().map(|_| *new_latency_histogram()).collect();
         let health = health::Health::new(&snap);
+        let beats = links.iter().map(|_| (0, now)).collect();
         Mgmt {
-            cfg,
             macs,
             snap,
             ids,
@@ -133,7 +144,17 @@ impl Mgmt {
             reloads_failed: 0,
             pending: Vec::new(),
             kifs: Vec::new(),
+            ha: ha::Ha::new(&cfg, now),
+            beats,
+            link_state: None,
+            cfg,
         }
+    }
+
+    /// How to read the ports' link state (app holds the ports; management does not name
+    /// DPDK).
+    pub fn set_link_state(&mut self, f: LinkState) {
+        self.link_state = Some(f);
     }
 
     /// The exception path's kernel interfaces, to mirror neighbours into.
@@ -173,9 +194,14 @@ impl Mgmt {
     fn build(&self, cfg: &Config) -> Result<(Snapshot, IdRegistry), BuildError> {
         let rt = &self.runtime;
         let mut ids = self.ids.clone();
-        let snap = Snapshot::build_with(cfg, &self.macs, Some(&self.snap), &mut ids, &|k| {
-            rt.get(k).copied().unwrap_or_default()
-        })?;
+        let snap = Snapshot::build_with(
+            cfg,
+            &self.macs,
+            Some(&self.snap),
+            &mut ids,
+            &|k| rt.get(k).copied().unwrap_or_default(),
+            self.ha.as_ref().map(|h| h.owned()),
+        )?;
         Ok((snap, ids))
     }
 
@@ -481,6 +507,8 @@ impl Mgmt {
             }
             // A full control queue keeps the message for the next tick instead of losing it.
             self.flush_pending();
+            self.track_beats(now);
+            self.ha_tick(now);
             self.expire_drains(now);
             self.apply_health();
             self.merge_latency();
@@ -526,6 +554,10 @@ impl Mgmt {
     fn handle(&mut self, req: Request, opts: &MgmtOptions) -> Response {
         let r = match req {
             Request::Status => Ok(self.status()),
+            Request::Health => {
+                let (ok, v) = self.liveness(Instant::now());
+                return Response::json(if ok { 200 } else { 503 }, &v);
+            }
             Request::Services => Ok(self.services()),
             Request::Backends => Ok(self.backends()),
             Request::Latency => Ok(self.latency()),
@@ -577,6 +609,7 @@ impl Mgmt {
             "reloads_failed": self.reloads_failed,
             "counters": sum.to_json(),
             "workers_counters": per.iter().map(Counters::to_json).collect::<Vec<_>>(),
+            "ha": self.ha_view(),
             "neighbours": self.neigh.entries().iter().map(|(ip, mac, st)| json!({
                 "address": ip.to_string(),
                 "mac": mac.map(|m| MacAddr(m).to_string()),

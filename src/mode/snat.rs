@@ -36,18 +36,51 @@ pub fn port_owner(port: u16, workers: usize, range: (u16, u16)) -> Option<usize>
         .find(|&k| u32::from(port) >= slice_start(k, workers, range))
 }
 
-/// One worker's free local ports, per SNAT address. Preallocated; alloc/free never allocate.
+/// One worker's free local ports, per SNAT address: a bitmap of its slice of the range per
+/// address. Handed out in ascending order from where the last one was taken, wrapping, so a
+/// port just given back is reused last (the backend may still hold the old conn in
+/// TIME_WAIT). Preallocated; alloc/free/take never allocate.
 pub struct SnatPortPool {
-    free: Vec<Vec<u16>>,
+    /// First port of this worker's slice.
+    lo: u32,
+    /// Ports in the slice.
+    len: u32,
+    ports: Vec<Ports>,
+}
+
+/// The free ports of one address (bit i: port `lo + i` is free).
+struct Ports {
+    bits: Box<[u64]>,
+    free: u32,
+    /// Where the next search starts (an offset into the slice).
+    cursor: u32,
 }
 
 impl SnatPortPool {
     pub fn new(addresses: usize, worker: usize, workers: usize, range: (u16, u16)) -> Self {
         let lo = slice_start(worker, workers, range);
         let hi = slice_start(worker + 1, workers, range); // exclusive
-        let ports: Vec<u16> = (lo..hi).rev().map(|p| p as u16).collect();
+        let len = hi - lo;
+        let words = (len as usize).div_ceil(64).max(1);
+        let full: Box<[u64]> = (0..words)
+            .map(|w| {
+                let first = w as u32 * 64;
+                match len.saturating_sub(first) {
+                    n if n >= 64 => u64::MAX,
+                    n => (1u64 << n) - 1,
+                }
+            })
+            .collect();
         SnatPortPool {
-            free: (0..addresses).map(|_| ports.clone()).collect(),
+            lo,
+            len,
+            ports: (0..addresses)
+                .map(|_| Ports {
+                    bits: full.clone(),
+                    free: len,
+                    cursor: 0,
+                })
+                .collect(),
         }
     }
 
@@ -57,25 +90,81 @@ impl SnatPortPool {
         let n = candidates.len();
         for k in 0..n {
             let idx = candidates[(start + k) % n];
-            if let Some(p) = self.free.get_mut(usize::from(idx.0)).and_then(Vec::pop) {
-                return Some((idx, p));
+            let len = self.len;
+            if let Some(p) = self.ports.get_mut(usize::from(idx.0))
+                && let Some(off) = p.take_next(len)
+            {
+                return Some((idx, (self.lo + off) as u16));
             }
         }
         None
     }
 
+    /// Takes `port` of address `idx` if it is free (a conn synced from the HA peer keeps the
+    /// port the peer gave it); false if it is not this worker's or already taken.
+    pub fn take(&mut self, idx: SnatIdx, port: u16) -> bool {
+        let off = u32::from(port).wrapping_sub(self.lo);
+        match self.ports.get_mut(usize::from(idx.0)) {
+            Some(p) if off < self.len => p.take(off),
+            _ => false,
+        }
+    }
+
+    /// Gives `port` of address `idx` back (a port that is free already stays free).
     #[inline]
     pub fn free(&mut self, idx: SnatIdx, port: u16) {
-        if let Some(f) = self.free.get_mut(usize::from(idx.0)) {
-            // Capacity is the whole slice, so this push never reallocates.
-            debug_assert!(f.len() < f.capacity());
-            f.push(port);
+        let off = u32::from(port).wrapping_sub(self.lo);
+        if let Some(p) = self.ports.get_mut(usize::from(idx.0))
+            && off < self.len
+        {
+            let (w, b) = ((off / 64) as usize, off % 64);
+            if p.bits[w] & (1 << b) == 0 {
+                p.bits[w] |= 1 << b;
+                p.free += 1;
+            }
         }
     }
 
     /// Free ports of one address (diagnostics).
     pub fn available(&self, idx: SnatIdx) -> usize {
-        self.free.get(usize::from(idx.0)).map_or(0, Vec::len)
+        self.ports
+            .get(usize::from(idx.0))
+            .map_or(0, |p| p.free as usize)
+    }
+}
+
+impl Ports {
+    /// The first free offset at or after the cursor (wrapping), taken.
+    #[inline]
+    fn take_next(&mut self, len: u32) -> Option<u32> {
+        if self.free == 0 {
+            return None;
+        }
+        let n = self.bits.len();
+        let mut w = (self.cursor / 64) as usize;
+        let mut mask = !0u64 << (self.cursor % 64);
+        for _ in 0..=n {
+            let m = self.bits[w] & mask;
+            if m != 0 {
+                let off = w as u32 * 64 + m.trailing_zeros();
+                self.take(off);
+                self.cursor = if off + 1 >= len { 0 } else { off + 1 };
+                return Some(off);
+            }
+            w = (w + 1) % n;
+            mask = !0;
+        }
+        None
+    }
+
+    fn take(&mut self, off: u32) -> bool {
+        let (w, b) = ((off / 64) as usize, off % 64);
+        if self.bits[w] & (1 << b) == 0 {
+            return false;
+        }
+        self.bits[w] &= !(1 << b);
+        self.free -= 1;
+        true
     }
 }
 
@@ -113,6 +202,30 @@ mod tests {
         assert_eq!(p.alloc(&c, 0), None);
         p.free(SnatIdx(1), 2001);
         assert_eq!(p.alloc(&c, 0), Some((SnatIdx(1), 2001)));
+    }
+
+    #[test]
+    fn ports_go_in_ascending_order_a_freed_one_last_and_a_synced_one_is_taken() {
+        let mut p = SnatPortPool::new(1, 0, 1, (1000, 1199));
+        let a = [SnatIdx(0)];
+        let got: Vec<u16> = (0..5).map(|_| p.alloc(&a, 0).unwrap().1).collect();
+        assert_eq!(got, [1000, 1001, 1002, 1003, 1004]);
+        p.free(SnatIdx(0), 1001);
+        assert_eq!(
+            p.alloc(&a, 0).unwrap().1,
+            1005,
+            "a freed port is reused last"
+        );
+        // A conn synced from the peer keeps its port: taken, then skipped by alloc.
+        assert!(p.take(SnatIdx(0), 1006));
+        assert!(!p.take(SnatIdx(0), 1006), "taken twice");
+        assert!(!p.take(SnatIdx(0), 999), "not in the slice");
+        assert_eq!(p.alloc(&a, 0).unwrap().1, 1007);
+        assert_eq!(p.available(SnatIdx(0)), 200 - 7);
+        // Free twice: counted once.
+        p.free(SnatIdx(0), 1000);
+        p.free(SnatIdx(0), 1000);
+        assert_eq!(p.available(SnatIdx(0)), 200 - 6);
     }
 
     #[test]

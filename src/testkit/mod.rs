@@ -81,8 +81,50 @@ pub fn snapshot_with(
     cfg.validate()
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let macs = vec![LB_MAC; cfg.interfaces.len()];
-    let snap = Snapshot::build_with(cfg, &macs, None, &mut IdRegistry::default(), runtime)
+    let snap = Snapshot::build_with(cfg, &macs, None, &mut IdRegistry::default(), runtime, None)
         .unwrap_or_else(|e| panic!("test config does not build: {e}"));
+    Arc::new(snap)
+}
+
+/// The test configuration in `mode` as one node of an HA pair: this node 10.20.0.10, its peer
+/// 10.20.0.20, the exception path on, a floating SNAT address (10.20.0.50) and the servers'
+/// floating gateway address 10.20.1.1 (the node's own one there becomes 10.20.1.2).
+pub fn ha_config(mode: Mode) -> Config {
+    let mut c = config(mode);
+    let ifc = &mut c.interfaces[0];
+    ifc.exception_path = true;
+    ifc.snat_addresses = vec![SNAT_FLOAT];
+    ifc.secondary_addresses = vec!["10.20.1.2/24".parse().expect("a prefix")];
+    c.ha = Some(crate::config::HaConfig {
+        peer: Ipv4Addr::new(10, 20, 0, 20),
+        sync_address: LB_ADDR,
+        sync_port: 7789,
+        key: String::new(),
+        batch_interval_ms: 10,
+        floating_addresses: vec![Ipv4Addr::new(10, 20, 1, 1)],
+        bulk_timeout_ms: 3000,
+        refresh_s: 10,
+    });
+    c
+}
+
+/// The floating SNAT address of [`ha_config`].
+pub const SNAT_FLOAT: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 50);
+
+/// The snapshot of an HA node's `cfg` owning `owned` of its floating addresses.
+pub fn snapshot_owning(cfg: &Config, owned: &std::collections::HashSet<Ipv4Addr>) -> Arc<Snapshot> {
+    cfg.validate()
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let macs = vec![LB_MAC; cfg.interfaces.len()];
+    let snap = Snapshot::build_with(
+        cfg,
+        &macs,
+        None,
+        &mut IdRegistry::default(),
+        &|_| BackendRuntime::default(),
+        Some(owned),
+    )
+    .unwrap_or_else(|e| panic!("test config does not build: {e}"));
     Arc::new(snap)
 }
 

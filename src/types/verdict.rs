@@ -83,10 +83,13 @@ pub enum DropReason {
     BackendDown,
     /// A packet of an established conn whose backend's drain timed out (forced).
     DrainForced,
+    /// To a floating address (VIP, SNAT address, gateway address) of an HA pair that the
+    /// peer owns now, or of a conn of such a VIP.
+    NotOwner,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::DrainForced as usize + 1;
+    pub const COUNT: usize = DropReason::NotOwner as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -118,6 +121,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::BackendDown,
         DropReason::DrainForced,
+        DropReason::NotOwner,
     ];
 
     pub fn name(self) -> &'static str {
@@ -152,6 +156,7 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::BackendDown => "backend_down",
             DropReason::DrainForced => "drain_forced",
+            DropReason::NotOwner => "not_owner",
         }
     }
 }

@@ -113,6 +113,19 @@ fn ipv4_header_checksum_ok_any(h: &[u8]) -> bool {
     sum == 0xffff
 }
 
+/// IPv4 protocol number of VRRP.
+pub const PROTO_VRRP: u8 = 112;
+
+/// Whether the frame is a VRRP advertisement to its multicast group (224.0.0.18, MAC
+/// 01:00:5e:00:00:12) with a header that holds together: what an HA node hands keepalived.
+pub fn is_vrrp_advert(frame: &[u8], l3: usize) -> bool {
+    const MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+    const GROUP: [u8; 4] = [224, 0, 0, 18];
+    frame.get(0..6) == Some(&MAC[..])
+        && parse_ipv4(frame, l3)
+            .is_ok_and(|ip| ip.proto == PROTO_VRRP && ip.dst.octets() == GROUP && !ip.is_fragment)
+}
+
 /// Decrements the TTL (with checksum update). Returns false, leaving the packet alone, when
 /// it would reach zero: the caller answers with ICMP time exceeded.
 #[inline]

@@ -34,7 +34,8 @@ pub use icmp::{
     to_icmp_error,
 };
 pub use ipv4::{
-    Ipv4Meta, decrement_ttl, ipv4_header_checksum_ok, ipv4_header_checksum_ok20, parse_ipv4,
+    Ipv4Meta, PROTO_VRRP, decrement_ttl, ipv4_header_checksum_ok, ipv4_header_checksum_ok20,
+    is_vrrp_advert, parse_ipv4,
 };
 pub use l4::{L4Meta, TcpFlags, parse_l4};
 pub use nat::{

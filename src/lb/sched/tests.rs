@@ -44,6 +44,7 @@ fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
         health: None,
         on_down: crate::config::OnDown::Keep,
         removed: false,
+        owned: true,
     };
     (svc, backends)
 }
