@@ -201,6 +201,18 @@ pub fn run(
     // gratuitous ARPs are the first frames worker 0 sends.
     mgmt.seed_workers();
     mgmt.set_kernel_ifaces(kifs.clone());
+    let port_ids: Vec<(String, crate::dpdk::PortId)> = cfg
+        .interfaces
+        .iter()
+        .zip(&ports)
+        .map(|(i, p)| (i.name.clone(), p.id))
+        .collect();
+    mgmt.set_link_state(Box::new(move || {
+        port_ids
+            .iter()
+            .map(|(n, id)| (n.clone(), crate::dpdk::link_of(*id).up))
+            .collect()
+    }));
     for (w, link) in mgmt.links().iter().enumerate() {
         let me = WorkerInfo {
             index: w,

@@ -45,6 +45,18 @@ pub fn port_names() -> Vec<String> {
     v
 }
 
+/// The current link state of port `id` (no waiting; a port that is not open reads down).
+pub fn link_of(id: PortId) -> Link {
+    let mut l = ffi::rte_eth_link::default();
+    // SAFETY: `l` is a writable struct of the right type; DPDK checks the port id and
+    // leaves `l` zeroed (down) for one it does not know.
+    unsafe { ffi::rte_eth_link_get_nowait(id.0, &mut l) };
+    Link {
+        up: l.link_status() != 0,
+        speed_mbps: l.link_speed,
+    }
+}
+
 impl Port {
     /// Finds the port by DPDK name (`net_af_packet0`, a PCI address), configures `queues` rx
     /// and tx queues (RSS when the device offers it and there is more than one queue), sets
@@ -189,13 +201,7 @@ impl Port {
     }
 
     pub fn link(&self) -> Link {
-        let mut l = ffi::rte_eth_link::default();
-        // SAFETY: valid port and out-struct.
-        unsafe { ffi::rte_eth_link_get_nowait(self.id.0, &mut l) };
-        Link {
-            up: l.link_status() != 0,
-            speed_mbps: l.link_speed,
-        }
+        link_of(self.id)
     }
 
     /// The device's extended statistics, name -> value.

@@ -339,6 +339,11 @@ impl Snapshot {
             );
             want(via, iface, &mut neighbours);
         }
+        // The HA peer: its kernel talks to ours (sync), and the kernel interface does no ARP.
+        if let Some(h) = &cfg.ha {
+            let iface = connected(h.peer).ok_or(BuildError::NotConnected(h.peer))?;
+            want(h.peer, iface, &mut neighbours);
+        }
         for n in &cfg.neighbours {
             let addr = n.address;
             let iface = connected(addr).ok_or(BuildError::NotConnected(addr))?;

@@ -27,6 +27,16 @@
 #   balancer's inside address on $LAB_PORT2). The router routes 10.20.2.0/24
 #   via 10.20.0.10 (the balancer's outside address on $LAB_PORT).
 #
+# LAB_PAIR=1 (with dsr, proxy or gateway): an HA pair instead of one balancer.
+#   No root-namespace port; two node namespaces ${P}-na and ${P}-nb, each with a
+#   veth end ${P}-pa / ${P}-pb (no IP; the node's DPDK owns it) whose peer is a
+#   port of the LAN bridge. Switchyard and keepalived run inside them (the
+#   tests start them; conf/pair-{a,b}.toml, conf/keepalived-{a,b}.conf): node a
+#   10.20.0.10, node b 10.20.0.20; floating (keepalived moves them): the VIP,
+#   the SNAT address 10.20.0.50 (proxy) and the servers' gateway 10.20.1.1
+#   (gateway; the nodes' own addresses there are 10.20.1.2 and 10.20.1.3). In
+#   gateway mode the router reaches 10.20.1.0/24 via the VIP.
+#
 # Every backend, in every mode, runs http_backend.py on :80 and dnsmasq (DNS
 # only: no DHCP, no resolv.conf, no hosts file) on UDP+TCP :53, bound to the
 # wildcard address so a query sent to the VIP (dsr) is answered from the VIP:
@@ -72,6 +82,7 @@ readonly PORT="${LAB_PORT:-yard0}"
 readonly PORT2="${LAB_PORT2:-${PORT}b}"
 readonly MODE="${LAB_MODE:-dsr}"
 readonly NB="${LAB_BACKENDS:-2}"
+readonly PAIR="${LAB_PAIR:-0}"
 readonly LOGDIR="${LAB_LOGDIR:-/tmp/${P}-lab}"
 readonly WAIT_SECS="${LAB_WAIT_SECS:-10}"
 readonly PY=/usr/bin/python3 # system python: stdlib only, not the pyenv one
@@ -101,6 +112,8 @@ gateway2) BACKEND_NET=10.20.2 BACKEND_GW=10.20.2.1 VIP_ON_LO=0 SERVER_ROUTE=10.2
 esac
 readonly BACKEND_NET BACKEND_GW VIP_ON_LO SERVER_ROUTE INSIDE_IP
 backend_addr() { echo "$BACKEND_NET.$((10 + $1))"; }
+# What the router reaches the servers' subnet through: the balancer, or a pair's VIP.
+server_route_via() { if ((PAIR)); then echo "$VIP"; else echo "$BALANCER_IP"; fi; }
 
 # Namespace names.
 readonly NS_CLIENT="$P-client" NS_ROUTER="$P-router" NS_LAN="$P-lan"
@@ -135,6 +148,8 @@ validate() {
 	[[ "$P" =~ ^[A-Za-z0-9_-]+$ ]] || die "LAB_PREFIX '$P' must match [A-Za-z0-9_-]+"
 	[[ -n "$BACKEND_NET" ]] || die "LAB_MODE '$MODE' must be one of: dsr proxy gateway gateway2"
 	[[ "$NB" =~ ^[1-9][0-9]*$ ]] || die "LAB_BACKENDS '$NB' must be a positive integer"
+	[[ "$PAIR" =~ ^[01]$ ]] || die "LAB_PAIR '$PAIR' must be 0 or 1"
+	if ((PAIR)) && [[ "$MODE" == gateway2 ]]; then die "LAB_PAIR=1 takes dsr, proxy or gateway"; fi
 	((NB <= 89)) || die "LAB_BACKENDS must be <= 89 (backend addresses are 10.20.0.11..99, .100 is the VIP)"
 	[[ "$WAIT_SECS" =~ ^[0-9]+$ ]] || die "LAB_WAIT_SECS '$WAIT_SECS' must be an integer"
 	local n
@@ -167,7 +182,7 @@ need_root_and_tools() {
 # Our namespaces, whatever LAB_BACKENDS was when `up` ran.
 our_namespaces() {
 	ip netns list 2>/dev/null | awk '{print $1}' |
-		grep -E "^${P}-(client|router|lan|b[0-9]+)\$" | sort -V || true
+		grep -E "^${P}-(client|router|lan|b[0-9]+|n[ab])\$" | sort -V || true
 }
 
 # "ns dev" of every veth end we create; `up` waits for all of them to be
@@ -263,6 +278,19 @@ wait_dns() {
 	return 1
 }
 
+# Node NODE (a or b) of an HA pair: namespace $P-nNODE with the veth end $P-pNODE (the
+# node's DPDK port, no IP, promiscuous), its peer a port of the LAN bridge.
+pair_node() {
+	local n=$1 ns="$P-n$1" dev="$P-p$1" lan="$P-lp$1"
+	log "HA node $n: namespace $ns, port $dev"
+	new_ns "$ns"
+	veth "$ns" "$dev" "$NS_LAN" "$lan"
+	ip -n "$NS_LAN" link set "$lan" master "$IF_BRIDGE"
+	ip -n "$NS_LAN" link set "$lan" up
+	ip -n "$ns" link set dev "$dev" promisc on
+	ip -n "$ns" link set dev "$dev" up
+}
+
 cmd_up() {
 	need_root_and_tools
 	cmd_down
@@ -273,7 +301,7 @@ cmd_up() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM HUP
 
-	check_port_free "$PORT" LAB_PORT
+	if ((!PAIR)); then check_port_free "$PORT" LAB_PORT; fi
 	if [[ "$MODE" == gateway2 ]]; then check_port_free "$PORT2" LAB_PORT2; fi
 	mkdir -p "$LOGDIR"
 	rm -f "$LOGDIR/lab.env"
@@ -281,12 +309,18 @@ cmd_up() {
 	client_router_lan
 
 	if [[ -n "$SERVER_ROUTE" ]]; then
-		# Gateway modes: the servers' subnet is behind the balancer.
-		ip -n "$NS_ROUTER" route add "$SERVER_ROUTE" via "$BALANCER_IP"
+		# Gateway modes: the servers' subnet is behind the balancer (a pair: behind
+		# whichever node owns the VIP).
+		ip -n "$NS_ROUTER" route add "$SERVER_ROUTE" via "$(server_route_via)"
 	fi
 
-	log "$PORT (root ns) <-> lan"
-	root_port "$PORT" "$IF_LAN_PORT" "$IF_BRIDGE"
+	if ((PAIR)); then
+		pair_node a
+		pair_node b
+	else
+		log "$PORT (root ns) <-> lan"
+		root_port "$PORT" "$IF_LAN_PORT" "$IF_BRIDGE"
+	fi
 
 	# The bridge the backends are on: the one LAN, or (gateway2) their own.
 	local backend_bridge=$IF_BRIDGE
@@ -357,7 +391,12 @@ write_env() {
 		BACKEND_VIP_ON_LO=$VIP_ON_LO
 		BACKENDS=${backends[*]}
 		SERVER_ROUTE=$SERVER_ROUTE
-		SERVER_ROUTE_VIA=$([[ -n "$SERVER_ROUTE" ]] && echo "$BALANCER_IP")
+		SERVER_ROUTE_VIA=$([[ -n "$SERVER_ROUTE" ]] && server_route_via)
+		LAB_PAIR=$PAIR
+		NODE_A_NS=$( ((PAIR)) && echo "$P-na")
+		NODE_A_PORT=$( ((PAIR)) && echo "$P-pa")
+		NODE_B_NS=$( ((PAIR)) && echo "$P-nb")
+		NODE_B_PORT=$( ((PAIR)) && echo "$P-pb")
 	EOF
 }
 
