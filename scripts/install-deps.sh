@@ -14,8 +14,11 @@ PKGS=(
 	dnsmasq-base bind9-dnsutils nginx-light
 	# promtool checks /metrics
 	prometheus
-	# packet loss in the health-check lab test (this kernel has no netem)
+	# packet loss in the health-check lab test (this kernel has no netem), the pair tests'
+	# held-back resync
 	nftables
+	# the HA pair: VRRP election (Debian's keepalived, unmodified)
+	keepalived
 )
 
 missing=()

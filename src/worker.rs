@@ -31,6 +31,11 @@ const CONTROL_PER_ROUND: usize = 64;
 const TX_BUF: usize = 2 * BURST;
 /// How many packets ahead of processing a conn is prefetched.
 const PREFETCH_AHEAD: usize = 8;
+/// A round this long after the previous one means the worker stood still (wedged, or the
+/// process stopped): what the kernel queued for the wire meanwhile is dropped as stale.
+const STALL_MS: u64 = 1000;
+/// At most this many bursts of stale kernel frames are dropped per interface after a stall.
+const STALE_BURSTS: usize = 64;
 // A burst's fast-lane frames are a bit mask in a u32.
 const _: () = assert!(BURST <= 32);
 
@@ -91,9 +96,13 @@ impl Worker {
         // TSC ticks of busy rounds by phase (rx burst, work, rest); see `Ctr::BusyRxNs`.
         let mut busy = [0u64; 3];
         tracing::info!(worker = self.index, queue = self.queue.0, "worker started");
+        let stall_ticks = ticks_per_ms * STALL_MS;
+        let mut last_round = tsc();
         while !self.stop.load(Ordering::Relaxed) {
             let t0 = tsc();
             let now = ((t0 - start) / ticks_per_ms) as u32;
+            let stalled = t0.saturating_sub(last_round) >= stall_ticks;
+            last_round = t0;
             self.apply_control(&mut bufs.tx, now);
             let mut got = 0;
             let mut phase = [0u64; 3];
@@ -163,6 +172,10 @@ impl Worker {
                 let Some((tap, vlan)) = self.taps[pi] else {
                     continue;
                 };
+                if stalled {
+                    self.drop_stale_from_kernel(&mut rx, tap);
+                    continue;
+                }
                 let n = rx.rx_burst(tap, self.queue);
                 got += n;
                 for i in 0..n {
@@ -331,6 +344,23 @@ impl Worker {
                 let _ = bufs.tap_tx[i].push(m);
             }
             Verdict::Consumed | Verdict::Drop(_) => self.drop_mbuf(bufs, m),
+        }
+    }
+
+    /// After a stall: what the kernel queued on `tap` meanwhile is stale (see
+    /// `DropReason::StaleFromKernel`); counted and freed. Bounded: a kernel that keeps
+    /// sending is served again next round.
+    #[cold]
+    fn drop_stale_from_kernel(&mut self, rx: &mut MbufArray<BURST>, tap: PortId) {
+        for _ in 0..STALE_BURSTS {
+            let n = rx.rx_burst(tap, self.queue);
+            if n == 0 {
+                break;
+            }
+            for _ in 0..n {
+                self.dp.ctr.drop(DropReason::StaleFromKernel);
+            }
+            rx.free_all();
         }
     }
 

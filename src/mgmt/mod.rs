@@ -272,6 +272,9 @@ impl Mgmt {
         if ser(&new.api) != ser(&self.cfg.api) {
             restart.push("api");
         }
+        if ser(&new.ha) != ser(&self.cfg.ha) {
+            restart.push("ha");
+        }
         let mut applied = Vec::new();
         for (name, a, b) in [
             ("services", ser(&new.services), ser(&self.cfg.services)),
@@ -299,6 +302,7 @@ impl Mgmt {
         next.interfaces = self.cfg.interfaces.clone();
         next.nat = self.cfg.nat.clone();
         next.api = self.cfg.api.clone();
+        next.ha = self.cfg.ha.clone();
         next.flows.capacity_per_core = self.cfg.flows.capacity_per_core;
         next.flows.persistence_capacity_per_core = self.cfg.flows.persistence_capacity_per_core;
         if let Err(e) = next.validate() {
@@ -313,6 +317,11 @@ impl Mgmt {
             }
         };
         let old_vips = self.snap.vips();
+        // A pair: the floating set follows the services (what is owned of it is re-read
+        // from the kernel interface on the next tick, and announced then).
+        if let Some(ha) = self.ha.as_mut() {
+            ha.reconfigure(&next);
+        }
         self.cfg = next;
         self.install(built);
         for (vip, iface) in self.snap.vips() {

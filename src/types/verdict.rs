@@ -86,10 +86,14 @@ pub enum DropReason {
     /// To a floating address (VIP, SNAT address, gateway address) of an HA pair that the
     /// peer owns now, or of a conn of such a VIP.
     NotOwner,
+    /// Sent by the kernel through the exception path while this worker stood still (a
+    /// second or more without a round: wedged, or the process stopped). Stale: a VRRP
+    /// advert of a state keepalived has left since would knock the active peer out.
+    StaleFromKernel,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::NotOwner as usize + 1;
+    pub const COUNT: usize = DropReason::StaleFromKernel as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -122,6 +126,7 @@ impl DropReason {
         DropReason::BackendDown,
         DropReason::DrainForced,
         DropReason::NotOwner,
+        DropReason::StaleFromKernel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +162,7 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::DrainForced => "drain_forced",
             DropReason::NotOwner => "not_owner",
+            DropReason::StaleFromKernel => "stale_from_kernel",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Lab {
     pub port: String,
     pub mode: String,
     pub logdir: PathBuf,
+    /// An HA pair's lab (two balancer nodes in namespaces `PREFIX-na`, `PREFIX-nb`).
+    pub pair: bool,
 }
 
 impl Lab {
@@ -43,6 +45,15 @@ impl Lab {
     }
 
     pub fn up_with(prefix: &str, mode: &str, backends: usize) -> Lab {
+        Self::build(prefix, mode, backends, false)
+    }
+
+    /// The lab of an HA pair (tests/lab/lab.sh with LAB_PAIR=1).
+    pub fn up_pair(prefix: &str, mode: &str) -> Lab {
+        Self::build(prefix, mode, 2, true)
+    }
+
+    fn build(prefix: &str, mode: &str, backends: usize, pair: bool) -> Lab {
         assert_root();
         let lab = Lab {
             backends,
@@ -50,6 +61,7 @@ impl Lab {
             port: format!("{prefix}p0"),
             mode: mode.into(),
             logdir: std::env::temp_dir().join(format!("{prefix}-lab")),
+            pair,
         };
         let st = lab.cmd("up").status().expect("lab.sh up");
         assert!(st.success(), "lab.sh up ({mode}) failed");
@@ -64,7 +76,8 @@ impl Lab {
             .env("LAB_PORT", &self.port)
             .env("LAB_MODE", &self.mode)
             .env("LAB_BACKENDS", self.backends.to_string())
-            .env("LAB_LOGDIR", &self.logdir);
+            .env("LAB_LOGDIR", &self.logdir)
+            .env("LAB_PAIR", if self.pair { "1" } else { "0" });
         c
     }
 

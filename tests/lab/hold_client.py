@@ -7,7 +7,8 @@ client namespace; standard library only (Debian's /usr/bin/python3).
 
 Writes FILE (JSON) when done: per connection the backends that answered it (the body
 "backend bN"), requests and failures, whether it was reset, the longest gap between two
-answers; for DNS the queries sent and answered; and the time (seconds since start) of each
+answers, when it failed (seconds since start); for DNS the queries sent and answered and when
+queries went unanswered; and the time (seconds since start) of each
 new connection opened with --probe-every (a fresh connection per probe, to time when new
 connections work again). SIGUSR1 writes a mark (seconds since start) into the output, so a
 test can say when it did something (killed a node).
@@ -36,6 +37,7 @@ class Conn:
         self.requests = self.answers = self.failures = 0
         self.reset = False
         self.error = None
+        self.failed_at = None
         self.last_answer = None
         self.max_gap = 0.0
         self.sock = None
@@ -82,6 +84,7 @@ class Conn:
         except (socket.timeout, OSError) as e:
             self.error = f"{type(e).__name__}: {e}"
         self.failures += 1
+        self.failed_at = round(time.monotonic() - t0, 3)
         return False
 
 
@@ -113,6 +116,7 @@ def main():
         except OSError as e:
             c.error = f"connect: {e}"
             c.failures += 1
+            c.failed_at = 0.0
     stop = t0 + a.seconds
 
     def hold(c):
@@ -124,7 +128,7 @@ def main():
                 break
             time.sleep(max(0.0, a.period - (time.monotonic() - t)))
 
-    dns = {"sent": 0, "answered": 0}
+    dns = {"sent": 0, "answered": 0, "failed_at": []}
 
     def query():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -141,7 +145,7 @@ def main():
                         dns["answered"] += 1
                         break
             except OSError:
-                pass
+                dns["failed_at"].append(round(time.monotonic() - t0, 3))
             time.sleep(a.dns_every)
 
     probes = []
@@ -176,6 +180,7 @@ def main():
                 "failures": c.failures,
                 "reset": c.reset,
                 "error": c.error,
+                "failed_at": c.failed_at,
                 "max_gap": round(c.max_gap, 3),
             }
             for c in conns

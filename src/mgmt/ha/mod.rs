@@ -57,9 +57,17 @@ enum Readiness {
         since: Instant,
         last_request: Option<Instant>,
         answered: Option<Instant>,
+        /// Records received since the peer began it.
+        got: u64,
+        /// Bulk resyncs that arrived short (datagrams lost) and were asked for again.
+        retries: u32,
     },
     Ready,
 }
+
+/// A bulk resync that arrives with fewer records than the peer sent is asked for again this
+/// many times before the node makes do with what it has.
+const BULK_RETRIES: u32 = 3;
 
 /// A bulk resync this node is sending: each worker's bulk count when it began.
 #[derive(Debug)]
@@ -103,6 +111,11 @@ pub struct Ha {
     nat_ports: (u16, u16),
     peer: Peer,
     readiness: Readiness,
+    started: Instant,
+    /// How long after the start this node became ready.
+    ready_after: Option<Duration>,
+    /// Records the bulk resync brought.
+    resync_records: u64,
     bulk_out: Option<BulkOut>,
     last_hello: Option<Instant>,
     both_active_now: bool,
@@ -153,7 +166,12 @@ impl Ha {
                 since: now,
                 last_request: None,
                 answered: None,
+                got: 0,
+                retries: 0,
             },
+            started: now,
+            ready_after: None,
+            resync_records: 0,
             bulk_out: None,
             last_hello: None,
             both_active_now: false,
@@ -303,30 +321,32 @@ impl Ha {
             since,
             last_request,
             answered,
-        } = self.readiness
+            ..
+        } = &mut self.readiness
         else {
             return;
         };
         let timeout = Duration::from_millis(u64::from(self.cfg.bulk_timeout_ms));
         // Unanswered, or answered but silent since: the peer is gone too.
-        let heard = self.peer.last_heard.max(answered).unwrap_or(since);
-        if answered.is_none() && now.duration_since(since) >= timeout
+        let heard = self.peer.last_heard.max(*answered).unwrap_or(*since);
+        if answered.is_none() && now.duration_since(*since) >= timeout
             || answered.is_some() && now.duration_since(heard) >= timeout
         {
             tracing::warn!("HA: no bulk resync from the peer; ready without it");
-            self.readiness = Readiness::Ready;
+            self.become_ready(now);
             return;
         }
         if answered.is_none()
             && last_request.is_none_or(|t| now.duration_since(t) >= BULK_REQUEST_EVERY)
         {
-            self.readiness = Readiness::Waiting {
-                since,
-                last_request: Some(now),
-                answered,
-            };
+            *last_request = Some(now);
             self.send(&Msg::BulkRequest);
         }
+    }
+
+    fn become_ready(&mut self, now: Instant) {
+        self.readiness = Readiness::Ready;
+        self.ready_after = Some(now.duration_since(self.started));
     }
 
     /// The workers' filled batches, as datagrams to the peer; the batches go back empty.
@@ -422,28 +442,19 @@ impl Ha {
                     }
                 }
                 Msg::BulkStart => {
-                    if let Readiness::Waiting {
-                        since,
-                        last_request,
-                        ..
-                    } = self.readiness
-                    {
-                        self.readiness = Readiness::Waiting {
-                            since,
-                            last_request,
-                            answered: Some(now),
-                        };
+                    if let Readiness::Waiting { answered, got, .. } = &mut self.readiness {
+                        *answered = Some(now);
+                        *got = 0;
                     }
                 }
                 Msg::BulkEnd { records } => {
-                    if !self.ready() {
-                        tracing::info!(records, "HA: bulk resync received; ready");
-                        self.counters.bulks_received += 1;
-                    }
-                    self.readiness = Readiness::Ready;
+                    self.bulk_end(now, records);
                 }
                 Msg::Records(recs) => {
                     self.counters.records_received += recs.len() as u64;
+                    if let Readiness::Waiting { got, .. } = &mut self.readiness {
+                        *got += recs.len() as u64;
+                    }
                     for r in &recs {
                         self.dispatch(r, links.len(), &mut fill, pending);
                     }
@@ -455,6 +466,44 @@ impl Ha {
                 pending.push((w, Control::SyncInstall(b)));
             }
         }
+    }
+
+    /// The end of a bulk resync the peer sent us: ready, unless datagrams were lost on the
+    /// way (fewer records than it sent), when it is asked for again (a few times).
+    fn bulk_end(&mut self, now: Instant, records: u64) {
+        let Readiness::Waiting {
+            since,
+            got,
+            retries,
+            answered,
+            last_request,
+        } = &mut self.readiness
+        else {
+            return;
+        };
+        self.counters.bulks_received += 1;
+        if *got < records && *retries < BULK_RETRIES {
+            tracing::warn!(
+                sent = records,
+                received = *got,
+                "HA: bulk resync arrived short; asking again"
+            );
+            *retries += 1;
+            *since = now;
+            *answered = None;
+            *last_request = None;
+            return;
+        }
+        if *got < records {
+            tracing::warn!(
+                sent = records,
+                received = *got,
+                "HA: bulk resync short again; ready with what arrived"
+            );
+        }
+        self.resync_records = *got;
+        tracing::info!(records = *got, "HA: bulk resync received; ready");
+        self.become_ready(now);
     }
 
     /// Puts `r` in the install batch of each worker that is to have it.
@@ -492,6 +541,8 @@ impl Ha {
         json!({
             "role": self.role.name(),
             "ready": self.ready(),
+            "ready_after_ms": self.ready_after.map(|d| d.as_millis() as u64),
+            "resync_records": self.resync_records,
             "owned": self.owned.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "floating": self.floating.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "peer": {
