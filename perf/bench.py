@@ -94,38 +94,58 @@ def api(path, method="GET"):
         return json.load(r)
 
 
-def write_config(mode, flows, pcap, workdir, tag, api_addr):
+def write_config(mode, flows, pcap, workdir, tag, api_addr, ha=None):
     """The balancer's configuration for one cell (the test configuration, see
-    perf/testconf.py), written to WORKDIR/perf.toml (its path is returned). perf/instructions
-    uses it too."""
+    perf/testconf.py; `ha` as there), written to WORKDIR/perf.toml (its path is returned).
+    perf/instructions uses it too."""
     mbufs = mbufs_for(flows * (1 if mode == "dsr" else 2))
     eal = [*memory_args(mbufs), "--no-pci", "--file-prefix", f"sy-perf-{tag}",
            f"--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
     # None: the default config's table.
     capacity = None if CAPACITY_FACTOR is None else int(flows * CAPACITY_FACTOR) + 1024
-    cfg = testconf.cell_config(mode, eal, mbufs, capacity, api_addr)
+    cfg = testconf.cell_config(mode, eal, mbufs, capacity, api_addr, ha)
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
         f.write(testconf.dumps(cfg))
     return cfg_path
 
 
-def run_switchyard(mode, flows, pcap, seconds, workdir, during=None):
+def take_floating(mode):
+    """What keepalived does for the active node of a pair: the floating addresses (the VIP,
+    proxy's SNAT addresses) on the exception path's kernel interface; and a static
+    neighbour for the absent peer, so that the sync datagrams leave."""
+    iface = testconf.KERNEL_IFACE
+    # The VIP last: no conn is made before every SNAT address is owned (the pcap's replies
+    # expect the tuples of the whole pool).
+    addrs = (testconf.snat_addresses() if mode == "proxy" else []) + \
+        [testconf.BASE["services"][0]["vip"]]
+    for a in addrs:
+        subprocess.run(["ip", "addr", "add", f"{a}/32", "dev", iface], check=True)
+    subprocess.run(["ip", "neigh", "replace", testconf.HA_PEER, "lladdr", testconf.HA_PEER_MAC,
+                    "dev", iface, "nud", "permanent"], check=True)
+
+
+def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
     """One Switchyard run on a cell, measured over `seconds` after the warm-up; `during`
     (if given) is called instead of sleeping through the measured window (perf/profile
-    records there)."""
+    records there). `ha`: see testconf.cell_config; with "on" the node owns the floating
+    addresses (`take_floating`) and streams its conns to the absent peer."""
     frames = flows * (1 if mode == "dsr" else 2)
-    cfg_path = write_config(mode, flows, pcap, workdir, f"{mode}{flows}", API)
+    cfg_path = write_config(mode, flows, pcap, workdir, f"{mode}{flows}", API, ha)
     p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
                          stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
     try:
         # Wait for the API, then for one full pass over the file (all flows created).
         deadline = time.time() + 120
+        owned = ha != "on"
         while True:
             if p.poll() is not None:
                 raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
             try:
                 c = api("/status")["counters"]
+                if not owned:
+                    take_floating(mode)
+                    owned = True
                 if c["rx_packets"] > 2 * frames and c["flows_active"] >= flows * 0.99:
                     break
             except OSError:
@@ -139,10 +159,12 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None):
         # for the warm-up's last new conns to be older than that).
         time.sleep(0.2)
         api("/latency/reset", "POST")
-        a = api("/status")["counters"]
+        sa = api("/status")
+        a = sa["counters"]
         t0 = time.time()
         (during or time.sleep)(seconds)
-        b = api("/status")["counters"]
+        sb = api("/status")
+        b = sb["counters"]
         t1 = time.time()
         lat = api("/latency")["workers"][0]
         rx = b["rx_packets"] - a["rx_packets"]
@@ -164,6 +186,15 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None):
             "bytes_per_flow": (b["flow_table_bytes"] // max(b["flow_capacity"], 1)
                                if "flow_table_bytes" in b else None),
             "flow_capacity": b.get("flow_capacity"),
+            # With [ha]: the sync over the measured window (records per second the workers
+            # produced, the share dropped for want of a free batch) and the node's role.
+            "ha": None if not sb.get("ha") else {
+                "role": sb["ha"]["role"],
+                "records_per_s": (sb["ha"]["records_sent"] - sa["ha"]["records_sent"])
+                / (t1 - t0),
+                "records_dropped": sb["ha"]["records_dropped"] - sa["ha"]["records_dropped"],
+                "send_errors": sb["ha"].get("send_errors"),
+            },
         }
     finally:
         p.send_signal(signal.SIGINT)

@@ -40,11 +40,27 @@ SNAT_BASE = _ip("10.20.0.200")
 SNAT_ADDRS = 20
 
 
-def cell_config(mode, eal_args, mbufs, capacity, api):
+# An HA cell (perf/sync): the exception path's kernel interface, where the harness puts the
+# floating addresses as keepalived would, and a peer that is never there (its sync
+# datagrams leave through the port like any other frame).
+KERNEL_IFACE = "syperf0"
+HA_PEER = "10.20.0.2"
+HA_PEER_MAC = "02:00:00:00:00:02"
+HA_KEY = "73796e632d706572662d63656c6c2d6b65792d6e6f742d7365637265742d3031"
+
+
+def snat_addresses():
+    return [".".join(str((SNAT_BASE + k) >> s & 255) for s in (24, 16, 8, 0))
+            for k in range(SNAT_ADDRS)]
+
+
+def cell_config(mode, eal_args, mbufs, capacity, api, ha=None):
     """The balancer's configuration for a perf cell: the test configuration with every
     service in `mode` on the one backend, a spinning worker (no idle sleep), the cell's DPDK
     arguments and mbufs, the API on `api`, and `capacity` conns per worker (None: the
-    shipped default)."""
+    shipped default). `ha`: None for the plain cell; "off" adds the exception path (kernel
+    interface KERNEL_IFACE); "on" adds that and an `[ha]` section (sync to HA_PEER, with an
+    HMAC key)."""
     c = json.loads(json.dumps(BASE))  # a deep copy
     c["dpdk"] = {"eal_args": eal_args, "mbufs": mbufs, "mbuf_cache": 250,
                  "rx_descriptors": 1024, "tx_descriptors": 1024}
@@ -55,9 +71,13 @@ def cell_config(mode, eal_args, mbufs, capacity, api):
     c["api"] = {"listen": api}
     c["log"] = {"level": "warn"}
     if mode == "proxy":
-        c["interfaces"][0]["snat_addresses"] = [
-            ".".join(str((SNAT_BASE + k) >> s & 255) for s in (24, 16, 8, 0))
-            for k in range(SNAT_ADDRS)]
+        c["interfaces"][0]["snat_addresses"] = snat_addresses()
+    if ha in ("off", "on"):
+        c["interfaces"][0]["exception_path"] = True
+        c["interfaces"][0]["exception_iface"] = KERNEL_IFACE
+    if ha == "on":
+        c["ha"] = {"peer": HA_PEER, "sync_address": c["interfaces"][0]["address"].split("/")[0],
+                   "key": HA_KEY}
     for s in c["services"]:
         s["mode"] = mode
         s["backends"] = [{"address": _BACKEND}]

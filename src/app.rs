@@ -147,6 +147,7 @@ pub fn run(
         })?;
         taps.push(Some((t, ifc.vlan)));
     }
+
     let kifs = mgmt::kernel::plan(cfg);
     if let Err(e) = mgmt::kernel::setup(cfg, &kifs) {
         mgmt::kernel::teardown(&kifs);
@@ -299,6 +300,9 @@ pub fn run(
     } else {
         None
     };
+    if taps.iter().any(Option::is_some) && crate::dpdk::prime_tap_rx() == 0 {
+        tracing::warn!("no net_tap rx trigger signal found: empty tap polls cost a system call");
+    }
     mgmt.run(&stop, &opts, api.as_ref().map(|_| cmd_rx));
     drop(api);
     eal.wait_all();

@@ -135,7 +135,7 @@ impl Datapath {
     /// A persistence template (service `si`, client `client`) -> `backend` was made or used.
     #[cold]
     pub(super) fn sync_template(&mut self, si: u16, client: u32, backend: BackendId, now: u32) {
-        let Some(r) = self.template_record(si, client, backend) else {
+        let Some(r) = template_record(&self.snap, si, client, backend) else {
             return;
         };
         if let Some(s) = self.sync.as_mut() {
@@ -144,23 +144,6 @@ impl Datapath {
     }
 
     /// The record of a template, the masked address already applied to `client` here.
-    fn template_record(&self, si: u16, client: u32, backend: BackendId) -> Option<SyncRecord> {
-        let svc = self.snap.services.get(usize::from(si))?;
-        let (_, netmask) = svc.persistence?;
-        let b = self.snap.backends.get(backend.0 as usize)?;
-        Some(SyncRecord {
-            op: SyncOp::Persist,
-            proto: svc.proto.number(),
-            state: netmask,
-            client: masked(client, netmask),
-            vip: u32::from(svc.vip),
-            vport: svc.port,
-            backend: u32::from(b.addr),
-            bport: b.port,
-            ..SyncRecord::default()
-        })
-    }
-
     /// Whether this node owns service `si` (always on a single node).
     #[inline]
     fn owns(&self, si: u16) -> bool {
@@ -220,16 +203,19 @@ impl Datapath {
             return;
         }
         // The table is done: the templates (few), then the resync is complete.
-        let templates: Vec<(u16, u32, BackendId)> =
-            self.select.templates(&self.snap, now).collect();
-        for (si, m, b) in templates {
-            if let Some(r) = self.template_record(si, m, b)
-                && let Some(s) = self.sync.as_mut()
-            {
-                s.push(r, now, &mut self.ctr);
+        let Datapath {
+            select,
+            snap,
+            sync,
+            ctr,
+            ..
+        } = self;
+        if let Some(s) = sync.as_mut() {
+            for (si, m, b) in select.templates(snap, now) {
+                if let Some(r) = template_record(snap, si, m, b) {
+                    s.push(r, now, ctr);
+                }
             }
-        }
-        if let Some(s) = self.sync.as_mut() {
             s.hand_over();
             s.bulk = None;
         }
@@ -396,4 +382,28 @@ impl Datapath {
             .adopt(&self.snap, si, masked(r.client, r.state), backend, now);
         true
     }
+}
+
+/// A persistence template of service `si` as a record (`None`: the service or backend is gone,
+/// or the service has no persistence).
+fn template_record(
+    snap: &crate::lb::Snapshot,
+    si: u16,
+    client: u32,
+    backend: BackendId,
+) -> Option<SyncRecord> {
+    let svc = snap.services.get(usize::from(si))?;
+    let (_, netmask) = svc.persistence?;
+    let b = snap.backends.get(backend.0 as usize)?;
+    Some(SyncRecord {
+        op: SyncOp::Persist,
+        proto: svc.proto.number(),
+        state: netmask,
+        client: masked(client, netmask),
+        vip: u32::from(svc.vip),
+        vport: svc.port,
+        backend: u32::from(b.addr),
+        bport: b.port,
+        ..SyncRecord::default()
+    })
 }

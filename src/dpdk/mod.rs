@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 
 pub use huge::HugeSlice;
 pub use mbuf::{Mbuf, MbufArray};
-pub use port::{Link, Port, link_of, port_names};
+pub use port::{Link, Port, link_of, port_names, prime_tap_rx};
 pub use ring::MbufRing;
 use thiserror::Error;
 

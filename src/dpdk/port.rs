@@ -57,6 +57,55 @@ pub fn link_of(id: PortId) -> Link {
     }
 }
 
+/// Makes DPDK's net_tap ports read their kernel side only when it has something for them.
+///
+/// net_tap reads its tap file descriptor (a `readv` system call per rx burst) until the first
+/// trigger signal it gets from the kernel (a real-time signal it sets on the descriptor with
+/// `F_SETSIG`, whose handler bumps a counter); after that, only when another signal says a
+/// frame is waiting. An exception-path interface the kernel has not sent anything through
+/// yet would cost a system call per poll round, for ever if the kernel never does (DPDK
+/// 22.11's `pmd_rx_burst` only records a non-zero trigger). Raising each tap descriptor's
+/// signal once, after the taps exist, ends that: the next burst reads, finds nothing, and
+/// later ones wait for the kernel's signal. Returns how many signals it raised; a signal
+/// without a handler is never raised (its default action could end the process).
+pub fn prime_tap_rx() -> usize {
+    use nix::libc;
+    /// `F_GETSIG` of Linux's fcntl.h (the libc crate does not export it).
+    const F_GETSIG: c_int = 11;
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut raised = Vec::new();
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<c_int>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(e.path()).ok().as_deref()
+            != Some(std::path::Path::new("/dev/net/tun"))
+        {
+            continue;
+        }
+        // SAFETY: F_GETSIG only reads a descriptor's signal setting; a descriptor closed
+        // meanwhile makes it fail (-1), which is skipped.
+        let sig = unsafe { libc::fcntl(fd, F_GETSIG) };
+        if sig <= 0 || raised.contains(&sig) {
+            continue;
+        }
+        // SAFETY: a zeroed sigaction is a valid out-parameter.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null `act` only queries the disposition into `old`, which outlives it.
+        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if rc != 0 || old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
+            continue;
+        }
+        // SAFETY: the signal has a handler (net_tap's, which only bumps its trigger).
+        if unsafe { libc::raise(sig) } == 0 {
+            raised.push(sig);
+        }
+    }
+    raised.len()
+}
+
 impl Port {
     /// Finds the port by DPDK name (`net_af_packet0`, a PCI address), configures `queues` rx
     /// and tx queues (RSS when the device offers it and there is more than one queue), sets

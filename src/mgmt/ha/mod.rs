@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use proto::Role;
-use proto::{Msg, RECORDS_PER_DATAGRAM};
+use proto::{Msg, RECORDS_PER_DATAGRAM, ReplayWindow};
 use serde_json::{Value, json};
 
 use crate::channel::{Control, SyncBatch, SyncRecord, WorkerLink};
@@ -82,6 +82,8 @@ pub struct HaCounters {
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
     pub datagrams_bad: u64,
+    /// Of those, datagrams refused as seen already (a replay).
+    pub datagrams_replayed: u64,
     pub send_errors: u64,
     pub records_sent: u64,
     pub records_received: u64,
@@ -110,6 +112,7 @@ pub struct Ha {
     workers: u16,
     nat_ports: (u16, u16),
     peer: Peer,
+    replay: ReplayWindow,
     readiness: Readiness,
     started: Instant,
     /// How long after the start this node became ready.
@@ -162,6 +165,7 @@ impl Ha {
             workers: cfg.cores.workers.len() as u16,
             nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             peer: Peer::default(),
+            replay: ReplayWindow::default(),
             readiness: Readiness::Waiting {
                 since: now,
                 last_request: None,
@@ -391,6 +395,12 @@ impl Ha {
                     continue;
                 }
             };
+            if !self.replay.accept(d.node, d.seq) {
+                self.counters.datagrams_bad += 1;
+                self.counters.datagrams_replayed += 1;
+                tracing::debug!(seq = d.seq, "HA sync datagram dropped: seen already");
+                continue;
+            }
             self.counters.datagrams_received += 1;
             if self.peer.boot.is_some_and(|b| b != d.node) {
                 tracing::warn!("HA: the peer restarted");
@@ -561,6 +571,8 @@ impl Ha {
             "datagrams_sent": c.datagrams_sent,
             "datagrams_received": c.datagrams_received,
             "datagrams_bad": c.datagrams_bad,
+            "datagrams_replayed": c.datagrams_replayed,
+            "send_errors": c.send_errors,
             "bulks_sent": c.bulks_sent,
             "bulks_received": c.bulks_received,
             "failovers": c.failovers,

@@ -273,5 +273,43 @@ pub fn decode(d: &[u8], key: Option<&[u8]>) -> Result<Datagram, DecodeError> {
     Ok(Datagram { node, seq, msg })
 }
 
+/// Which datagrams of the peer were seen: within one boot of the peer, a datagram whose
+/// sequence number was seen already, or is 64 or more behind the newest, is refused (a
+/// replay from the LAN; with a key, one cannot be forged). A new boot id starts afresh.
+#[derive(Debug, Default)]
+pub struct ReplayWindow {
+    boot: Option<u32>,
+    top: u32,
+    /// Bit i: sequence number `top - i` seen.
+    seen: u64,
+}
+
+impl ReplayWindow {
+    /// Whether to take datagram (`boot`, `seq`); records it when so.
+    pub fn accept(&mut self, boot: u32, seq: u32) -> bool {
+        if self.boot != Some(boot) {
+            *self = ReplayWindow {
+                boot: Some(boot),
+                top: seq,
+                seen: 1,
+            };
+            return true;
+        }
+        let ahead = seq.wrapping_sub(self.top);
+        if ahead != 0 && ahead < u32::MAX / 2 {
+            self.seen = if ahead >= 64 { 0 } else { self.seen << ahead };
+            self.seen |= 1;
+            self.top = seq;
+            return true;
+        }
+        let behind = self.top.wrapping_sub(seq);
+        if behind >= 64 || self.seen & (1 << behind) != 0 {
+            return false;
+        }
+        self.seen |= 1 << behind;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests;

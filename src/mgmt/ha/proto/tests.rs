@@ -99,3 +99,25 @@ fn damaged_datagrams_are_errors_never_panics() {
         let _ = decode(&d, Some(b"k"));
     }
 }
+
+#[test]
+fn replay_window_refuses_repeats_and_stale_within_a_boot() {
+    let mut w = ReplayWindow::default();
+    assert!(w.accept(7, 10));
+    assert!(!w.accept(7, 10), "the same datagram twice");
+    assert!(w.accept(7, 12));
+    assert!(w.accept(7, 11), "late but unseen");
+    assert!(!w.accept(7, 11));
+    assert!(w.accept(7, 100));
+    assert!(!w.accept(7, 12), "64 or more behind the newest");
+    assert!(w.accept(7, 99));
+    // The peer restarted: its new boot id starts afresh, low sequence numbers and all.
+    assert!(w.accept(8, 1));
+    assert!(w.accept(8, 2));
+    assert!(!w.accept(8, 1));
+    // Sequence numbers wrap.
+    let mut w = ReplayWindow::default();
+    assert!(w.accept(1, u32::MAX));
+    assert!(w.accept(1, 0));
+    assert!(!w.accept(1, u32::MAX));
+}
