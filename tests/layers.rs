@@ -33,7 +33,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "mgmt",
-        &["types", "config", "wire", "stats", "flow", "lb", "channel"],
+        &[
+            "types", "config", "wire", "stats", "flow", "lb", "mode", "channel",
+        ],
     ),
     ("ctl", &["types", "config"]),
     (
