@@ -3,6 +3,7 @@
 //! `--config F`, else the default address.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -79,28 +80,9 @@ pub enum CtlError {
 
 /// `ctl health`: `GET /health`, whose 503 is an answer, not a failure to reach the API.
 fn health(base: &str, json: bool) -> Result<String, CtlError> {
-    let url = format!("{base}/health");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut r = agent
-        .get(&url)
-        .call()
-        .map_err(|source| CtlError::Unreachable {
-            base: base.to_string(),
-            source,
-        })?;
-    let ok = r.status().as_u16() == 200;
-    let text = r
-        .body_mut()
-        .read_to_string()
-        .map_err(|source| CtlError::Read {
-            url: url.clone(),
-            source,
-        })?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| CtlError::Json { url, source })?;
+    // keepalived's track_script runs this every second: a hung API is a failed check soon.
+    let (status, v, _) = call_any_status(base, "GET", "/health", Some(Duration::from_secs(2)))?;
+    let ok = status == 200;
     let out = if json {
         serde_json::to_string_pretty(&v).unwrap_or_default()
     } else {
@@ -203,9 +185,26 @@ fn call(base: &str, method: &str, path: &str) -> Result<Value, CtlError> {
 
 /// ureq treats 4xx as errors without the body; ask again for the body to show the message.
 fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, CtlError> {
+    let (status, v, text) = call_any_status(base, method, path, None)?;
+    if status >= 400 {
+        return Err(CtlError::Refused(
+            v["error"].as_str().unwrap_or(&text).to_string(),
+        ));
+    }
+    Ok(v)
+}
+
+/// One request whatever its status: (status, the JSON body, the body as text).
+fn call_any_status(
+    base: &str,
+    method: &str,
+    path: &str,
+    timeout: Option<Duration>,
+) -> Result<(u16, Value, String), CtlError> {
     let url = format!("{base}{path}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(timeout)
         .build()
         .into();
     let resp = if method == "POST" {
@@ -226,12 +225,7 @@ fn call_with_error_body(base: &str, method: &str, path: &str) -> Result<Value, C
             source,
         })?;
     let v: Value = serde_json::from_str(&text).map_err(|source| CtlError::Json { url, source })?;
-    if status >= 400 {
-        return Err(CtlError::Refused(
-            v["error"].as_str().unwrap_or(&text).to_string(),
-        ));
-    }
-    Ok(v)
+    Ok((status, v, text))
 }
 
 fn enc(s: &str) -> String {

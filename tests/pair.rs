@@ -180,7 +180,8 @@ fn node_loss_and_return(mode: &str, tag: &str) {
     let (mut a, b) = pair_up(&lab, false);
     let mac_a = port_mac(&lab, "a");
     let mac_b = port_mac(&lab, "b");
-    let arp = ArpCapture::start(&lab);
+    // Gratuitous ARPs on the LAN, as the router sees them.
+    let arp = Capture::on(&lab, "router", &format!("{}-rl", lab.prefix), &["arp"]);
     let hold = Hold::start(&lab, CONNS, 36);
 
     // Every conn open and older than one sync batch (100 ms).
@@ -283,7 +284,7 @@ fn node_loss_and_return(mode: &str, tag: &str) {
 
     // GARPs on the LAN: b's for every floating address after the kill, a's after it took
     // them back.
-    let garps = arp.garps();
+    let garps = gratuitous_arps(&arp.stop());
     let floating: Vec<[u8; 4]> = match mode {
         "proxy" => vec![[10, 20, 0, 100], [10, 20, 0, 50]],
         "gateway" => vec![[10, 20, 0, 100], [10, 20, 1, 1]],

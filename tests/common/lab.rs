@@ -293,13 +293,19 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(lab: &Lab) -> Capture {
+        Self::on(lab, "lan", &format!("{}-lp", lab.prefix), &[])
+    }
+
+    /// tcpdump on interface `iface` of the lab's namespace `ns`, with a capture filter.
+    pub fn on(lab: &Lab, ns: &str, iface: &str, filter: &[&str]) -> Capture {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("port.pcap");
+        let file = dir.path().join("capture.pcap");
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("lan"), "tcpdump"])
-            .args(["-i", &format!("{}-lp", lab.prefix)])
+            .args(["netns", "exec", &lab.ns(ns), "tcpdump"])
+            .args(["-i", iface])
             .args(["-n", "--immediate-mode", "-Z", "root", "-U", "-w"])
             .arg(&file)
+            .args(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

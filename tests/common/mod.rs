@@ -35,21 +35,6 @@ pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
     out
 }
 
-/// Like `pcap_frames`, for a file still being written: stops at a partial last record.
-pub fn pcap_frames_lenient(path: &Path) -> Vec<Vec<u8>> {
-    let Ok(f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let Ok(mut r) = pcap_file::pcap::PcapReader::new(f) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Some(Ok(p)) = r.next_packet() {
-        out.push(p.data.into_owned());
-    }
-    out
-}
-
 /// Hex dump with a caret under the first differing byte, for assertion messages.
 pub fn diff(a: &[u8], b: &[u8]) -> String {
     let at = a

@@ -1,8 +1,7 @@
 //! An HA pair in front of a pair lab (`Lab::up_pair`): each node runs the real switchyard and
 //! Debian's keepalived in its own namespace (`PREFIX-na`, `PREFIX-nb`), from the shipped
 //! conf/pair-{a,b}.toml and conf/keepalived-{a,b}.conf rewritten for the lab's mode and names.
-//! Beside them: the long-lived clients (tests/lab/hold_client.py) and an ARP capture on the
-//! router's LAN side.
+//! Beside them: the long-lived clients (tests/lab/hold_client.py).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -361,60 +360,21 @@ impl Drop for Hold {
     }
 }
 
-/// Gratuitous ARPs (sender address = target address) seen on the router's LAN interface.
-pub struct ArpCapture {
-    child: Child,
-    file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ArpCapture {
-    pub fn start(lab: &Lab) -> ArpCapture {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("arp.pcap");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("router"), "tcpdump"])
-            .args(["-i", &format!("{}-rl", lab.prefix)])
-            .args(["-n", "--immediate-mode", "-Z", "root", "-U", "-w"])
-            .arg(&file)
-            .arg("arp")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tcpdump");
-        std::thread::sleep(Duration::from_millis(500));
-        ArpCapture {
-            child,
-            file,
-            _dir: dir,
-        }
-    }
-
-    /// (sender MAC, address) of every gratuitous ARP captured so far.
-    pub fn garps(&self) -> Vec<([u8; 6], [u8; 4])> {
-        std::thread::sleep(Duration::from_millis(200));
-        // tcpdump -U flushes per packet; a partial last record is skipped by the reader.
-        let frames = super::pcap_frames_lenient(&self.file);
-        frames
-            .iter()
-            .filter(|f| f.len() >= 42 && f[12..14] == [8, 6])
-            .filter(|f| f[28..32] == f[38..42])
-            .map(|f| {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(&f[22..28]);
-                let mut ip = [0u8; 4];
-                ip.copy_from_slice(&f[28..32]);
-                (mac, ip)
-            })
-            .collect()
-    }
-}
-
-impl Drop for ArpCapture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// (sender MAC, address) of every gratuitous ARP (sender address = target address) among
+/// `frames`.
+pub fn gratuitous_arps(frames: &[Vec<u8>]) -> Vec<([u8; 6], [u8; 4])> {
+    frames
+        .iter()
+        .filter(|f| f.len() >= 42 && f[12..14] == [8, 6])
+        .filter(|f| f[28..32] == f[38..42])
+        .map(|f| {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&f[22..28]);
+            let mut ip = [0u8; 4];
+            ip.copy_from_slice(&f[28..32]);
+            (mac, ip)
+        })
+        .collect()
 }
 
 /// The MAC of a node's port (what its GARPs carry).
