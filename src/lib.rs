@@ -17,6 +17,7 @@ pub mod ctl;
 pub mod datapath;
 pub mod dpdk;
 pub mod flow;
+pub mod gslb;
 pub mod lb;
 pub mod mgmt;
 pub mod mode;

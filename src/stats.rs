@@ -19,7 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
 
-use crate::types::{DropReason, MAX_BACKENDS, MAX_SERVICES};
+use crate::types::{DropReason, MAX_BACKENDS, MAX_GSLB_NAMES, MAX_SERVICES};
 
 /// Counter indices. Drops follow at `DROP_BASE + reason`.
 #[derive(Debug, Clone, Copy)]
@@ -67,9 +67,14 @@ pub enum Ctr {
     SyncInstallFailed,
     /// Bulk resyncs (`Control::SyncAll`) this worker completed.
     SyncBulks,
+    /// GSLB: DNS queries this worker answered itself (UDP A queries for configured names) ...
+    DnsAnswered,
+    /// ... and the ones to our DNS addresses it handed to the kernel (TCP, other types,
+    /// other names, EDNS it does not take: management answers them).
+    DnsToKernel,
 }
 
-const FIXED: usize = Ctr::SyncBulks as usize + 1;
+const FIXED: usize = Ctr::DnsToKernel as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -102,6 +107,8 @@ const NAMES: [&str; FIXED] = [
     "sync_installed",
     "sync_install_failed",
     "sync_bulks",
+    "dns_answered",
+    "dns_to_kernel",
 ];
 
 /// A counter invariant (see the top of this module) that does not hold.
@@ -213,6 +220,8 @@ impl Counters {
 pub struct ServiceCounters {
     pub svc: Box<CounterTable<MAX_SERVICES>>,
     pub backend: Box<CounterTable<MAX_BACKENDS>>,
+    /// GSLB: DNS queries answered by this worker, per name.
+    pub names: Box<[u64; MAX_GSLB_NAMES]>,
 }
 
 /// Packets, bytes and flows of `N` ids, one array each: a packet adds to two words apart,
@@ -264,6 +273,7 @@ impl Default for ServiceCounters {
         ServiceCounters {
             svc: CounterTable::new(),
             backend: CounterTable::new(),
+            names: Box::new([0; MAX_GSLB_NAMES]),
         }
     }
 }
@@ -297,6 +307,7 @@ pub struct WorkerStats {
     c: [AtomicU64; N_COUNTERS],
     svc: Box<[[AtomicU64; 3]]>,
     backend: Box<[[AtomicU64; 3]]>,
+    names: Box<[AtomicU64]>,
     /// Filled latency histograms, worker -> management.
     pub hist_full: ArrayQueue<Box<LatencyHistogram>>,
     /// Emptied histograms, management -> worker (so the worker never allocates one).
@@ -317,6 +328,7 @@ impl Default for WorkerStats {
             c: [const { AtomicU64::new(0) }; N_COUNTERS],
             svc: arr(MAX_SERVICES),
             backend: arr(MAX_BACKENDS),
+            names: (0..MAX_GSLB_NAMES).map(|_| AtomicU64::new(0)).collect(),
             hist_full: ArrayQueue::new(2),
             hist_empty,
             heartbeat: AtomicU64::new(0),
@@ -348,8 +360,17 @@ impl WorkerStats {
         c
     }
 
-    /// Called by the owning worker only; the first `services`/`backends` entries.
-    pub fn publish_services(&self, s: &ServiceCounters, services: usize, backends: usize) {
+    /// Called by the owning worker only; the first `services`/`backends`/`names` entries.
+    pub fn publish_services(
+        &self,
+        s: &ServiceCounters,
+        services: usize,
+        backends: usize,
+        names: usize,
+    ) {
+        for (a, v) in self.names.iter().zip(s.names.iter()).take(names) {
+            a.store(*v, Ordering::Relaxed);
+        }
         for (id, a) in self.svc.iter().enumerate().take(services) {
             for (a, v) in a.iter().zip(s.svc.get(id)) {
                 a.store(v, Ordering::Relaxed);
@@ -367,6 +388,11 @@ impl WorkerStats {
         self.svc
             .get(id)
             .map_or([0; 3], |a| [0, 1, 2].map(|k| a[k].load(Ordering::Relaxed)))
+    }
+
+    /// DNS queries for GSLB name `id` this worker answered, as published.
+    pub fn name_answers(&self, id: usize) -> u64 {
+        self.names.get(id).map_or(0, |a| a.load(Ordering::Relaxed))
     }
 
     /// (packets, bytes, flows) of a backend as published.

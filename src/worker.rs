@@ -275,8 +275,12 @@ impl Worker {
     /// filled histogram goes to management in exchange for an empty one (never allocated here).
     fn publish_slow(&mut self, hist: &mut Box<LatencyHistogram>) {
         let snap = &self.dp.snap;
-        self.stats
-            .publish_services(&self.dp.svc_ctr, snap.services.len(), snap.backends.len());
+        self.stats.publish_services(
+            &self.dp.svc_ctr,
+            snap.services.len(),
+            snap.backends.len(),
+            snap.gslb.as_ref().map_or(0, |g| g.len()),
+        );
         if hist.is_empty() {
             return;
         }

@@ -15,14 +15,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("wire", &["types"]),
     ("config", &["types"]),
     ("stats", &["types"]),
+    ("gslb", &["types", "config"]),
     ("flow", &["types", "dpdk", "config"]),
-    ("lb", &["types", "config", "flow"]),
+    ("lb", &["types", "config", "flow", "gslb"]),
     ("mode", &["types", "config", "wire", "flow", "lb"]),
     ("channel", &["types", "stats", "flow", "lb"]),
     (
         "datapath",
         &[
-            "types", "config", "wire", "stats", "flow", "lb", "mode", "channel",
+            "types", "config", "wire", "stats", "gslb", "flow", "lb", "mode", "channel",
         ],
     ),
     (
@@ -34,14 +35,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "mgmt",
         &[
-            "types", "config", "wire", "stats", "flow", "lb", "mode", "channel",
+            "types", "config", "wire", "stats", "gslb", "flow", "lb", "mode", "channel",
         ],
     ),
     ("ctl", &["types", "config"]),
     (
         "testkit",
         &[
-            "types", "config", "wire", "stats", "flow", "lb", "mode", "channel", "datapath",
+            "types", "config", "wire", "stats", "gslb", "flow", "lb", "mode", "channel", "datapath",
         ],
     ),
     (

@@ -62,14 +62,7 @@ fn default_refresh_s() -> u32 {
 impl HaConfig {
     /// The key's bytes (`None`: no key).
     pub fn key_bytes(&self) -> Option<Vec<u8>> {
-        if self.key.is_empty() {
-            return None;
-        }
-        let hex = self.key.as_bytes();
-        let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        hex.chunks(2)
-            .map(|p| Some(nib(p[0])? << 4 | nib(*p.get(1)?)?))
-            .collect()
+        super::hex_bytes(&self.key)
     }
 }
 

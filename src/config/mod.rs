@@ -12,11 +12,16 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+mod gslb;
 mod ha;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+pub use gslb::{
+    AnswerConfig, GslbConfig, MAX_GSLB_ANSWERS, MAX_GSLB_NAMES, MAX_GSLB_REGIONS, NameConfig,
+    Policy, RegionConfig, SiteConfig, WhenDown, in_zone, valid_dns_name,
+};
 pub use ha::HaConfig;
 
 use crate::types::{Ipv4Cidr, MacAddr};
@@ -50,6 +55,21 @@ pub struct Config {
     /// An active/backup pair (absent: a single node).
     #[serde(default)]
     pub ha: Option<HaConfig>,
+    /// Global server load balancing: DNS for global names, peer sites (absent: none).
+    #[serde(default)]
+    pub gslb: Option<GslbConfig>,
+}
+
+/// Bytes of a hex string (`None`: empty, odd length or not hex).
+pub(crate) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }
 
 /// `[dpdk]`: EAL and memory. Startup-only.
@@ -281,6 +301,10 @@ mod ipv4_text {
 
     pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
         parse(&String::deserialize(d)?)
+    }
+
+    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+        parse(&String::deserialize(d)?).map(Some)
     }
 
     pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
@@ -541,6 +565,10 @@ pub struct ServiceConfig {
     /// "sorry server"); without it, new flows are dropped then (`drop_no_backend`).
     #[serde(default)]
     pub sorry_backend: Option<BackendConfig>,
+    /// TCP (HTTP): while no backend can take a new conn, the site itself answers it with
+    /// `302 Found` to this URL plus the request's path (GSLB's redirect to a peer site).
+    #[serde(default)]
+    pub redirect: Option<String>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -562,6 +590,10 @@ pub struct BackendConfig {
     pub port: Option<u16>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// A peer site's VIP (GSLB's IP proxy): takes new flows only while no local backend is
+    /// up, always in full NAT from the interface's SNAT address, whatever the service's mode.
+    #[serde(default)]
+    pub remote: bool,
 }
 
 fn default_weight() -> u32 {

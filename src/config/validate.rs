@@ -201,7 +201,7 @@ impl Config {
                 if !bset.insert(ip) {
                     return Err(err(&bk, format!("backend {ip} listed twice")));
                 }
-                if s.mode == Mode::Dsr && !subnets.iter().any(|c| c.contains(ip)) {
+                if s.mode == Mode::Dsr && !b.remote && !subnets.iter().any(|c| c.contains(ip)) {
                     return Err(err(
                         &bk,
                         format!("{ip} is in no interface's subnet (dsr needs the backend on-link)"),
@@ -220,7 +220,7 @@ impl Config {
                             "must be 1-65535",
                         ));
                     }
-                    if s.mode == Mode::Dsr && p != s.port {
+                    if s.mode == Mode::Dsr && !b.remote && p != s.port {
                         return Err(err(
                             format!("services[{i}].backends[{j}].port"),
                             "dsr cannot translate ports: the backend port must equal the service port",
@@ -275,8 +275,15 @@ impl Config {
             if s.backends.iter().all(|b| b.weight == 0) {
                 return Err(err(k("backends"), "all backend weights are 0"));
             }
+            if s.sorry_backend.as_ref().is_some_and(|b| b.remote) {
+                return Err(err(
+                    format!("services[{i}].sorry_backend.remote"),
+                    "a sorry backend is local; list a peer site's VIP as a backend with remote = true",
+                ));
+            }
         }
-        self.validate_ha()
+        self.validate_ha()?;
+        self.validate_gslb()
     }
 }
 

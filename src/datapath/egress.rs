@@ -27,7 +27,7 @@ impl Datapath {
             Err(r) => return Verdict::Drop(r),
         };
         let snap = &*self.snap;
-        let mode = snap.services[usize::from(conn.service)].mode;
+        let mode = snap.conn_mode(conn.service, conn.backend);
         let eg = &snap.interfaces[usize::from(egress.0)];
         let (eg_mac, eg_vlan) = (eg.mac, eg.vlan);
         self.svc_ctr
@@ -70,7 +70,7 @@ impl Datapath {
             Ok(h) => h,
             Err(r) => return Verdict::Drop(r),
         };
-        let dsr = snap.services[usize::from(conn.service)].mode == Mode::Dsr;
+        let dsr = snap.conn_mode(conn.service, conn.backend) == Mode::Dsr;
         if !dsr && !wire::decrement_ttl(p.bytes(), pk.l2.l3) {
             return self.icmp_reply(p, pk, ICMP_TIME_EXCEEDED, 0);
         }

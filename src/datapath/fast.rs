@@ -136,10 +136,14 @@ impl FastCache {
             .extend(snap.interfaces.iter().map(|i| (i.mac, vlan_code(i.vlan))));
         self.services.clear();
         self.services.extend(snap.services.iter().map(|s| {
-            // Removed services, (with routing off) gateway replies, and services whose VIP
-            // the HA peer owns have extra rules on the full path; they are rare, so they
-            // stay there.
-            let special = s.removed || !s.owned || (s.mode == Mode::Gateway && !snap.routing);
+            // Removed services, (with routing off) gateway replies, services whose VIP the
+            // HA peer owns and DSR services with remote backends have extra rules on the full
+            // path; they are rare, so they stay there.
+            // A DSR service with a peer site's VIP as backend has full-NAT conns too.
+            let special = s.removed
+                || !s.owned
+                || (s.mode == Mode::Gateway && !snap.routing)
+                || (s.mode == Mode::Dsr && s.has_remote);
             (!special).then_some(s.mode)
         }));
         self.vips = [0; VIP_BITS / 64];

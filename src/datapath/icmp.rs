@@ -88,7 +88,7 @@ impl Datapath {
         };
         let conn = *self.flows.conn(id);
         let snap = self.snap.clone();
-        let mode = snap.services[usize::from(conn.service)].mode;
+        let mode = snap.conn_mode(conn.service, conn.backend);
         let be = self.flows.endpoint(conn.backend);
         if let Some((outer, inner)) = mode::icmp_rewrites(mode, &conn, be, dir) {
             wire::rewrite_icmp_error(p.bytes(), pk.l2.l3, &pk.ip, e, &outer, &inner);

@@ -66,6 +66,9 @@ impl Datapath {
             Ok(l4) => l4,
             Err(r) => return Verdict::Drop(r),
         };
+        if local == Some(LocalKind::Dns) {
+            return self.dns(p, pk, &l4);
+        }
         let key = FlowKey::new(ip.src, ip.dst, l4.src_port, l4.dst_port, ip.proto);
         // The service of a packet to a VIP.
         let service = match local {
@@ -107,6 +110,15 @@ impl Datapath {
             (Some(h), _, _) => h,
             (None, _, Some(si)) => match self.new_conn(si, &key, hash, &l4.tcp, pk.now) {
                 Ok(id) => (id, Dir::Forward),
+                // GSLB: no backend here, so the site itself answers with a redirect to a peer
+                // site (management's HTTP server on the kernel side).
+                Err(DropReason::NoBackend)
+                    if ip.proto == PROTO_TCP
+                        && self.snap.services[usize::from(si)].redirect
+                        && self.kernel(pk.in_if) =>
+                {
+                    return Verdict::ToKernel;
+                }
                 Err(r) => return Verdict::Drop(r),
             },
             (None, Some(LocalKind::Interface), _) if self.kernel(pk.in_if) => {
@@ -160,7 +172,14 @@ impl Datapath {
         let svc = &snap.services[usize::from(si)];
         let b = &snap.backends[backend.0 as usize];
         let conn = Conn::new(key, state, si, backend.0);
-        let conn = mode::open(svc.mode, conn, b, snap, &mut self.snat, hash)?;
+        let conn = mode::open(
+            snap.conn_mode(si, backend.0),
+            conn,
+            b,
+            snap,
+            &mut self.snat,
+            hash,
+        )?;
         match self.flows.insert(conn, now) {
             Ok(id) => {
                 self.select.opened(backend);

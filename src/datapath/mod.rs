@@ -27,6 +27,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 mod arp;
+mod dns;
 mod egress;
 mod fast;
 mod frag;
@@ -99,6 +100,8 @@ pub struct Datapath {
     fast: fast::FastCache,
     /// HA flow sync (with `[ha]`; see `sync`).
     sync: Option<sync::SyncOut>,
+    /// GSLB: each name's next turn of its answer wheel (`dns`).
+    dns_turns: Box<[u32; crate::types::MAX_GSLB_NAMES]>,
 }
 
 impl Datapath {
@@ -124,6 +127,7 @@ impl Datapath {
             frags: FragTable::new(FRAG_TIMEOUT_MS),
             hash_hint: None,
             sync: None,
+            dns_turns: Box::new([0; crate::types::MAX_GSLB_NAMES]),
         }
     }
 

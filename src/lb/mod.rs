@@ -98,6 +98,9 @@ pub struct Backend {
     pub removed: bool,
     /// The service's sorry backend.
     pub sorry: bool,
+    /// A peer site's VIP (GSLB's IP proxy): new flows only while no local backend is up,
+    /// always in full NAT.
+    pub remote: bool,
     /// Interface the backend is reached through.
     pub iface: IfIdx,
     /// Address whose MAC frames to the backend carry (the backend, or a gateway).
@@ -122,6 +125,11 @@ pub struct Service {
     pub maglev: MaglevTable,
     pub health: Option<HealthConfig>,
     pub on_down: OnDown,
+    /// GSLB: while no backend takes new conns, new TCP conns go to the kernel, where
+    /// management answers them with an HTTP redirect to a peer site.
+    pub redirect: bool,
+    /// Some backend is a peer site's VIP (its conns are full-NAT whatever `mode` says).
+    pub has_remote: bool,
     /// Gone from the configuration; kept so its established conns finish.
     pub removed: bool,
     /// Its VIP is ours (always on a single node; in an HA pair while keepalived gives it to
@@ -204,6 +212,9 @@ pub enum LocalKind {
     /// A floating address of an HA pair that the peer owns now: neither answered nor
     /// balanced here (`drop_not_owner`).
     Standby,
+    /// A GSLB DNS address (`[gslb] dns_addresses`): UDP A queries for configured names are
+    /// answered by the workers, other DNS by the kernel side.
+    Dns,
 }
 
 /// A neighbour the balancer resolves (backends today, gateways later).
@@ -230,6 +241,8 @@ pub struct Snapshot {
     pub routing: bool,
     /// This node is one of an HA pair: VRRP from the LAN goes to keepalived (the kernel).
     pub vrrp: bool,
+    /// GSLB: the names' answers (management builds them from the sites' states).
+    pub gslb: Option<std::sync::Arc<crate::gslb::Table>>,
     /// Source-NAT port range.
     pub nat_ports: (u16, u16),
     pub timeouts: Timeouts,
@@ -364,6 +377,12 @@ impl Snapshot {
                 .entry(u32::from(*a))
                 .or_insert((*i, kind(*a, LocalKind::Snat)));
         }
+        for &a in cfg.gslb.iter().flat_map(|g| &g.dns_addresses) {
+            let iface = connected(a).ok_or(BuildError::NotConnected(a))?;
+            local
+                .entry(u32::from(a))
+                .or_insert((iface, kind(a, LocalKind::Dns)));
+        }
         for &a in cfg.ha.iter().flat_map(|h| &h.floating_addresses) {
             let iface = connected(a).ok_or(BuildError::NotConnected(a))?;
             local
@@ -391,6 +410,7 @@ impl Snapshot {
                 .or_insert((iface, kind(vip, LocalKind::Vip)));
             let mut members: Vec<(&BackendConfig, bool)> =
                 s.backends.iter().map(|b| (b, false)).collect();
+            let has_remote = s.backends.iter().any(|b| b.remote);
             if let Some(sorry) = &s.sorry_backend {
                 members.push((sorry, true));
             }
@@ -420,6 +440,7 @@ impl Snapshot {
                         forced: rt.forced,
                         removed: false,
                         sorry,
+                        remote: b.remote,
                         iface: hop.iface,
                         next_hop,
                         service: si,
@@ -427,15 +448,27 @@ impl Snapshot {
                 );
                 list.push(BackendId(bid));
             }
-            // The sorry backend serves only while no regular backend can.
-            let regular_up = list.iter().any(|id| {
-                let b = backends[id.0 as usize].as_ref().expect("just built");
-                !b.sorry && b.weight > 0
-            });
+            // Local backends first; a peer site's VIP (remote) only while none is up; the sorry
+            // backend only while neither can serve.
+            let up_of = |pred: &dyn Fn(&Backend) -> bool| {
+                list.iter().any(|id| {
+                    let b = backends[id.0 as usize].as_ref().expect("just built");
+                    pred(b) && b.weight > 0
+                })
+            };
+            let local_up = up_of(&|b| !b.sorry && !b.remote);
+            let remote_up = up_of(&|b| b.remote);
             for id in &list {
                 let b = backends[id.0 as usize].as_mut().expect("just built");
+                if b.remote && local_up {
+                    b.weight = 0;
+                }
                 if b.sorry {
-                    b.weight = if regular_up || b.weight == 0 { 0 } else { 1 };
+                    b.weight = if local_up || remote_up || b.weight == 0 {
+                        0
+                    } else {
+                        1
+                    };
                 }
             }
             let mb: Vec<MaglevBackend> = list
@@ -467,6 +500,8 @@ impl Snapshot {
                     maglev: MaglevTable::build(&mb, s.maglev_table_size),
                     health: s.health.clone(),
                     on_down: s.on_backend_down,
+                    redirect: s.redirect.is_some(),
+                    has_remote,
                     removed: false,
                     owned: owns(vip),
                 },
@@ -518,11 +553,29 @@ impl Snapshot {
             routes,
             routing,
             vrrp: cfg.ha.is_some(),
+            gslb: None,
             nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
             services_by_key: SmallMap::from_map(services_by_key),
             local: SmallMap::from_map(local),
         })
+    }
+
+    /// The forwarding mode of a conn of `service` to `backend`: the service's, but full NAT
+    /// (proxy) to a peer site's VIP (GSLB's IP proxy).
+    #[inline]
+    pub fn conn_mode(&self, service: u16, backend: u32) -> Mode {
+        let s = &self.services[usize::from(service)];
+        if s.has_remote
+            && self
+                .backends
+                .get(backend as usize)
+                .is_some_and(|b| b.remote)
+        {
+            Mode::Proxy
+        } else {
+            s.mode
+        }
     }
 
     #[inline]
@@ -571,6 +624,8 @@ impl Service {
             maglev: MaglevTable::build(&[], 65537),
             health: None,
             on_down: OnDown::Keep,
+            redirect: false,
+            has_remote: false,
             removed: true,
             owned: false,
         }
@@ -588,6 +643,7 @@ impl Backend {
             forced: false,
             removed: true,
             sorry: false,
+            remote: false,
             iface: IfIdx(0),
             next_hop: Ipv4Addr::UNSPECIFIED,
             service: 0,

@@ -56,6 +56,7 @@ pub fn backend(address: Ipv4Addr) -> BackendConfig {
         address,
         port: None,
         weight: 1,
+        remote: false,
     }
 }
 

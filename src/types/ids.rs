@@ -20,3 +20,5 @@ pub const MAX_BACKENDS: usize = 4096;
 
 /// Upper bound on services per snapshot (sizes the per-service counter arrays).
 pub const MAX_SERVICES: usize = 1024;
+/// Most GSLB names one site answers for (the workers' per-name counters are sized by it).
+pub const MAX_GSLB_NAMES: usize = 256;

@@ -13,5 +13,5 @@ mod verdict;
 pub use addr::{AddrParseError, Ipv4Cidr, MacAddr};
 pub use buf::PacketBuf;
 pub use hash::fmix64;
-pub use ids::{BackendId, IfIdx, MAX_BACKENDS, MAX_SERVICES, SnatIdx};
+pub use ids::{BackendId, IfIdx, MAX_BACKENDS, MAX_GSLB_NAMES, MAX_SERVICES, SnatIdx};
 pub use verdict::{DropReason, Verdict};

@@ -90,10 +90,13 @@ pub enum DropReason {
     /// second or more without a round: wedged, or the process stopped). Stale: a VRRP
     /// advert of a state keepalived has left since would knock the active peer out.
     StaleFromKernel,
+    /// To one of our DNS addresses: not a DNS query (a response, a header or question cut
+    /// short, a label longer than 63, a name longer than 255).
+    DnsMalformed,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::StaleFromKernel as usize + 1;
+    pub const COUNT: usize = DropReason::DnsMalformed as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -127,6 +130,7 @@ impl DropReason {
         DropReason::DrainForced,
         DropReason::NotOwner,
         DropReason::StaleFromKernel,
+        DropReason::DnsMalformed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -163,6 +167,7 @@ impl DropReason {
             DropReason::DrainForced => "drain_forced",
             DropReason::NotOwner => "not_owner",
             DropReason::StaleFromKernel => "stale_from_kernel",
+            DropReason::DnsMalformed => "dns_malformed",
         }
     }
 }

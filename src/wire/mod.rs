@@ -14,11 +14,13 @@
 //! | `icmp` | echo replies, ICMP errors parsed, translated and built |
 //! | `nat` | address/port translation with incremental checksums (RFC 1624) |
 //! | `csum` | the checksum update and field access the rewrites share |
+//! | `dns` | GSLB: ordinary DNS queries read and answered in place by the workers |
 //!
 //! [`DropReason`]: crate::types::DropReason
 
 mod arp;
 mod csum;
+mod dns;
 mod eth;
 mod icmp;
 mod ipv4;
@@ -27,6 +29,9 @@ mod nat;
 
 pub use arp::{ArpMeta, arp_frame_len, arp_request_to_reply, build_arp_request, parse_arp};
 pub use csum::{csum_replace16, csum_replace32};
+pub use dns::{
+    DNS_PORT, DnsParse, DnsQuery, EDNS_PAYLOAD, TYPE_A, dns_answer_in_place, parse_dns_query,
+};
 pub use eth::{L2, parse_l2, retag, set_macs};
 pub use icmp::{
     ICMP_FRAG_NEEDED, ICMP_NET_UNREACH, ICMP_PARAM_PROBLEM, ICMP_PORT_UNREACH, ICMP_TIME_EXCEEDED,

@@ -6,6 +6,7 @@ mod dsr;
 mod fast_lane;
 mod frag;
 mod gateway;
+mod gslb;
 mod ha;
 mod local;
 mod policy;

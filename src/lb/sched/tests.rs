@@ -18,6 +18,7 @@ fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
             forced: false,
             removed: false,
             sorry: false,
+            remote: false,
             iface: IfIdx(0),
             next_hop: Ipv4Addr::new(10, 20, 0, 11 + i as u8),
             service: 0,
@@ -43,6 +44,8 @@ fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
         maglev: MaglevTable::build(&mb, 65537),
         health: None,
         on_down: crate::config::OnDown::Keep,
+        redirect: false,
+        has_remote: false,
         removed: false,
         owned: true,
     };
