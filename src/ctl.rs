@@ -45,6 +45,8 @@ pub enum CtlCmd {
         #[arg(long)]
         reset: bool,
     },
+    /// GSLB: names and what they answer now, peer sites and their services.
+    Gslb,
     /// Live conns.
     Flows {
         #[arg(long, default_value_t = 20)]
@@ -280,6 +282,7 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
         CtlCmd::Latency { reset: false } => call(base, "GET", "/latency")?,
         CtlCmd::Latency { reset: true } => call(base, "POST", "/latency/reset")?,
         CtlCmd::Flows { limit } => call(base, "GET", &format!("/flows?limit={limit}"))?,
+        CtlCmd::Gslb => call(base, "GET", "/gslb")?,
         CtlCmd::Reload => call_with_error_body(base, "POST", "/reload")?,
         CtlCmd::Drain {
             service,
@@ -468,6 +471,7 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
                 })
                 .collect(),
         ),
+        CtlCmd::Gslb => gslb_tables(&v),
         CtlCmd::Reload => format!(
             "reloaded; applied: {}; needs restart (not applied): {}",
             list(&v["applied"]),
@@ -495,4 +499,85 @@ fn list(v: &Value) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// `ctl gslb`: one table of names (each region's answers now), one of peer services.
+fn gslb_tables(v: &Value) -> String {
+    if v["enabled"] == Value::Bool(false) {
+        return "no [gslb] configured".into();
+    }
+    let mut names = Vec::new();
+    for n in v["names"].as_array().into_iter().flatten() {
+        for r in n["answers_now"].as_array().into_iter().flatten() {
+            let answers: Vec<String> = r["answers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let what = if a["a"].is_array() {
+                        list(&a["a"])
+                    } else {
+                        s(&a["rcode"])
+                    };
+                    format!("{what} {:.0}%", a["share"].as_f64().unwrap_or(0.0) * 100.0)
+                })
+                .collect();
+            names.push(vec![
+                s(&n["name"]),
+                s(&n["policy"]),
+                s(&r["region"]),
+                answers.join("; "),
+                s(&n["queries_workers"]),
+                s(&n["queries_kernel"]),
+            ]);
+        }
+    }
+    let mut sites = Vec::new();
+    for site in v["sites"].as_array().into_iter().flatten() {
+        for (name, svc) in site["services"].as_object().into_iter().flatten() {
+            sites.push(vec![
+                s(&site["name"]),
+                s(&site["reachable"]),
+                name.clone(),
+                if svc["up"] == Value::Bool(true) {
+                    "up".into()
+                } else {
+                    "down".into()
+                },
+                s(&svc["transitions"]),
+                format!(
+                    "{}/{}",
+                    s(&svc["last_report"]["healthy"]),
+                    s(&svc["last_report"]["backends"])
+                ),
+                s(&svc["last_report"]["conns"]),
+            ]);
+        }
+    }
+    format!(
+        "{}\n{}",
+        table(
+            &[
+                "NAME",
+                "POLICY",
+                "REGION",
+                "ANSWERS NOW",
+                "Q WORKERS",
+                "Q KERNEL"
+            ],
+            names
+        ),
+        table(
+            &[
+                "SITE",
+                "REACHABLE",
+                "SERVICE",
+                "STATE",
+                "CHANGES",
+                "HEALTHY",
+                "CONNS"
+            ],
+            sites
+        )
+    )
 }

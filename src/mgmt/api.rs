@@ -47,6 +47,8 @@ pub enum Request {
     /// Clears the latency histograms (workers' and health probes').
     LatencyReset,
     Flows(usize),
+    /// GSLB names, answers, peer sites.
+    Gslb,
     Metrics,
     Reload,
     Drain {
@@ -126,6 +128,7 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
         "/services" if get => Ok(Request::Services),
         "/backends" if get => Ok(Request::Backends),
         "/latency" if get => Ok(Request::Latency),
+        "/gslb" if get => Ok(Request::Gslb),
         "/flows" if get => {
             let limit = match q.get("limit") {
                 Some(l) => l
@@ -160,7 +163,7 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
                 .map_err(|_| Response::error(400, "weight must be a number 0-65535"))?,
         }),
         "/metrics" | "/status" | "/" | "/services" | "/backends" | "/latency" | "/flows"
-        | "/latency/reset" | "/reload" | "/backends/drain" | "/backends/enable"
+        | "/gslb" | "/latency/reset" | "/reload" | "/backends/drain" | "/backends/enable"
         | "/backends/weight" => Err(Response::error(405, "method not allowed")),
         _ => Err(Response::error(404, "no such endpoint")),
     }
@@ -487,6 +490,10 @@ pub fn metrics(m: &Mgmt) -> String {
     reg.register("busy_seconds", "Time of busy poll rounds by phase", busy);
     if let Some(h) = m.ha() {
         ha_metrics(&mut reg, h, &per);
+    }
+    if let Some(g) = &m.gslb {
+        let worker = |i: usize| -> u64 { m.links.iter().map(|l| l.stats.name_answers(i)).sum() };
+        g.metrics(&mut reg, &worker);
     }
     let drops = Family::<ReasonLabel, Counter>::default();
     for r in DropReason::ALL {

@@ -99,7 +99,8 @@ pub fn plan(snap: &Snapshot) -> HashMap<BackendKey, (Probe, u32, u32)> {
             .chain(&ifc.secondary)
             .find(|c| c.contains(b.addr))
             .map_or(ifc.addr, |c| c.addr);
-        let (target, via) = if s.mode == Mode::Dsr {
+        // A remote backend (a peer site's VIP) is checked at that VIP, through the WAN.
+        let (target, via) = if s.mode == Mode::Dsr && !b.remote {
             (
                 SocketAddrV4::new(s.vip, h.port.unwrap_or(s.port)),
                 Some((b.addr, MARK_BASE + bid as u32)),
@@ -418,6 +419,50 @@ fn socket(p: &Probe, ty: Type, proto: Protocol) -> Result<Socket, ProbeError> {
     Ok(s)
 }
 
+/// Sends an HTTP/1.0 request on `stream` and reads the response (64 KiB at most) until the
+/// server closes or `deadline`.
+pub(crate) fn http_exchange(
+    stream: &mut std::net::TcpStream,
+    req: &str,
+    deadline: Instant,
+) -> Result<Vec<u8>, ProbeError> {
+    stream.write_all(req.as_bytes()).map_err(io("send"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while buf.len() < 65536 {
+        if Instant::now() > deadline {
+            return Err(ProbeError::Timeout);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(io("read")(e)),
+        }
+    }
+    Ok(buf)
+}
+
+/// A TCP connection from `source` to `target` within `timeout` (reads and writes time out
+/// alike).
+pub(crate) fn connect(
+    source: Option<Ipv4Addr>,
+    target: SocketAddrV4,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, ProbeError> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(io("socket"))?;
+    if let Some(src) = source {
+        s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
+            .map_err(io(format!("bind {src}")))?;
+    }
+    s.set_read_timeout(Some(timeout))
+        .map_err(io("SO_RCVTIMEO"))?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(io("SO_SNDTIMEO"))?;
+    s.connect_timeout(&SocketAddr::V4(target).into(), timeout)
+        .map_err(io(format!("connect {target}")))?;
+    Ok(s.into())
+}
+
 /// One probe; Err says what failed.
 pub fn probe(p: &Probe) -> Result<(), ProbeError> {
     let deadline = Instant::now() + p.timeout;
@@ -435,19 +480,7 @@ pub fn probe(p: &Probe) -> Result<(), ProbeError> {
                 p.path,
                 p.target.ip()
             );
-            stream.write_all(req.as_bytes()).map_err(io("send"))?;
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while buf.len() < 65536 {
-                if Instant::now() > deadline {
-                    return Err(ProbeError::Timeout);
-                }
-                match stream.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => return Err(io("read")(e)),
-                }
-            }
+            let buf = http_exchange(&mut stream, &req, deadline)?;
             let text = String::from_utf8_lossy(&buf);
             let status: u16 = text
                 .split_whitespace()

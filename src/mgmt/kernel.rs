@@ -21,6 +21,9 @@ pub struct KernelIface {
     pub name: String,
     /// Addresses (with their prefixes) on it.
     pub addrs: Vec<Ipv4Cidr>,
+    /// Service addresses the kernel answers on itself (GSLB's DNS addresses, redirecting
+    /// VIPs), as /32s with their source rules; in a pair keepalived adds the floating ones.
+    pub local: Vec<(Ipv4Addr, bool)>,
     pub table: u32,
 }
 
@@ -67,12 +70,18 @@ pub fn plan(cfg: &Config) -> Vec<Option<KernelIface>> {
         .enumerate()
         .map(|(i, ifc)| {
             ifc.exception_path.then(|| {
+                let floating = cfg.floating();
+                let local = super::gslb::kernel_addresses(cfg, i)
+                    .into_iter()
+                    .map(|a| (a, !floating.contains(&a)))
+                    .collect();
                 let addrs = std::iter::once(ifc.address)
                     .chain(ifc.secondary_addresses.iter().copied())
                     .collect();
                 KernelIface {
                     name: ifc.kernel_iface(),
                     addrs,
+                    local,
                     table: TABLE_BASE + i as u32,
                 }
             })
@@ -138,6 +147,14 @@ pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), KernelErr
             let _ = ip(&["rule", "del", "from", &a, "table", &t]);
             ip(&["rule", "add", "from", &a, "table", &t])?;
         }
+        for &(a, add) in &k.local {
+            let a = a.to_string();
+            if add {
+                ip(&["addr", "replace", &format!("{a}/32"), "dev", &k.name])?;
+            }
+            let _ = ip(&["rule", "del", "from", &a, "table", &t]);
+            ip(&["rule", "add", "from", &a, "table", &t])?;
+        }
         // Nothing sourced from our addresses may fall through to the host's own routes.
         ip(&["route", "replace", "unreachable", "default", "table", &t])?;
         for r in &cfg.routes {
@@ -192,8 +209,13 @@ pub fn neighbour(kifs: &[Option<KernelIface>], addr: Ipv4Addr, mac: Option<[u8; 
 pub fn teardown(kifs: &[Option<KernelIface>]) {
     for k in kifs.iter().flatten() {
         let t = k.table.to_string();
-        for c in &k.addrs {
-            let _ = ip(&["rule", "del", "from", &c.addr.to_string(), "table", &t]);
+        for a in k
+            .addrs
+            .iter()
+            .map(|c| c.addr)
+            .chain(k.local.iter().map(|l| l.0))
+        {
+            let _ = ip(&["rule", "del", "from", &a.to_string(), "table", &t]);
         }
         let _ = ip(&["route", "flush", "table", &t]);
     }

@@ -7,6 +7,7 @@
 //! the worker the only consumer), their event queues (the reverse) and their published stats.
 
 pub mod api;
+pub mod gslb;
 pub mod ha;
 pub mod health;
 pub mod kernel;
@@ -109,6 +110,8 @@ pub struct Mgmt {
     beats: Vec<(u64, Instant)>,
     /// Each port's link state, by interface name (set by app, which holds the ports).
     link_state: Option<LinkState>,
+    /// GSLB (with `[gslb]`).
+    gslb: Option<gslb::Gslb>,
 }
 
 /// Reads each port's link state: (interface name, up).
@@ -147,6 +150,7 @@ impl Mgmt {
             ha: ha::Ha::new(&cfg, now),
             beats,
             link_state: None,
+            gslb: gslb::Gslb::new(&cfg),
             cfg,
         }
     }
@@ -194,7 +198,7 @@ impl Mgmt {
     fn build(&self, cfg: &Config) -> Result<(Snapshot, IdRegistry), BuildError> {
         let rt = &self.runtime;
         let mut ids = self.ids.clone();
-        let snap = Snapshot::build_with(
+        let mut snap = Snapshot::build_with(
             cfg,
             &self.macs,
             Some(&self.snap),
@@ -202,6 +206,9 @@ impl Mgmt {
             &|k| rt.get(k).copied().unwrap_or_default(),
             self.ha.as_ref().map(|h| h.owned()),
         )?;
+        if let Some(g) = &self.gslb {
+            snap.gslb = Some(Arc::new(g.table(cfg, &snap, &self.load)));
+        }
         Ok((snap, ids))
     }
 
@@ -212,6 +219,9 @@ impl Mgmt {
         self.ids = ids;
         self.neigh.sync(&snap, Instant::now());
         self.health.sync(&snap);
+        if let (Some(g), Some(t)) = (&self.gslb, &snap.gslb) {
+            g.dns.set_table(t.clone());
+        }
         self.snap = snap.clone();
         for w in 0..self.links.len() {
             self.pending.push((w, Control::Snapshot(snap.clone())));
@@ -275,6 +285,19 @@ impl Mgmt {
         if ser(&new.ha) != ser(&self.cfg.ha) {
             restart.push("ha");
         }
+        if ser(&new.gslb) != ser(&self.cfg.gslb) {
+            restart.push("gslb");
+        }
+        let redirects = |c: &Config| -> Vec<_> {
+            c.services
+                .iter()
+                .map(|s| (s.vip, s.port, s.redirect.clone()))
+                .filter(|r| r.2.is_some())
+                .collect()
+        };
+        if redirects(&new) != redirects(&self.cfg) {
+            restart.push("services.redirect");
+        }
         let mut applied = Vec::new();
         for (name, a, b) in [
             ("services", ser(&new.services), ser(&self.cfg.services)),
@@ -303,6 +326,7 @@ impl Mgmt {
         next.nat = self.cfg.nat.clone();
         next.api = self.cfg.api.clone();
         next.ha = self.cfg.ha.clone();
+        next.gslb = self.cfg.gslb.clone();
         next.flows.capacity_per_core = self.cfg.flows.capacity_per_core;
         next.flows.persistence_capacity_per_core = self.cfg.flows.persistence_capacity_per_core;
         if let Err(e) = next.validate() {
@@ -489,6 +513,7 @@ impl Mgmt {
         let mut last_rx_change = Instant::now();
         let mut last_stats = Instant::now();
         self.health.start(&self.snap);
+        self.gslb_start();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             for l in &self.links {
@@ -520,6 +545,7 @@ impl Mgmt {
             self.ha_tick(now);
             self.expire_drains(now);
             self.apply_health();
+            self.gslb_tick(now);
             self.merge_latency();
             if opts.hup.swap(false, Ordering::Relaxed) {
                 match self.reload(opts.config_path.as_ref()) {
@@ -557,6 +583,9 @@ impl Mgmt {
         }
         stop.store(true, Ordering::Relaxed);
         self.health.stop();
+        if let Some(g) = self.gslb.as_mut() {
+            g.stop();
+        }
         self.merge_latency();
     }
 
@@ -572,6 +601,7 @@ impl Mgmt {
             Request::Latency => Ok(self.latency()),
             Request::LatencyReset => Ok(self.reset_latency()),
             Request::Flows(limit) => Ok(self.flows(limit)),
+            Request::Gslb => self.gslb_status(),
             Request::Metrics => return Response::metrics(api::metrics(self)),
             Request::Reload => self.reload(opts.config_path.as_ref()),
             Request::Drain {
