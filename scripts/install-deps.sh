@@ -19,6 +19,9 @@ PKGS=(
 	nftables
 	# the HA pair: VRRP election (Debian's keepalived, unmodified)
 	keepalived
+	# two-site GSLB lab: the client's recursive resolver, the parent zone's authoritative server
+	# (also the DNS performance baseline), the DNS load generator
+	unbound knot dnsperf
 )
 
 missing=()
