@@ -26,6 +26,8 @@
 #   LAB_LOGDIR=/tmp/${LAB_PREFIX}-lab   server logs (NAME.log: one line per request or
 #                          connection, NAME.err, NAME.pid), knot's and unbound's files
 #   LAB_WAIT_SECS=10       how long `up` waits for each server
+#   LAB_ZONE_COPY=0        1: also knot with a static copy of gslb.lab.test at 10.41.0.54 on
+#                          site 1's LAN (namespace $P-kz), the DNS performance baseline
 #
 # Needs root, iproute2, ethtool, curl, dig, knot, unbound and Debian's /usr/bin/python3.
 set -Eeuo pipefail
@@ -35,6 +37,7 @@ readonly SCRIPT_DIR
 readonly P="${LAB_PREFIX:-gs}"
 readonly LOGDIR="${LAB_LOGDIR:-/tmp/${P}-lab}"
 readonly WAIT_SECS="${LAB_WAIT_SECS:-10}"
+readonly ZONE_COPY="${LAB_ZONE_COPY:-0}"
 readonly PY=/usr/bin/python3
 readonly PORT_ALIAS="switchyard-gslb:$P"
 readonly NS_LAN="$P-lan" NS_WAN="$P-wan"
@@ -53,7 +56,7 @@ source "$SCRIPT_DIR/common.sh"
 
 our_namespaces() {
 	ip netns list 2>/dev/null | awk '{print $1}' |
-		grep -E "^${P}-(lan|wan|parent|ca|cb|n[12]|w[12][12]|g[12])\$" | sort -V || true
+		grep -E "^${P}-(lan|wan|parent|ca|cb|kz|n[12]|w[12][12]|g[12])\$" | sort -V || true
 }
 
 # Each site: its number, the HTTP servers and the greeting server.
@@ -112,11 +115,41 @@ stop_server() {
 	stop_pidfile "$LOGDIR/$s.pid" "$what"
 }
 
-knot_up() {
-	local d="$LOGDIR/knot"
+# knot in namespace NS on ADDR, authoritative for ZONE from the zone file text on stdin;
+# its files in $LOGDIR/knot-NAME.
+knot_serve() {
+	local name=$1 ns=$2 addr=$3 zone=$4 d="$LOGDIR/knot-$1"
 	rm -rf "$d"
 	mkdir -p "$d"
-	cat >"$d/lab.test.zone" <<-EOF
+	cat >"$d/$zone.zone"
+	cat >"$d/knot.conf" <<-EOF
+		server:
+		    rundir: "$d"
+		    user: root:root
+		    listen: $addr@53
+		log:
+		  - target: stderr
+		    any: info
+		database:
+		    storage: "$d/db"
+		template:
+		  - id: default
+		    storage: "$d"
+		zone:
+		  - domain: $zone
+		    file: $zone.zone
+	EOF
+	setsid -w ip netns exec "$ns" knotd -c "$d/knot.conf" </dev/null >>"$LOGDIR/knot-$name.err" 2>&1 &
+	local deadline=$((SECONDS + WAIT_SECS))
+	until nsx "$ns" dig +short +time=1 +tries=1 @"$addr" "$zone" SOA 2>/dev/null | grep -q .; do
+		((SECONDS < deadline)) || die "knot ($name) did not answer; $(cat "$LOGDIR/knot-$name.err")"
+		sleep 0.1
+	done
+}
+
+# The parent: lab.test, delegating gslb.lab.test to both sites with glue.
+knot_up() {
+	knot_serve parent "$P-parent" 10.40.0.2 lab.test <<-EOF
 		\$ORIGIN lab.test.
 		\$TTL 60
 		@        SOA ns.lab.test. hostmaster.lab.test. 1 3600 600 86400 60
@@ -127,29 +160,26 @@ knot_up() {
 		ns1.gslb A   10.41.0.53
 		ns2.gslb A   10.42.0.53
 	EOF
-	cat >"$d/knot.conf" <<-EOF
-		server:
-		    rundir: "$d"
-		    user: root:root
-		    listen: 10.40.0.2@53
-		log:
-		  - target: stderr
-		    any: info
-		database:
-		    storage: "$d/db"
-		template:
-		  - id: default
-		    storage: "$d"
-		zone:
-		  - domain: lab.test
-		    file: lab.test.zone
+}
+
+# LAB_ZONE_COPY=1: knot serving a static copy of gslb.lab.test on site 1's LAN (10.41.0.54,
+# namespace $P-kz): the DNS performance baseline (perf/dns-lab), on the same path as site
+# 1's DNS address.
+knot_copy_up() {
+	server_ns kz 10.41.0.54 10.41.0.1 "$P-br1"
+	wait_links
+	knot_serve copy "$P-kz" 10.41.0.54 gslb.lab.test <<-EOF
+		\$ORIGIN gslb.lab.test.
+		\$TTL 60
+		@      SOA ns1.gslb.lab.test. hostmaster.gslb.lab.test. 1 3600 600 86400 60
+		@      NS  ns1.gslb.lab.test.
+		ns1    A   10.41.0.54
+		www    10  A   10.41.0.100
+		near   5   A   10.41.0.100
+		site1  5   A   10.41.0.100
+		site2  5   A   10.42.0.100
+		closed 0   A   10.41.0.100
 	EOF
-	setsid -w ip netns exec "$P-parent" knotd -c "$d/knot.conf" </dev/null >>"$LOGDIR/knot.err" 2>&1 &
-	local deadline=$((SECONDS + WAIT_SECS))
-	until nsx "$P-parent" dig +short +time=1 +tries=1 @10.40.0.2 ns.lab.test A 2>/dev/null | grep -q 10.40.0.2; do
-		((SECONDS < deadline)) || die "knot did not answer; $(cat "$LOGDIR/knot.err")"
-		sleep 0.1
-	done
 }
 
 unbound_up() {
@@ -244,6 +274,7 @@ cmd_up() {
 	wait_links
 	for s in "${SERVERS[@]}"; do start_server "$s"; done
 	knot_up
+	if ((ZONE_COPY)); then knot_copy_up; fi
 	unbound_up ca 10.40.1.2
 	unbound_up cb 10.40.2.2
 	for s in "${SERVERS[@]}"; do : >"$LOGDIR/$s.log"; done
