@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub use gslb::{
     AnswerConfig, GslbConfig, MAX_GSLB_ANSWERS, MAX_GSLB_NAMES, MAX_GSLB_REGIONS, NameConfig,
-    Policy, RegionConfig, SiteConfig, WhenDown, in_zone, valid_dns_name,
+    NameServerConfig, Policy, RegionConfig, SiteConfig, WhenDown, in_zone, valid_dns_name,
 };
 pub use ha::HaConfig;
 

@@ -20,6 +20,8 @@ use crate::types::MacAddr;
 
 /// The test configuration's text.
 pub const BASE_TOML: &str = include_str!("../../tests/data/base.toml");
+/// The test configuration's `[gslb]` (tests/data/gslb.toml).
+pub const GSLB_TOML: &str = include_str!("../../tests/data/gslb.toml");
 
 /// The balancer's port MAC in the test configuration.
 pub const LB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
@@ -39,6 +41,11 @@ pub const B2: Ipv4Addr = Ipv4Addr::new(10, 20, 1, 12);
 /// The test configuration as it is in the file.
 pub fn base() -> Config {
     Config::from_toml(BASE_TOML).unwrap_or_else(|e| panic!("tests/data/base.toml: {e}"))
+}
+
+/// The test configuration's `[gslb]` section (tests/data/gslb.toml).
+pub fn gslb() -> crate::config::GslbConfig {
+    toml::from_str(GSLB_TOML).unwrap_or_else(|e| panic!("tests/data/gslb.toml: {e}"))
 }
 
 /// The test configuration with every service in `mode`.

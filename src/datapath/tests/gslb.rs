@@ -39,9 +39,10 @@ fn long_name() -> String {
     )
 }
 
-/// The `[gslb]` of these tests: `www` weighted 3:1 between the local `web` and east, `geo`
-/// by region (eu: local, us: east), `down` (nothing up, SERVFAIL) and the long name (16
-/// peer VIPs, nothing up, every VIP answered).
+/// The `[gslb]` of these tests: the test configuration's (tests/data/gslb.toml: `www`
+/// weighted 3:1 between the local `web` and east, `geo` by region (eu: local, us: east),
+/// `down` (nothing up, SERVFAIL)) and the long name (16 peer VIPs, nothing up, every VIP
+/// answered).
 fn gslb() -> GslbConfig {
     let mut long = format!(
         "[[names]]\nname = \"{}\"\npolicy = \"weighted\"\nwhen_down = \"all\"\n",
@@ -52,73 +53,13 @@ fn gslb() -> GslbConfig {
             "[[names.answers]]\nsite = \"east\"\nservice = \"s{i}\"\nvip = \"192.0.2.{i}\"\n"
         );
     }
-    let text = format!(
-        r#"
-zone = "g.example.com"
-dns_addresses = ["10.20.0.53"]
-key = "00112233445566778899aabbccddeeff"
-
-[[nameservers]]
-name = "ns1.g.example.com"
-address = "10.20.0.53"
-
-[[regions]]
-name = "eu"
-prefixes = ["10.20.9.0/24"]
-
-[[regions]]
-name = "us"
-prefixes = ["10.30.0.0/16"]
-
-[[sites]]
-name = "east"
-api = "192.0.2.10:8443"
-
-[[names]]
-name = "{WWW}"
-policy = "weighted"
-ttl = 20
-
-  [[names.answers]]
-  service = "web"
-  weight = 3
-
-  [[names.answers]]
-  site = "east"
-  service = "web"
-  vip = "192.0.2.1"
-
-[[names]]
-name = "{GEO}"
-policy = "region"
-
-  [[names.answers]]
-  service = "web"
-  regions = ["eu"]
-
-  [[names.answers]]
-  site = "east"
-  service = "web"
-  vip = "192.0.2.1"
-  regions = ["us"]
-
-[[names]]
-name = "{DOWN}"
-policy = "local_first"
-when_down = "servfail"
-
-  [[names.answers]]
-  service = "web"
-
-  [[names.answers]]
-  site = "east"
-  service = "web"
-  vip = "192.0.2.1"
-
-{long}
-"#
-    );
-    toml::from_str(&text).unwrap_or_else(|e| panic!("test [gslb]: {e}"))
+    let mut g = crate::testkit::gslb();
+    let extra: GslbConfig = toml::from_str(&format!(
+        "zone = \"g.example.com\"\ndns_addresses = []\n{long}"
+    ))
+    .unwrap_or_else(|e| panic!("test [gslb]: {e}"));
+    g.names.extend(extra.names);
+    g
 }
 
 /// The test configuration (DSR) with the exception path and [`gslb`].

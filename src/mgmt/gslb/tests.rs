@@ -12,45 +12,17 @@ use super::redirect::location;
 use crate::config::GslbConfig;
 use crate::gslb::{Candidate, Table};
 
+/// The test configuration's `[gslb]` (tests/data/gslb.toml) with `extra_ns` more name
+/// servers of long names (to make the apex's NS answer large).
 fn gslb(extra_ns: usize) -> GslbConfig {
-    let mut ns = String::new();
+    let mut g = crate::testkit::gslb();
     for i in 0..extra_ns {
-        ns.push_str(&format!(
-            "[[nameservers]]\nname = \"ns{i}-{}.example.net\"\n",
-            "x".repeat(50)
-        ));
+        g.nameservers.push(crate::config::NameServerConfig {
+            name: format!("ns{i}-{}.example.net", "x".repeat(50)),
+            address: None,
+        });
     }
-    toml::from_str(&format!(
-        r#"
-zone = "gslb.example.test"
-dns_addresses = ["10.20.0.53"]
-zone_ttl = 30
-[[nameservers]]
-name = "ns1.gslb.example.test"
-address = "10.20.0.53"
-{ns}
-[[sites]]
-name = "east"
-api = "10.30.0.10:9200"
-[[names]]
-name = "www.gslb.example.test"
-policy = "weighted"
-ttl = 7
-[[names.answers]]
-service = "web"
-[[names.answers]]
-site = "east"
-service = "web"
-vip = "10.30.0.100"
-[[names]]
-name = "closed.gslb.example.test"
-policy = "local_first"
-when_down = "refused"
-[[names.answers]]
-service = "web"
-"#
-    ))
-    .expect("test config parses")
+    g
 }
 
 fn shared(g: &GslbConfig, up: bool) -> Shared {
@@ -93,12 +65,12 @@ fn a_records_turn_by_weight_with_the_names_ttl() {
     let sh = shared(&g, true);
     // Only the local candidate is up (the peer has not been polled up).
     for _ in 0..3 {
-        let m = ask(&sh, "WWW.gslb.example.test.", RecordType::A, None, false);
+        let m = ask(&sh, "WWW.g.example.com.", RecordType::A, None, false);
         assert_eq!(m.metadata.id, 0x4242);
         assert!(m.metadata.authoritative && m.metadata.recursion_desired);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert_eq!(m.answers.len(), 1);
-        assert_eq!(m.answers[0].ttl, 7);
+        assert_eq!(m.answers[0].ttl, 20);
         assert_eq!(
             m.answers[0].data,
             RData::A(Ipv4Addr::new(10, 20, 0, 100).into())
@@ -111,24 +83,24 @@ fn a_records_turn_by_weight_with_the_names_ttl() {
 #[test]
 fn other_types_are_empty_noerror_with_the_soa() {
     let sh = shared(&gslb(0), true);
-    let m = ask(&sh, "www.gslb.example.test.", RecordType::AAAA, None, false);
+    let m = ask(&sh, "www.g.example.com.", RecordType::AAAA, None, false);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities.len(), 1);
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-    assert_eq!(m.authorities[0].ttl, 30);
+    assert_eq!(m.authorities[0].ttl, 60);
 }
 
 #[test]
 fn apex_answers_soa_and_ns_with_glue() {
     let sh = shared(&gslb(0), true);
-    let m = ask(&sh, "gslb.example.test.", RecordType::SOA, None, false);
+    let m = ask(&sh, "g.example.com.", RecordType::SOA, None, false);
     assert_eq!(m.answers.len(), 1);
     assert_eq!(m.answers[0].record_type(), RecordType::SOA);
-    let m = ask(&sh, "gslb.example.test.", RecordType::NS, None, false);
+    let m = ask(&sh, "g.example.com.", RecordType::NS, None, false);
     assert_eq!(m.answers.len(), 1);
     assert_eq!(m.additionals.len(), 1, "the in-zone name server's address");
-    let m = ask(&sh, "ns1.gslb.example.test.", RecordType::A, None, false);
+    let m = ask(&sh, "ns1.g.example.com.", RecordType::A, None, false);
     assert_eq!(
         m.answers[0].data,
         RData::A(Ipv4Addr::new(10, 20, 0, 53).into())
@@ -138,7 +110,7 @@ fn apex_answers_soa_and_ns_with_glue() {
 #[test]
 fn unknown_names_nxdomain_in_zone_refused_outside() {
     let sh = shared(&gslb(0), true);
-    let m = ask(&sh, "nope.gslb.example.test.", RecordType::A, None, false);
+    let m = ask(&sh, "nope.g.example.com.", RecordType::A, None, false);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert!(m.metadata.authoritative);
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
@@ -150,10 +122,10 @@ fn unknown_names_nxdomain_in_zone_refused_outside() {
 #[test]
 fn fail_closed_names_answer_their_code_when_down() {
     let sh = shared(&gslb(0), false);
-    let m = ask(&sh, "closed.gslb.example.test.", RecordType::A, None, false);
-    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = ask(&sh, "down.g.example.com.", RecordType::A, None, false);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     // Fail open: every VIP.
-    let m = ask(&sh, "www.gslb.example.test.", RecordType::A, None, false);
+    let m = ask(&sh, "www.g.example.com.", RecordType::A, None, false);
     assert_eq!(m.answers.len(), 2);
 }
 
@@ -162,7 +134,7 @@ fn edns_gets_an_opt_and_other_versions_badvers() {
     let sh = shared(&gslb(0), true);
     let m = ask(
         &sh,
-        "www.gslb.example.test.",
+        "www.g.example.com.",
         RecordType::A,
         Some((4096, 0)),
         false,
@@ -172,7 +144,7 @@ fn edns_gets_an_opt_and_other_versions_badvers() {
     assert_eq!(m.answers.len(), 1);
     let m = ask(
         &sh,
-        "www.gslb.example.test.",
+        "www.g.example.com.",
         RecordType::A,
         Some((4096, 1)),
         false,
@@ -185,19 +157,19 @@ fn edns_gets_an_opt_and_other_versions_badvers() {
 #[test]
 fn large_answers_truncate_over_udp_but_not_tcp() {
     let sh = shared(&gslb(12), true);
-    let m = ask(&sh, "gslb.example.test.", RecordType::NS, None, false);
+    let m = ask(&sh, "g.example.com.", RecordType::NS, None, false);
     assert!(m.metadata.truncation, "over 512 bytes without EDNS: TC");
     assert!(m.answers.is_empty());
     let m = ask(
         &sh,
-        "gslb.example.test.",
+        "g.example.com.",
         RecordType::NS,
         Some((1232, 0)),
         false,
     );
     assert!(!m.metadata.truncation, "fits the EDNS size");
     assert_eq!(m.answers.len(), 13);
-    let m = ask(&sh, "gslb.example.test.", RecordType::NS, None, true);
+    let m = ask(&sh, "g.example.com.", RecordType::NS, None, true);
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 13);
 }
@@ -205,7 +177,7 @@ fn large_answers_truncate_over_udp_but_not_tcp() {
 #[test]
 fn malformed_queries_are_dropped_and_counted() {
     let sh = shared(&gslb(0), true);
-    let good = query("www.gslb.example.test.", RecordType::A, None);
+    let good = query("www.g.example.com.", RecordType::A, None);
     let from = Ipv4Addr::new(10, 9, 9, 9);
     for cut in 0..good.len() {
         assert!(
