@@ -88,9 +88,12 @@ pub fn run(
     stats_json: Option<PathBuf>,
     stop_after_idle: Option<Duration>,
 ) -> Result<(), StartError> {
+    // A signal asks management to stop (`term`); management sets `stop`, which the workers
+    // follow (with `[bgp]` after withdrawing the VIPs and a grace).
     let stop = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(StartError::Signal)?;
+        signal_hook::flag::register(sig, term.clone()).map_err(StartError::Signal)?;
     }
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
@@ -282,6 +285,7 @@ pub fn run(
             .then(|| Duration::from_secs(u64::from(cfg.log.stats_interval_s))),
         config_path,
         hup,
+        term,
     };
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
     let api = if let Some(addr) = cfg.api.listen {

@@ -47,11 +47,32 @@ pub enum CtlCmd {
     },
     /// GSLB: names and what they answer now, peer sites and their services.
     Gslb,
+    /// Scale-out (`[bgp]`): what this node announces; drain it or announce again.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Live conns.
     Flows {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Announced VIPs, drained or not, live conns.
+    Status,
+    /// Withdraw every VIP; existing flows keep flowing. With --wait: until they are gone.
+    Drain {
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (exit 1) after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Announce the VIPs again.
+    Enable,
 }
 
 /// What `ctl` could not do.
@@ -61,6 +82,8 @@ pub enum CtlError {
     Config { path: PathBuf, source: ConfigError },
     #[error("{}: [api] listen is empty (API disabled)", .0.display())]
     ApiDisabled(PathBuf),
+    #[error("drained, but {0} conns still live at the timeout")]
+    DrainTimeout(u64),
     #[error("cannot reach the API at {base}: {source}")]
     Unreachable { base: String, source: ureq::Error },
     #[error("{url}: HTTP {code}")]
@@ -283,6 +306,28 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
         CtlCmd::Latency { reset: true } => call(base, "POST", "/latency/reset")?,
         CtlCmd::Flows { limit } => call(base, "GET", &format!("/flows?limit={limit}"))?,
         CtlCmd::Gslb => call(base, "GET", "/gslb")?,
+        CtlCmd::Node {
+            cmd: NodeCmd::Status,
+        } => call(base, "GET", "/node")?,
+        CtlCmd::Node {
+            cmd: NodeCmd::Enable,
+        } => call_with_error_body(base, "POST", "/node/enable")?,
+        CtlCmd::Node {
+            cmd: NodeCmd::Drain { wait, timeout_s },
+        } => {
+            let mut v = call_with_error_body(base, "POST", "/node/drain")?;
+            let until = std::time::Instant::now() + Duration::from_secs(*timeout_s);
+            while *wait && v["active_conns"].as_u64().unwrap_or(0) > 0 {
+                if std::time::Instant::now() > until {
+                    return Err(CtlError::DrainTimeout(
+                        v["active_conns"].as_u64().unwrap_or(0),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                v = call(base, "GET", "/node")?;
+            }
+            v
+        }
         CtlCmd::Reload => call_with_error_body(base, "POST", "/reload")?,
         CtlCmd::Drain {
             service,
@@ -472,6 +517,12 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
                 .collect(),
         ),
         CtlCmd::Gslb => gslb_tables(&v),
+        CtlCmd::Node { .. } => format!(
+            "announced: {}; drained: {}; live conns: {}",
+            list(&v["announced"]),
+            s(&v["drained"]),
+            s(&v["active_conns"])
+        ),
         CtlCmd::Reload => format!(
             "reloaded; applied: {}; needs restart (not applied): {}",
             list(&v["applied"]),

@@ -477,7 +477,7 @@ impl Config {
     }
 
     /// Whether the interface that announces `s`'s VIP has the exception path.
-    fn vip_interface_has_exception_path(&self, s: &super::ServiceConfig) -> bool {
+    pub(super) fn vip_interface_has_exception_path(&self, s: &super::ServiceConfig) -> bool {
         let ifc = match &s.interface {
             Some(n) => self.interfaces.iter().find(|i| &i.name == n),
             None => self

@@ -12,12 +12,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+mod bgp;
 mod gslb;
 mod ha;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+pub use bgp::{BgpConfig, BgpVipConfig};
 pub use gslb::{
     AnswerConfig, GslbConfig, MAX_GSLB_ANSWERS, MAX_GSLB_NAMES, MAX_GSLB_REGIONS, NameConfig,
     NameServerConfig, Policy, RegionConfig, SiteConfig, WhenDown, in_zone, valid_dns_name,
@@ -58,6 +60,9 @@ pub struct Config {
     /// Global server load balancing: DNS for global names, peer sites (absent: none).
     #[serde(default)]
     pub gslb: Option<GslbConfig>,
+    /// Scale-out behind ECMP routers: VIPs announced by BGP through BIRD (absent: none).
+    #[serde(default)]
+    pub bgp: Option<BgpConfig>,
 }
 
 /// Bytes of a hex string (`None`: empty, odd length or not hex).

@@ -283,6 +283,7 @@ impl Config {
             }
         }
         self.validate_ha()?;
+        self.validate_bgp()?;
         self.validate_gslb()
     }
 }

@@ -171,15 +171,15 @@ impl Datapath {
         };
         let svc = &snap.services[usize::from(si)];
         let b = &snap.backends[backend.0 as usize];
+        let conn_mode = snap.conn_mode(si, backend.0);
+        // A mid-flow TCP segment of a full-NAT conn cannot be adopted: the conn's SNAT
+        // tuple was chosen by another node (or before a restart), and a new one would reach
+        // the backend as a stranger.
+        if conn_mode == Mode::Proxy && state == FlowState::TcpEstablished {
+            return Err(DropReason::NatMidflow);
+        }
         let conn = Conn::new(key, state, si, backend.0);
-        let conn = mode::open(
-            snap.conn_mode(si, backend.0),
-            conn,
-            b,
-            snap,
-            &mut self.snat,
-            hash,
-        )?;
+        let conn = mode::open(conn_mode, conn, b, snap, &mut self.snat, hash)?;
         match self.flows.insert(conn, now) {
             Ok(id) => {
                 self.select.opened(backend);

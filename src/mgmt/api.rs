@@ -49,6 +49,10 @@ pub enum Request {
     Flows(usize),
     /// GSLB names, answers, peer sites.
     Gslb,
+    /// `[bgp]`: what is announced, drained, live conns.
+    Node,
+    NodeDrain,
+    NodeEnable,
     Metrics,
     Reload,
     Drain {
@@ -129,6 +133,9 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
         "/backends" if get => Ok(Request::Backends),
         "/latency" if get => Ok(Request::Latency),
         "/gslb" if get => Ok(Request::Gslb),
+        "/node" if get => Ok(Request::Node),
+        "/node/drain" if post => Ok(Request::NodeDrain),
+        "/node/enable" if post => Ok(Request::NodeEnable),
         "/flows" if get => {
             let limit = match q.get("limit") {
                 Some(l) => l
@@ -490,6 +497,9 @@ pub fn metrics(m: &Mgmt) -> String {
     reg.register("busy_seconds", "Time of busy poll rounds by phase", busy);
     if let Some(h) = m.ha() {
         ha_metrics(&mut reg, h, &per);
+    }
+    if let Some(b) = &m.bgp {
+        b.metrics(&mut reg);
     }
     if let Some(g) = &m.gslb {
         let worker = |i: usize| -> u64 { m.links.iter().map(|l| l.stats.name_answers(i)).sum() };

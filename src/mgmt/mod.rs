@@ -7,6 +7,7 @@
 //! the worker the only consumer), their event queues (the reverse) and their published stats.
 
 pub mod api;
+pub mod bgp;
 pub mod gslb;
 pub mod ha;
 pub mod health;
@@ -67,6 +68,8 @@ pub enum CmdError {
     Ambiguous { service: String, backend: String },
     #[error("weight {0} is not 0-65535")]
     WeightRange(u32),
+    #[error("this node has no [bgp]: nothing to drain or announce")]
+    NoBgp,
 }
 
 /// Options of the management loop.
@@ -78,6 +81,8 @@ pub struct MgmtOptions {
     pub config_path: Option<PathBuf>,
     /// Set by SIGHUP.
     pub hup: Arc<AtomicBool>,
+    /// Set by SIGINT/SIGTERM: stop (with `[bgp]`, after withdrawing and the grace).
+    pub term: Arc<AtomicBool>,
 }
 
 /// A drain in progress.
@@ -113,6 +118,8 @@ pub struct Mgmt {
     link_state: Option<LinkState>,
     /// GSLB (with `[gslb]`).
     gslb: Option<gslb::Gslb>,
+    /// What BIRD announces (with `[bgp]`).
+    bgp: Option<bgp::Announcer>,
 }
 
 /// Reads each port's link state: (interface name, up).
@@ -152,6 +159,7 @@ impl Mgmt {
             beats,
             link_state: None,
             gslb: gslb::Gslb::new(&cfg),
+            bgp: cfg.bgp.as_ref().map(bgp::Announcer::new),
             cfg,
         }
     }
@@ -388,8 +396,17 @@ impl Mgmt {
         let mut last_stats = Instant::now();
         self.health.start(&self.snap);
         self.gslb_start();
+        let mut stop_at: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            if opts.term.load(Ordering::Relaxed) {
+                // A clean stop: with [bgp], withdraw every VIP and keep forwarding for the
+                // grace, so the routers move the flows before the data plane goes.
+                let at = *stop_at.get_or_insert_with(|| self.bgp_stop(now));
+                if now >= at {
+                    break;
+                }
+            }
             for l in &self.links {
                 while let Some(ev) = l.events.pop() {
                     match ev {
@@ -420,6 +437,7 @@ impl Mgmt {
             self.expire_drains(now);
             self.apply_health();
             self.gslb_tick(now);
+            self.bgp_tick();
             self.merge_latency();
             if opts.hup.swap(false, Ordering::Relaxed) {
                 match self.reload(opts.config_path.as_ref()) {
@@ -460,6 +478,9 @@ impl Mgmt {
         if let Some(g) = self.gslb.as_mut() {
             g.stop();
         }
+        if let Some(b) = self.bgp.as_mut() {
+            b.withdraw_all();
+        }
         self.merge_latency();
     }
 
@@ -476,6 +497,9 @@ impl Mgmt {
             Request::LatencyReset => Ok(self.reset_latency()),
             Request::Flows(limit) => Ok(self.flows(limit)),
             Request::Gslb => self.gslb_status(),
+            Request::Node => self.node_status(),
+            Request::NodeDrain => self.node_drain(true),
+            Request::NodeEnable => self.node_drain(false),
             Request::Metrics => return Response::metrics(api::metrics(self)),
             Request::Reload => self.reload(opts.config_path.as_ref()),
             Request::Drain {
@@ -523,6 +547,7 @@ impl Mgmt {
             "counters": sum.to_json(),
             "workers_counters": per.iter().map(Counters::to_json).collect::<Vec<_>>(),
             "ha": self.ha_view(),
+            "bgp": self.bgp.as_ref().map(bgp::Announcer::json),
             "neighbours": self.neigh.entries().iter().map(|(ip, mac, st)| json!({
                 "address": ip.to_string(),
                 "mac": mac.map(|m| MacAddr(m).to_string()),

@@ -93,10 +93,15 @@ pub enum DropReason {
     /// To one of our DNS addresses: not a DNS query (a response, a header or question cut
     /// short, a label longer than 63, a name longer than 255).
     DnsMalformed,
+    /// A TCP segment other than a SYN, of no conn this node knows, for a full-NAT conn
+    /// (proxy mode, a remote backend): its SNAT tuple was another node's (an ECMP change, a
+    /// restart), so it cannot be adopted; the client's retransmissions find no conn either
+    /// until it gives up or reconnects.
+    NatMidflow,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::DnsMalformed as usize + 1;
+    pub const COUNT: usize = DropReason::NatMidflow as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -131,6 +136,7 @@ impl DropReason {
         DropReason::NotOwner,
         DropReason::StaleFromKernel,
         DropReason::DnsMalformed,
+        DropReason::NatMidflow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -168,6 +174,7 @@ impl DropReason {
             DropReason::NotOwner => "not_owner",
             DropReason::StaleFromKernel => "stale_from_kernel",
             DropReason::DnsMalformed => "dns_malformed",
+            DropReason::NatMidflow => "nat_midflow",
         }
     }
 }

@@ -12,6 +12,7 @@ mod local;
 mod policy;
 mod proxy;
 mod robustness;
+mod scaleout;
 
 pub(super) use crate::config::Mode;
 pub(super) use crate::testkit::frames::{
