@@ -22,6 +22,8 @@ PKGS=(
 	# two-site GSLB lab: the client's recursive resolver, the parent zone's authoritative server
 	# (also the DNS performance baseline), the DNS load generator
 	unbound knot dnsperf
+	# ECMP scale-out lab: BGP on the nodes and the edge router
+	bird2
 )
 
 missing=()

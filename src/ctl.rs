@@ -63,10 +63,13 @@ pub enum CtlCmd {
 pub enum NodeCmd {
     /// Announced VIPs, drained or not, live conns.
     Status,
-    /// Withdraw every VIP; existing flows keep flowing. With --wait: until they are gone.
+    /// Withdraw every VIP; existing flows keep flowing. With --wait: until they are gone (no
+    /// conn left, or none forwarded for --idle-s: the routers send them elsewhere).
     Drain {
         #[arg(long)]
         wait: bool,
+        #[arg(long, default_value_t = 2.0)]
+        idle_s: f64,
         /// With --wait: give up (exit 1) after this long.
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
@@ -313,11 +316,20 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
             cmd: NodeCmd::Enable,
         } => call_with_error_body(base, "POST", "/node/enable")?,
         CtlCmd::Node {
-            cmd: NodeCmd::Drain { wait, timeout_s },
+            cmd:
+                NodeCmd::Drain {
+                    wait,
+                    idle_s,
+                    timeout_s,
+                },
         } => {
             let mut v = call_with_error_body(base, "POST", "/node/drain")?;
             let until = std::time::Instant::now() + Duration::from_secs(*timeout_s);
-            while *wait && v["active_conns"].as_u64().unwrap_or(0) > 0 {
+            let gone = |v: &Value| {
+                v["active_conns"].as_u64().unwrap_or(0) == 0
+                    || v["idle_s"].as_f64().unwrap_or(0.0) >= *idle_s
+            };
+            while *wait && !gone(&v) {
                 if std::time::Instant::now() > until {
                     return Err(CtlError::DrainTimeout(
                         v["active_conns"].as_u64().unwrap_or(0),
@@ -518,10 +530,11 @@ pub fn run(base: &str, cmd: &CtlCmd, json: bool) -> Result<String, CtlError> {
         ),
         CtlCmd::Gslb => gslb_tables(&v),
         CtlCmd::Node { .. } => format!(
-            "announced: {}; drained: {}; live conns: {}",
+            "announced: {}; drained: {}; live conns: {}; last forwarded {:.1} s ago",
             list(&v["announced"]),
             s(&v["drained"]),
-            s(&v["active_conns"])
+            s(&v["active_conns"]),
+            v["idle_s"].as_f64().unwrap_or(0.0)
         ),
         CtlCmd::Reload => format!(
             "reloaded; applied: {}; needs restart (not applied): {}",

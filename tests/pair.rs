@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::lab::*;
 use common::pair::*;
-use serde_json::Value;
 
 const CONNS: usize = 200;
 
@@ -84,88 +83,6 @@ fn block_sync(lab: &Lab, n: &str, on: bool) {
         "nft: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// What the long-lived clients saw, against the marks the test set.
-struct Report {
-    v: Value,
-}
-
-impl Report {
-    fn conns(&self) -> &Vec<Value> {
-        self.v["conns"].as_array().unwrap()
-    }
-
-    fn mark(&self, i: usize) -> f64 {
-        self.v["marks"][i]
-            .as_f64()
-            .unwrap_or_else(|| panic!("mark {i} missing: {}", self.v["marks"]))
-    }
-
-    /// Connections that answered every request, on one backend, never reset.
-    fn continued(&self) -> usize {
-        self.conns()
-            .iter()
-            .filter(|c| {
-                c["failures"] == 0
-                    && c["reset"] == false
-                    && c["backends"].as_array().unwrap().len() == 1
-            })
-            .count()
-    }
-
-    /// Connections that failed at or after `t` (client seconds).
-    fn failed_after(&self, t: f64) -> usize {
-        self.conns()
-            .iter()
-            .filter(|c| c["failed_at"].as_f64().is_some_and(|f| f >= t))
-            .count()
-    }
-
-    fn opened(&self) -> usize {
-        self.conns()
-            .iter()
-            .filter(|c| c["failed_at"].as_f64() != Some(0.0))
-            .count()
-    }
-
-    /// The first successful new-connection probe at or after `t`.
-    fn first_new_conn_after(&self, t: f64) -> Option<f64> {
-        self.v["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p[1] == true)
-            .map(|p| p[0].as_f64().unwrap())
-            .find(|&at| at >= t)
-    }
-
-    /// New-connection probes started in `[from, to)` that failed.
-    fn probes_failed_between(&self, from: f64, to: f64) -> Vec<f64> {
-        self.v["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p[1] == false)
-            .map(|p| p[0].as_f64().unwrap())
-            .filter(|&at| at >= from && at < to)
-            .collect()
-    }
-
-    fn failures(&self) -> String {
-        let bad: Vec<&Value> = self
-            .conns()
-            .iter()
-            .filter(|c| c["failures"] != 0 || c["backends"].as_array().unwrap().len() != 1)
-            .take(5)
-            .collect();
-        format!(
-            "{} of {} continued; first failures: {bad:?}; marks {}",
-            self.continued(),
-            self.conns().len(),
-            self.v["marks"]
-        )
-    }
 }
 
 /// The node loss, the return and preemption, in one mode:

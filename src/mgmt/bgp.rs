@@ -40,6 +40,9 @@ pub struct Announcer {
     pub drains: u64,
     pub errors: u64,
     last_error: Option<String>,
+    /// The forwarded-packets total last seen, and when it last moved (a drained node is
+    /// done once its conns stop sending: the routers send them elsewhere).
+    forwarded: (u64, std::time::Instant),
 }
 
 impl Announcer {
@@ -54,6 +57,7 @@ impl Announcer {
             drains: 0,
             errors: 0,
             last_error: None,
+            forwarded: (0, std::time::Instant::now()),
         }
     }
 
@@ -245,7 +249,12 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl super::Mgmt {
     /// Brings the announced set to what the running snapshot asks for.
     pub(super) fn bgp_tick(&mut self) {
+        let (sum, _) = super::totals(&self.links);
+        let fwd = sum.get(crate::stats::Ctr::Forwarded);
         if let Some(a) = self.bgp.as_mut() {
+            if fwd != a.forwarded.0 {
+                a.forwarded = (fwd, std::time::Instant::now());
+            }
             let w = a.wanted(&self.snap, &self.kifs);
             a.sync(&w);
         }
@@ -277,6 +286,7 @@ impl super::Mgmt {
             Some(a) => {
                 let mut v = a.json();
                 v["active_conns"] = json!(self.active_conns());
+                v["idle_s"] = json!(a.forwarded.1.elapsed().as_secs_f64());
                 v
             }
             None => json!({ "bgp": false, "active_conns": self.active_conns() }),

@@ -311,12 +311,18 @@ pub struct Hold {
 
 impl Hold {
     pub fn start(lab: &Lab, conns: usize, seconds: u64) -> Hold {
+        Self::start_in(&lab.ns("client"), super::lab::VIP, conns, seconds, &[])
+    }
+
+    /// The client in namespace `ns` against `vip`, with more of hold_client.py's arguments.
+    pub fn start_in(ns: &str, vip: &str, conns: usize, seconds: u64, extra: &[&str]) -> Hold {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("hold.json");
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("client"), "/usr/bin/python3"])
+            .args(["netns", "exec", ns, "/usr/bin/python3"])
             .arg(repo("tests/lab/hold_client.py"))
-            .arg(super::lab::VIP)
+            .arg(vip)
+            .args(extra)
             .args(["--conns", &conns.to_string(), "--period", "0.2"])
             .args(["--seconds", &seconds.to_string(), "--out"])
             .arg(&out)
@@ -393,4 +399,86 @@ pub fn port_mac(lab: &Lab, n: &str) -> [u8; 6] {
         mac[i] = u8::from_str_radix(p, 16).unwrap_or(0);
     }
     mac
+}
+
+/// What the long-lived clients saw, against the marks the test set.
+pub struct Report {
+    pub v: Value,
+}
+
+impl Report {
+    pub fn conns(&self) -> &Vec<Value> {
+        self.v["conns"].as_array().unwrap()
+    }
+
+    pub fn mark(&self, i: usize) -> f64 {
+        self.v["marks"][i]
+            .as_f64()
+            .unwrap_or_else(|| panic!("mark {i} missing: {}", self.v["marks"]))
+    }
+
+    /// Connections that answered every request, on one backend, never reset.
+    pub fn continued(&self) -> usize {
+        self.conns()
+            .iter()
+            .filter(|c| {
+                c["failures"] == 0
+                    && c["reset"] == false
+                    && c["backends"].as_array().unwrap().len() == 1
+            })
+            .count()
+    }
+
+    /// Connections that failed at or after `t` (client seconds).
+    pub fn failed_after(&self, t: f64) -> usize {
+        self.conns()
+            .iter()
+            .filter(|c| c["failed_at"].as_f64().is_some_and(|f| f >= t))
+            .count()
+    }
+
+    pub fn opened(&self) -> usize {
+        self.conns()
+            .iter()
+            .filter(|c| c["failed_at"].as_f64() != Some(0.0))
+            .count()
+    }
+
+    /// The first successful new-connection probe at or after `t`.
+    pub fn first_new_conn_after(&self, t: f64) -> Option<f64> {
+        self.v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p[1] == true)
+            .map(|p| p[0].as_f64().unwrap())
+            .find(|&at| at >= t)
+    }
+
+    /// New-connection probes started in `[from, to)` that failed.
+    pub fn probes_failed_between(&self, from: f64, to: f64) -> Vec<f64> {
+        self.v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p[1] == false)
+            .map(|p| p[0].as_f64().unwrap())
+            .filter(|&at| at >= from && at < to)
+            .collect()
+    }
+
+    pub fn failures(&self) -> String {
+        let bad: Vec<&Value> = self
+            .conns()
+            .iter()
+            .filter(|c| c["failures"] != 0 || c["backends"].as_array().unwrap().len() != 1)
+            .take(5)
+            .collect();
+        format!(
+            "{} of {} continued; first failures: {bad:?}; marks {}",
+            self.continued(),
+            self.conns().len(),
+            self.v["marks"]
+        )
+    }
 }
