@@ -294,6 +294,18 @@ fn three_nodes_behind_ecmp_keep_flows_through_node_changes() {
         lab.next_hops()
     );
     assert!(lab.curl().starts_with("backend b"));
+    // The VIP's MED and community ([[bgp.vips]]) reach the router through BIRD.
+    let o = Command::new("birdc")
+        .arg("-s")
+        .arg(lab.logdir.join("bird-router.ctl"))
+        .args(["show", "route", "all", "for", VIP])
+        .output()
+        .expect("birdc");
+    let routes = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        routes.contains("BGP.med: 50") && routes.contains("BGP.community: (65001,7)"),
+        "{routes}"
+    );
 
     let hold = Hold::start_in(
         &lab.ns("client"),
