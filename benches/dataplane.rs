@@ -137,6 +137,18 @@ fn pipeline(c: &mut Criterion) {
         let frames: Vec<Vec<u8>> = (0..65536u32)
             .map(|i| frame(0xac10_0000 | (i >> 10), 1024 + (i & 1023) as u16))
             .collect();
+        // Each conn opened by its SYN (a full-NAT conn is never adopted mid-flow).
+        for i in 0..65536u32 {
+            let mut syn = frames::pkt(
+                Ipv4Addr::from(0xac10_0000 | (i >> 10)),
+                testkit::VIP,
+                1024 + (i & 1023) as u16,
+                80,
+                PROTO_TCP,
+                frames::SYN,
+            );
+            d.process(&mut syn, IfIdx(0), 0, false);
+        }
         for f in &frames {
             d.process(&mut f.clone(), IfIdx(0), 0, false);
         }

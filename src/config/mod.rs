@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod bgp;
 mod gslb;
 mod ha;
+mod sanity;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};

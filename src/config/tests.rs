@@ -111,3 +111,100 @@ fn env_style_nested_keys_reach_the_struct() {
 fn primes_are_told_apart() {
     assert!(is_prime(65537) && !is_prime(65536));
 }
+
+/// What would start but not work is refused, the key named (hardening, issue 21 point 6).
+#[test]
+fn configs_that_would_fail_at_run_time_are_refused() {
+    use std::net::Ipv4Addr;
+    let own = Ipv4Addr::new(10, 20, 0, 10);
+    let vip = Ipv4Addr::new(10, 20, 0, 100);
+    type Edit = Box<dyn FnOnce(&mut Config)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "flows.timeouts.tcp_established_s",
+            Box::new(|c| c.flows.timeouts.tcp_established_s = 0),
+        ),
+        (
+            "flows.timeouts.udp_s",
+            Box::new(|c| c.flows.timeouts.udp_s = 0),
+        ),
+        (
+            "flows.timeouts.tcp_syn_s",
+            Box::new(|c| c.flows.timeouts.tcp_syn_s = u32::MAX),
+        ),
+        (
+            "services[0].vip",
+            Box::new(move |c| c.services[0].vip = own),
+        ),
+        (
+            "services[0].vip",
+            Box::new(|c| c.services[0].vip = Ipv4Addr::LOCALHOST),
+        ),
+        (
+            "services[0].vip",
+            Box::new(|c| c.services[0].vip = Ipv4Addr::new(10, 20, 1, 12)),
+        ),
+        (
+            "services[0].backends[0].address",
+            Box::new(move |c| c.services[0].backends[0].address = own),
+        ),
+        (
+            "interfaces[0].snat_addresses[0]",
+            Box::new(move |c| c.interfaces[0].snat_addresses = vec![vip]),
+        ),
+        ("routes[0].via", Box::new(move |c| c.routes[0].via = own)),
+        (
+            "services[0].health.rise",
+            Box::new(|c| {
+                c.services[0].health = Some(
+                    toml::from_str::<HealthConfig>("type = \"tcp\"\nrise = 4294967295").unwrap(),
+                )
+            }),
+        ),
+        (
+            "cores.workers[0]",
+            Box::new(|c| c.cores.workers = vec![4095]),
+        ),
+        ("cores.management", Box::new(|c| c.cores.management = 4095)),
+        (
+            "services",
+            Box::new(|c| {
+                c.flows.capacity_per_core = 1024;
+                let mut s = c.services[0].clone();
+                s.backends = (0..4100u32)
+                    .map(|i| {
+                        let mut b = s.backends[0].clone();
+                        b.port = Some(1000 + (i % 60000) as u16);
+                        b
+                    })
+                    .collect();
+                s.mode = Mode::Proxy;
+                c.services[0] = s;
+            }),
+        ),
+    ];
+    for (key, edit) in cases {
+        let e = refused(edit);
+        assert_eq!(e.key, key, "{}", e.problem);
+    }
+    // The conn tables must fit the machine.
+    let e = refused(|c| {
+        c.flows.capacity_per_core = MAX_FLOWS_PER_CORE;
+        c.cores.workers = vec![1];
+    });
+    assert_eq!(e.key, "flows.capacity_per_core", "{}", e.problem);
+}
+
+/// One server on two ports is two backends.
+#[test]
+fn a_backend_on_two_ports_is_allowed() {
+    let mut c = testkit::config(Mode::Proxy);
+    let mut b = c.services[0].backends[0].clone();
+    b.port = Some(8080);
+    c.services[0].backends.push(b);
+    c.validate().expect("same address, another port");
+    let mut twice = c.clone();
+    let again = twice.services[0].backends[2].clone();
+    twice.services[0].backends.push(again);
+    assert!(twice.validate().is_err());
+}

@@ -198,8 +198,10 @@ impl Config {
             for (j, b) in s.backends.iter().enumerate() {
                 let bk = format!("services[{i}].backends[{j}].address");
                 let ip = b.address;
-                if !bset.insert(ip) {
-                    return Err(err(&bk, format!("backend {ip} listed twice")));
+                // One server may listen on several ports: a backend is its address and port.
+                let port = b.port.unwrap_or(s.port);
+                if !bset.insert((ip, port)) {
+                    return Err(err(&bk, format!("backend {ip}:{port} listed twice")));
                 }
                 if s.mode == Mode::Dsr && !b.remote && !subnets.iter().any(|c| c.contains(ip)) {
                     return Err(err(
@@ -282,6 +284,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_sanity()?;
         self.validate_ha()?;
         self.validate_bgp()?;
         self.validate_gslb()
