@@ -158,6 +158,10 @@ impl Datapath {
         now: u32,
     ) -> Result<ConnId, DropReason> {
         let snap = &*self.snap;
+        let src = std::net::Ipv4Addr::from(key.src);
+        if martian(src) || snap.local(src).is_some() {
+            return Err(DropReason::MartianSource);
+        }
         let backend = self.select.select(snap, si, key.src, hash, now)?;
         let state = if key.proto == PROTO_UDP {
             FlowState::Udp
@@ -199,4 +203,11 @@ impl Datapath {
             }
         }
     }
+}
+
+/// A source no client can have (RFC 1812 5.3.7 and RFC 6890): "this network" 0/8, loopback,
+/// multicast, the reserved class E and the limited broadcast.
+fn martian(a: std::net::Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 0 || a.is_loopback() || a.is_multicast() || o[0] >= 240
 }

@@ -102,6 +102,8 @@ pub struct Datapath {
     sync: Option<sync::SyncOut>,
     /// GSLB: each name's next turn of its answer wheel (`dns`).
     dns_turns: Box<[u32; crate::types::MAX_GSLB_NAMES]>,
+    /// ICMP errors this worker may still originate (`icmp`).
+    icmp_budget: icmp::IcmpBudget,
 }
 
 impl Datapath {
@@ -128,6 +130,7 @@ impl Datapath {
             hash_hint: None,
             sync: None,
             dns_turns: Box::new([0; crate::types::MAX_GSLB_NAMES]),
+            icmp_budget: icmp::IcmpBudget::new(),
         }
     }
 

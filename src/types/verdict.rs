@@ -98,10 +98,16 @@ pub enum DropReason {
     /// restart), so it cannot be adopted; the client's retransmissions find no conn either
     /// until it gives up or reconnects.
     NatMidflow,
+    /// A new flow from a source no client can have: 0.0.0.0/8, loopback, multicast, class E
+    /// or broadcast, or one of this node's own addresses and VIPs (spoofed).
+    MartianSource,
+    /// An ICMP error we would originate (TTL exceeded, unreachable) over the worker's budget
+    /// (`ICMP_ERRORS_PER_S`, burst `ICMP_ERRORS_BURST`).
+    IcmpRateLimited,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::NatMidflow as usize + 1;
+    pub const COUNT: usize = DropReason::IcmpRateLimited as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -137,6 +143,8 @@ impl DropReason {
         DropReason::StaleFromKernel,
         DropReason::DnsMalformed,
         DropReason::NatMidflow,
+        DropReason::MartianSource,
+        DropReason::IcmpRateLimited,
     ];
 
     pub fn name(self) -> &'static str {
@@ -175,6 +183,8 @@ impl DropReason {
             DropReason::StaleFromKernel => "stale_from_kernel",
             DropReason::DnsMalformed => "dns_malformed",
             DropReason::NatMidflow => "nat_midflow",
+            DropReason::MartianSource => "martian_source",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
         }
     }
 }

@@ -8,6 +8,7 @@ mod frag;
 mod gateway;
 mod gslb;
 mod ha;
+mod hardening;
 mod local;
 mod policy;
 mod proxy;
