@@ -73,6 +73,13 @@ fn eal_args(cfg: &Config) -> Vec<String> {
         "0".into(),
     ];
     a.extend(cfg.dpdk.eal_args.iter().cloned());
+    // Hugepage files are unlinked as soon as they are mapped: whatever the exit (a clean
+    // stop, kill -9), the kernel frees the pages with the process and nothing is left in
+    // hugetlbfs. (No secondary process ever attaches to ours.)
+    let given = |f: &str| cfg.dpdk.eal_args.iter().any(|x| x.starts_with(f));
+    if !given("--no-huge") && !given("--in-memory") && !given("--huge-unlink") {
+        a.push("--huge-unlink".into());
+    }
     // One tap port per interface with an exception path.
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         if ifc.exception_path {
