@@ -255,10 +255,27 @@ pub struct InterfaceConfig {
     /// Name of that kernel interface (at most 15 characters); default `sy-<name>`.
     #[serde(default)]
     pub exception_iface: Option<String>,
+    /// What the kernel side accepts from this network besides what Switchyard itself needs
+    /// (replies to the kernel's own connections, ICMP, the API, VRRP and sync, BGP, GSLB):
+    /// `"tcp/22"`, `"udp/161"`. Everything else to the kernel interface is dropped.
+    #[serde(default)]
+    pub exception_allow: Vec<String>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// An `exception_allow` entry: (`"tcp"` or `"udp"`, port).
+pub fn parse_allow(a: &str) -> Option<(&'static str, u16)> {
+    let (proto, port) = a.split_once('/')?;
+    let proto = match proto {
+        "tcp" => "tcp",
+        "udp" => "udp",
+        _ => return None,
+    };
+    let port: u16 = port.parse().ok()?;
+    (port != 0).then_some((proto, port))
 }
 
 impl InterfaceConfig {

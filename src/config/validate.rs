@@ -111,6 +111,14 @@ impl Config {
                     ));
                 }
             }
+            for (j, a) in ifc.exception_allow.iter().enumerate() {
+                if super::parse_allow(a).is_none() {
+                    return Err(err(
+                        format!("interfaces[{i}].exception_allow[{j}]"),
+                        format!("{a:?} is not tcp/PORT or udp/PORT (PORT 1-65535)"),
+                    ));
+                }
+            }
             if ifc.snat_addresses.len() > 64 {
                 return Err(err(k("snat_addresses"), "at most 64 per interface"));
             }

@@ -173,7 +173,7 @@ pub fn setup(cfg: &Config, kifs: &[Option<KernelIface>]) -> Result<(), KernelErr
             }
         }
     }
-    Ok(())
+    super::firewall::setup(cfg, kifs)
 }
 
 /// Mirrors a neighbour into the kernel interface whose subnet holds it.
@@ -205,8 +205,10 @@ pub fn neighbour(kifs: &[Option<KernelIface>], addr: Ipv4Addr, mac: Option<[u8; 
     }
 }
 
-/// Removes the policy rules (the interfaces themselves go with their tap ports).
+/// Removes the policy rules and the firewall chains (the interfaces themselves go with their
+/// tap ports).
 pub fn teardown(kifs: &[Option<KernelIface>]) {
+    super::firewall::teardown(kifs);
     for k in kifs.iter().flatten() {
         let t = k.table.to_string();
         for a in k

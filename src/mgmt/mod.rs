@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bgp;
+pub mod firewall;
 pub mod gslb;
 pub mod ha;
 pub mod health;
