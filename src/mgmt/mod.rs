@@ -6,6 +6,7 @@
 //! It talks to workers only through their control queues (management is the only producer,
 //! the worker the only consumer), their event queues (the reverse) and their published stats.
 
+mod alarms;
 pub mod api;
 pub mod bgp;
 pub mod firewall;
@@ -121,6 +122,8 @@ pub struct Mgmt {
     gslb: Option<gslb::Gslb>,
     /// What BIRD announces (with `[bgp]`).
     bgp: Option<bgp::Announcer>,
+    /// Rate-limited warnings of drops under pressure.
+    alarms: alarms::Alarms,
 }
 
 /// Reads each port's link state: (interface name, up).
@@ -161,6 +164,7 @@ impl Mgmt {
             link_state: None,
             gslb: gslb::Gslb::new(&cfg),
             bgp: cfg.bgp.as_ref().map(bgp::Announcer::new),
+            alarms: alarms::Alarms::new(),
             cfg,
         }
     }
@@ -454,6 +458,7 @@ impl Mgmt {
             }
 
             let (sum, _) = totals(&self.links);
+            self.alarms.tick(&sum, now);
             let rx = sum.get(Ctr::RxPackets);
             if rx != last_rx {
                 last_rx = rx;

@@ -1,0 +1,104 @@
+//! Rate-limited warnings for what an operator must hear about under pressure: the conn table
+//! full, SNAT ports exhausted, martian sources, ICMP errors held back, NAT segments of other
+//! nodes. Counters say how many; the log says that it is happening, at most once per reason
+//! every `EVERY`, with the count since the last line.
+
+use std::time::{Duration, Instant};
+
+use crate::stats::Counters;
+use crate::types::DropReason;
+
+/// At most one line per reason this often.
+pub const EVERY: Duration = Duration::from_secs(10);
+
+const WATCHED: [(DropReason, &str); 5] = [
+    (
+        DropReason::FlowTableFull,
+        "conn table full: new flows dropped (flows.capacity_per_core)",
+    ),
+    (
+        DropReason::SnatExhausted,
+        "SNAT ports exhausted: new proxy flows dropped (more snat_addresses or [nat] ports)",
+    ),
+    (
+        DropReason::MartianSource,
+        "new flows from martian sources dropped",
+    ),
+    (
+        DropReason::IcmpRateLimited,
+        "ICMP errors held back by the rate limit",
+    ),
+    (
+        DropReason::NatMidflow,
+        "mid-flow segments of full-NAT conns this node does not know dropped",
+    ),
+];
+
+/// Per watched reason: the count at the last line and when it was written.
+pub struct Alarms {
+    last: [(u64, Option<Instant>); WATCHED.len()],
+}
+
+impl Alarms {
+    pub fn new() -> Alarms {
+        Alarms {
+            last: [(0, None); WATCHED.len()],
+        }
+    }
+
+    /// Looks at the totals; returns the lines written (for tests).
+    pub fn tick(&mut self, sum: &Counters, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (reason, what)) in WATCHED.iter().enumerate() {
+            let v = sum.dropped(*reason);
+            let (seen, at) = self.last[i];
+            if v <= seen || at.is_some_and(|t| now.duration_since(t) < EVERY) {
+                continue;
+            }
+            let line = format!("{what}: {} since the last report", v - seen);
+            tracing::warn!(drop = reason.name(), count = v - seen, "{what}");
+            out.push(line);
+            self.last[i] = (v, Some(now));
+        }
+        out
+    }
+}
+
+impl Default for Alarms {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_per_reason_at_most_every_period_with_the_count_since() {
+        let mut a = Alarms::new();
+        let mut c = Counters::default();
+        let t0 = Instant::now();
+        assert!(a.tick(&c, t0).is_empty());
+        for _ in 0..5 {
+            c.drop(DropReason::FlowTableFull);
+        }
+        let l = a.tick(&c, t0);
+        assert_eq!(l.len(), 1);
+        assert!(
+            l[0].contains("conn table full") && l[0].contains(": 5 since"),
+            "{l:?}"
+        );
+        c.drop(DropReason::FlowTableFull);
+        assert!(
+            a.tick(&c, t0 + Duration::from_secs(1)).is_empty(),
+            "held back"
+        );
+        c.drop(DropReason::SnatExhausted);
+        let l = a.tick(&c, t0 + Duration::from_secs(2));
+        assert_eq!(l.len(), 1, "another reason has its own period: {l:?}");
+        let l = a.tick(&c, t0 + EVERY + Duration::from_secs(1));
+        assert_eq!(l.len(), 1);
+        assert!(l[0].contains(": 1 since"), "{l:?}");
+    }
+}
