@@ -218,10 +218,20 @@ pub fn run(
         .zip(&ports)
         .map(|(i, p)| (i.name.clone(), p.id))
         .collect();
+    let loss_ids = port_ids.clone();
     mgmt.set_link_state(Box::new(move || {
         port_ids
             .iter()
             .map(|(n, id)| (n.clone(), crate::dpdk::link_of(*id).up))
+            .collect()
+    }));
+    mgmt.set_rx_losses(Box::new(move || {
+        loss_ids
+            .iter()
+            .map(|(n, id)| {
+                let l = crate::dpdk::rx_losses_of(*id);
+                (n.clone(), [l.missed, l.errors, l.no_mbuf])
+            })
             .collect()
     }));
     for (w, link) in mgmt.links().iter().enumerate() {

@@ -86,6 +86,15 @@ fn api_ctl_and_metrics_against_a_running_balancer() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The port's receive losses are there (none in this quiet lab).
+    assert_eq!(
+        sample(&text, "switchyard_port_rx_missed_total{port=\"lan\"}"),
+        0
+    );
+    assert_eq!(
+        sample(&text, "switchyard_port_rx_nombuf_total{port=\"lan\"}"),
+        0
+    );
     // The counters match what was sent: 20 HTTP connections, 5 DNS queries (new flows each).
     assert_eq!(
         sample(&text, "switchyard_service_flows_total{service=\"web\"}") - web0,

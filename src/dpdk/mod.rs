@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 
 pub use huge::HugeSlice;
 pub use mbuf::{Mbuf, MbufArray};
-pub use port::{Link, Port, link_of, port_names, prime_tap_rx};
+pub use port::{Link, Port, RxLosses, link_of, port_names, prime_tap_rx, rx_losses_of};
 pub use ring::MbufRing;
 use thiserror::Error;
 

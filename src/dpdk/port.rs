@@ -57,6 +57,31 @@ pub fn link_of(id: PortId) -> Link {
     }
 }
 
+/// A port's receive-side losses: frames the device dropped for want of room in the rx ring
+/// (`imissed`: the workers did not keep up), receive errors, and mbuf allocation failures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxLosses {
+    pub missed: u64,
+    pub errors: u64,
+    pub no_mbuf: u64,
+}
+
+/// The receive-side losses of port `id` (zero for a port DPDK does not know).
+pub fn rx_losses_of(id: PortId) -> RxLosses {
+    let mut s = ffi::rte_eth_stats::default();
+    // SAFETY: `s` is a writable struct of the right type; DPDK checks the port id and
+    // returns an error (leaving `s` zeroed) for one it does not know.
+    let rc = unsafe { ffi::rte_eth_stats_get(id.0, &mut s) };
+    if rc != 0 {
+        return RxLosses::default();
+    }
+    RxLosses {
+        missed: s.imissed,
+        errors: s.ierrors,
+        no_mbuf: s.rx_nombuf,
+    }
+}
+
 /// Makes DPDK's net_tap ports read their kernel side only when it has something for them.
 ///
 /// net_tap reads its tap file descriptor (a `readv` system call per rx burst) until the first

@@ -37,13 +37,48 @@ const WATCHED: [(DropReason, &str); 5] = [
 /// Per watched reason: the count at the last line and when it was written.
 pub struct Alarms {
     last: [(u64, Option<Instant>); WATCHED.len()],
+    /// Per port: frames the device missed at the last line, and when it was written.
+    missed: std::collections::HashMap<String, (u64, Option<Instant>)>,
+    /// When the ports' counters were last read (once a second is enough).
+    ports_read: Option<Instant>,
 }
 
 impl Alarms {
     pub fn new() -> Alarms {
         Alarms {
             last: [(0, None); WATCHED.len()],
+            missed: std::collections::HashMap::new(),
+            ports_read: None,
         }
+    }
+
+    /// Whether to read the ports' counters now (once a second).
+    pub fn ports_due(&mut self, now: Instant) -> bool {
+        if self
+            .ports_read
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.ports_read = Some(now);
+        true
+    }
+
+    /// Warns (at most every `EVERY` per port) when a port's device missed frames: the
+    /// workers did not empty its rx ring in time.
+    pub fn rx_missed(&mut self, losses: &[(String, [u64; 3])], now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for (port, [missed, _, _]) in losses {
+            let e = self.missed.entry(port.clone()).or_insert((0, None));
+            if *missed <= e.0 || e.1.is_some_and(|t| now.duration_since(t) < EVERY) {
+                continue;
+            }
+            let n = missed - e.0;
+            tracing::warn!(port = %port, missed = n, "rx ring overflowed: frames missed by the device");
+            out.push(format!("{port}: {n} frames missed"));
+            *e = (*missed, Some(now));
+        }
+        out
     }
 
     /// Looks at the totals; returns the lines written (for tests).
@@ -100,5 +135,19 @@ mod tests {
         let l = a.tick(&c, t0 + EVERY + Duration::from_secs(1));
         assert_eq!(l.len(), 1);
         assert!(l[0].contains(": 1 since"), "{l:?}");
+    }
+
+    #[test]
+    fn missed_frames_are_reported_per_port_at_most_every_period() {
+        let mut a = Alarms::new();
+        let t0 = Instant::now();
+        let p = |m: u64| vec![("lan".to_string(), [m, 0, 0])];
+        assert!(a.rx_missed(&p(0), t0).is_empty());
+        assert_eq!(a.rx_missed(&p(7), t0), ["lan: 7 frames missed"]);
+        assert!(a.rx_missed(&p(9), t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            a.rx_missed(&p(12), t0 + EVERY + Duration::from_secs(1)),
+            ["lan: 5 frames missed"]
+        );
     }
 }

@@ -501,6 +501,31 @@ pub fn metrics(m: &Mgmt) -> String {
     if let Some(b) = &m.bgp {
         b.metrics(&mut reg);
     }
+    let losses = m.rx_losses();
+    for (i, (name, help)) in [
+        (
+            "port_rx_missed",
+            "Frames the port's device dropped: its rx ring was full",
+        ),
+        (
+            "port_rx_errors",
+            "Frames the port's device received in error",
+        ),
+        (
+            "port_rx_nombuf",
+            "Receive mbuf allocation failures of the port",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fam = Family::<Vec<(&'static str, String)>, Counter>::default();
+        for (port, v) in &losses {
+            fam.get_or_create(&vec![("port", port.clone())])
+                .inc_by(v[i]);
+        }
+        reg.register(name, help, fam);
+    }
     if let Some(g) = &m.gslb {
         let worker = |i: usize| -> u64 { m.links.iter().map(|l| l.stats.name_answers(i)).sum() };
         g.metrics(&mut reg, &worker);

@@ -124,7 +124,12 @@ pub struct Mgmt {
     bgp: Option<bgp::Announcer>,
     /// Rate-limited warnings of drops under pressure.
     alarms: alarms::Alarms,
+    /// Each port's receive losses (app holds the ports).
+    rx_losses: Option<RxLossesFn>,
 }
+
+/// Reads each port's receive losses: (interface name, [missed, errors, no mbuf]).
+pub type RxLossesFn = Box<dyn Fn() -> Vec<(String, [u64; 3])>>;
 
 /// Reads each port's link state: (interface name, up).
 pub type LinkState = Box<dyn Fn() -> Vec<(String, bool)>>;
@@ -165,6 +170,7 @@ impl Mgmt {
             gslb: gslb::Gslb::new(&cfg),
             bgp: cfg.bgp.as_ref().map(bgp::Announcer::new),
             alarms: alarms::Alarms::new(),
+            rx_losses: None,
             cfg,
         }
     }
@@ -173,6 +179,16 @@ impl Mgmt {
     /// DPDK).
     pub fn set_link_state(&mut self, f: LinkState) {
         self.link_state = Some(f);
+    }
+
+    /// How to read the ports' receive losses (`/metrics`, warnings).
+    pub fn set_rx_losses(&mut self, f: RxLossesFn) {
+        self.rx_losses = Some(f);
+    }
+
+    /// Each port's receive losses now (empty before app set the reader).
+    pub fn rx_losses(&self) -> Vec<(String, [u64; 3])> {
+        self.rx_losses.as_ref().map_or_else(Vec::new, |f| f())
     }
 
     /// The exception path's kernel interfaces, to mirror neighbours into.
@@ -459,6 +475,10 @@ impl Mgmt {
 
             let (sum, _) = totals(&self.links);
             self.alarms.tick(&sum, now);
+            if self.alarms.ports_due(now) {
+                let losses = self.rx_losses();
+                self.alarms.rx_missed(&losses, now);
+            }
             let rx = sum.get(Ctr::RxPackets);
             if rx != last_rx {
                 last_rx = rx;
