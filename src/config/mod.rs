@@ -588,6 +588,13 @@ pub struct ServiceConfig {
     /// "sorry server"); without it, new flows are dropped then (`drop_no_backend`).
     #[serde(default)]
     pub sorry_backend: Option<BackendConfig>,
+    /// Clients (by source address) the service takes; empty: every client. Checked on every
+    /// packet to the VIP, so a reload that narrows it cuts established conns too.
+    #[serde(default)]
+    pub allow: Vec<Ipv4Cidr>,
+    /// Clients it refuses (before `allow`).
+    #[serde(default)]
+    pub deny: Vec<Ipv4Cidr>,
     /// TCP (HTTP): while no backend can take a new conn, the site itself answers it with
     /// `302 Found` to this URL plus the request's path (GSLB's redirect to a peer site).
     #[serde(default)]

@@ -282,6 +282,12 @@ impl Config {
                     ));
                 }
             }
+            if s.allow.len() > 1024 || s.deny.len() > 1024 {
+                return Err(err(
+                    k("allow"),
+                    "at most 1024 prefixes in allow and in deny",
+                ));
+            }
             if s.backends.iter().all(|b| b.weight == 0) {
                 return Err(err(k("backends"), "all backend weights are 0"));
             }

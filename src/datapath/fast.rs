@@ -139,11 +139,13 @@ impl FastCache {
             // Removed services, (with routing off) gateway replies, services whose VIP the
             // HA peer owns and DSR services with remote backends have extra rules on the full
             // path; they are rare, so they stay there.
-            // A DSR service with a peer site's VIP as backend has full-NAT conns too.
+            // A DSR service with a peer site's VIP as backend has full-NAT conns too; a
+            // service with an access list has it checked on every packet.
             let special = s.removed
                 || !s.owned
                 || (s.mode == Mode::Gateway && !snap.routing)
-                || (s.mode == Mode::Dsr && s.has_remote);
+                || (s.mode == Mode::Dsr && s.has_remote)
+                || s.acl.is_some();
             (!special).then_some(s.mode)
         }));
         self.vips = [0; VIP_BITS / 64];

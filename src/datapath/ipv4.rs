@@ -74,6 +74,16 @@ impl Datapath {
         let service = match local {
             Some(LocalKind::Vip) => match self.snap.service(ip.dst, l4.dst_port, ip.proto) {
                 None => return Verdict::Drop(DropReason::NoService),
+                // The access list, on every packet to the VIP (services with one take this
+                // path, not the fast lane): a reload that narrows it cuts live conns too.
+                Some(si)
+                    if self.snap.services[usize::from(si)]
+                        .acl
+                        .as_ref()
+                        .is_some_and(|a| !a.permits(ip.src)) =>
+                {
+                    return Verdict::Drop(DropReason::AclDenied);
+                }
                 s => s,
             },
             _ => None,

@@ -135,6 +135,25 @@ pub struct Service {
     /// Its VIP is ours (always on a single node; in an HA pair while keepalived gives it to
     /// us). A service not owned takes no new conns and carries none of its established ones.
     pub owned: bool,
+    /// Source access list (`allow`/`deny`); `None`: every client.
+    pub acl: Option<Acl>,
+}
+
+/// A service's source access list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acl {
+    pub allow: Vec<Ipv4Cidr>,
+    pub deny: Vec<Ipv4Cidr>,
+}
+
+impl Acl {
+    /// Whether `src` may reach the service: not denied, and allowed (an empty allow list
+    /// allows everyone).
+    #[inline]
+    pub fn permits(&self, src: Ipv4Addr) -> bool {
+        !self.deny.iter().any(|c| c.contains(src))
+            && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(src)))
+    }
 }
 
 /// Run-time state of one backend that the configuration does not hold.
@@ -504,6 +523,10 @@ impl Snapshot {
                     has_remote,
                     removed: false,
                     owned: owns(vip),
+                    acl: (!s.allow.is_empty() || !s.deny.is_empty()).then(|| Acl {
+                        allow: s.allow.clone(),
+                        deny: s.deny.clone(),
+                    }),
                 },
             );
         }
@@ -628,6 +651,7 @@ impl Service {
             has_remote: false,
             removed: true,
             owned: false,
+            acl: None,
         }
     }
 }

@@ -104,10 +104,12 @@ pub enum DropReason {
     /// An ICMP error we would originate (TTL exceeded, unreachable) over the worker's budget
     /// (`ICMP_ERRORS_PER_S`, burst `ICMP_ERRORS_BURST`).
     IcmpRateLimited,
+    /// To a service whose `deny` matches the source, or whose `allow` does not.
+    AclDenied,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::IcmpRateLimited as usize + 1;
+    pub const COUNT: usize = DropReason::AclDenied as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -145,6 +147,7 @@ impl DropReason {
         DropReason::NatMidflow,
         DropReason::MartianSource,
         DropReason::IcmpRateLimited,
+        DropReason::AclDenied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -185,6 +188,7 @@ impl DropReason {
             DropReason::NatMidflow => "nat_midflow",
             DropReason::MartianSource => "martian_source",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::AclDenied => "acl_denied",
         }
     }
 }

@@ -75,3 +75,40 @@ fn icmp_errors_we_originate_are_rate_limited() {
         "{more} errors in a second"
     );
 }
+
+#[test]
+fn a_service_access_list_refuses_new_and_established_conns_of_denied_clients() {
+    for mode in Mode::ALL {
+        let mut c = config(mode);
+        c.services[0].allow = vec!["10.20.9.0/24".parse().unwrap()];
+        c.services[0].deny = vec!["10.20.9.66/32".parse().unwrap()];
+        let (mut d, _) = datapath(&c, 1, 0);
+        let ok = |d: &mut crate::datapath::Datapath, src: Ipv4Addr, flags: u8, now: u32| {
+            let mut f = pkt(src, VIP, 40000, 80, PROTO_TCP, flags);
+            d.process(&mut f, IfIdx(0), now, false)
+        };
+        assert_eq!(
+            ok(&mut d, CLIENT, SYN, 0),
+            Verdict::Forward(IfIdx(0)),
+            "{mode:?}"
+        );
+        for src in [Ipv4Addr::new(10, 20, 9, 66), Ipv4Addr::new(172, 16, 0, 1)] {
+            assert_eq!(
+                ok(&mut d, src, SYN, 0),
+                Verdict::Drop(DropReason::AclDenied),
+                "{mode:?} {src}"
+            );
+        }
+        // A reload that denies the client cuts its established conn too.
+        let mut narrower = c.clone();
+        narrower.services[0]
+            .deny
+            .push("10.20.9.0/28".parse().unwrap());
+        d.set_snapshot(snapshot(&narrower));
+        assert_eq!(
+            ok(&mut d, CLIENT, ACK, 1),
+            Verdict::Drop(DropReason::AclDenied),
+            "{mode:?}"
+        );
+    }
+}

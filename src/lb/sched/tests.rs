@@ -48,6 +48,7 @@ fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
         has_remote: false,
         removed: false,
         owned: true,
+        acl: None,
     };
     (svc, backends)
 }
