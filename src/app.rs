@@ -306,7 +306,12 @@ pub fn run(
     };
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
     let api = if let Some(addr) = cfg.api.listen {
-        match api::serve(addr, cmd_tx) {
+        // Validation read the token already; a file that changed since is an error here.
+        let token = cfg.api.token().unwrap_or_else(|e| {
+            tracing::error!("api token: {e}; every change refused");
+            Some(String::from("\u{0}unreadable"))
+        });
+        match api::serve(addr, cmd_tx, token) {
             Ok(a) => {
                 tracing::info!(listen = %addr, "management API listening");
                 Some(a)

@@ -162,6 +162,28 @@ fn ha_line(h: &Value) -> String {
     )
 }
 
+/// The API token ctl sends (`SWITCHYARD_API_TOKEN`, else `--config`'s `[api] token_file`).
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn token() -> Option<&'static str> {
+    TOKEN
+        .get_or_init(|| {
+            std::env::var("SWITCHYARD_API_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| t.trim().to_string())
+        })
+        .as_deref()
+}
+
+/// A request to `url` with the token, if there is one.
+fn authorized<B>(r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match token() {
+        Some(t) => r.header("Authorization", format!("Bearer {t}")),
+        None => r,
+    }
+}
+
 /// Where the API is: `--api`, else the config's `[api] listen`, else the default.
 pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, CtlError> {
     let addr = match (api, config) {
@@ -171,6 +193,9 @@ pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, C
                 path: c.clone(),
                 source,
             })?;
+            if let Ok(t) = cfg.api.token() {
+                let _ = TOKEN.set(t);
+            }
             match cfg.api.listen {
                 Some(a) => a.to_string(),
                 None => return Err(CtlError::ApiDisabled(c.clone())),
@@ -188,9 +213,9 @@ pub fn api_base(api: Option<&str>, config: Option<&PathBuf>) -> Result<String, C
 fn call(base: &str, method: &str, path: &str) -> Result<Value, CtlError> {
     let url = format!("{base}{path}");
     let resp = if method == "POST" {
-        ureq::post(&url).send_empty()
+        authorized(ureq::post(&url)).send_empty()
     } else {
-        ureq::get(&url).call()
+        authorized(ureq::get(&url)).call()
     };
     match resp {
         Ok(mut r) => {
@@ -236,9 +261,9 @@ fn call_any_status(
         .build()
         .into();
     let resp = if method == "POST" {
-        agent.post(&url).send_empty()
+        authorized(agent.post(&url)).send_empty()
     } else {
-        agent.get(&url).call()
+        authorized(agent.get(&url)).call()
     };
     let mut r = resp.map_err(|source| CtlError::Unreachable {
         base: base.to_string(),

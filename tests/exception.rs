@@ -63,6 +63,11 @@ fn only_asked_for_services_are_reachable_through_the_exception_path() {
         cfg.contains("exception_allow"),
         "the interface edit applied"
     );
+    // And an API token.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "lab-token-0123456789\n").unwrap();
+    let cfg = format!("{cfg}\n[api]\ntoken_file = \"{}\"\n", token_file.display());
     let mut lb = Balancer::start(&cfg);
     lab.wait_for_vip();
     let listeners = Listeners(vec![listener(18081), listener(18082)]);
@@ -74,6 +79,7 @@ fn only_asked_for_services_are_reachable_through_the_exception_path() {
     assert!(ping.status.success(), "ping of the balancer's address");
     // The balanced VIP and the health checks (their replies come back to the kernel) work.
     assert!(lab.curl(None).is_some_and(|b| b.starts_with("backend")));
+    api_needs_its_token_and_never_waits_for_a_body();
     let chain = Command::new("nft")
         .args(["list", "chain", "inet", "switchyard", "in_sy_lan"])
         .output()
@@ -91,4 +97,58 @@ fn only_asked_for_services_are_reachable_through_the_exception_path() {
         .output()
         .unwrap();
     assert!(!after.status.success(), "the chain goes with the balancer");
+}
+
+/// The API (127.0.0.1:9100, with a token): changes need the token, reads on loopback do not;
+/// a request with a body is refused, and a client that announces one and never sends it
+/// holds nobody else up.
+fn api_needs_its_token_and_never_waits_for_a_body() {
+    use std::io::Write;
+    let code = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(code(&["-X", "POST", "http://127.0.0.1:9100/reload"]), "401");
+    assert_eq!(
+        code(&[
+            "-X",
+            "POST",
+            "-H",
+            "Authorization: Bearer wrong-token-0123456",
+            "http://127.0.0.1:9100/reload"
+        ]),
+        "401"
+    );
+    assert_eq!(code(&["http://127.0.0.1:9100/status"]), "200");
+    let ctl = Command::new(common::bin())
+        .args(["ctl", "--api", "127.0.0.1:9100", "reload"])
+        .env("SWITCHYARD_API_TOKEN", "lab-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(
+        ctl.status.success(),
+        "ctl with the token: {}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    // A client that announces a body and never sends it.
+    let mut slow = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
+    slow.write_all(b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(code(&["http://127.0.0.1:9100/status"]), "200");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "status took {:?}",
+        t.elapsed()
+    );
+    drop(slow);
+    // A body, sent whole, is refused: no call takes one.
+    assert_eq!(
+        code(&["-X", "POST", "-d", "x=1", "http://127.0.0.1:9100/reload"]),
+        "413"
+    );
 }

@@ -294,12 +294,43 @@ pub struct ApiConfig {
     /// Address:port to listen on; `""` in the file (`None`) disables the API.
     #[serde(with = "listen_text")]
     pub listen: Option<SocketAddr>,
+    /// A file holding the API token (`SWITCHYARD_API_TOKEN` in the environment overrides
+    /// it). With a token, changes (POST) need `Authorization: Bearer <token>`, and on a
+    /// listen address other than loopback every call does; such an address needs one.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl ApiConfig {
+    /// The API token: the environment's, else the file's (trimmed); `None` without either.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Ok(t) = std::env::var("SWITCHYARD_API_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(Some(t.trim().to_string()));
+        }
+        match &self.token_file {
+            None => Ok(None),
+            Some(p) => {
+                let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let t = t.trim();
+                if t.len() < 16 {
+                    return Err(format!(
+                        "{}: a token of at least 16 characters",
+                        p.display()
+                    ));
+                }
+                Ok(Some(t.to_string()))
+            }
+        }
+    }
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: Some(DEFAULT_API),
+            token_file: None,
         }
     }
 }

@@ -113,7 +113,26 @@ impl Config {
                 format!("{backends} backends in all; at most {MAX_BACKENDS} per node"),
             ));
         }
+        self.validate_api()?;
         self.validate_addresses()
+    }
+
+    /// An API reachable from elsewhere than this host needs a token.
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let token = self.api.token().map_err(|e| err("api.token_file", e))?;
+        if let Some(l) = self.api.listen
+            && !l.ip().is_loopback()
+            && token.is_none()
+        {
+            return Err(err(
+                "api.token_file",
+                format!(
+                    "the API listens on {l}, beyond this host: give it a token (token_file or \
+                     SWITCHYARD_API_TOKEN)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// No address may play two roles that the data plane tells apart by address.

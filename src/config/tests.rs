@@ -208,3 +208,21 @@ fn a_backend_on_two_ports_is_allowed() {
     twice.services[0].backends.push(again);
     assert!(twice.validate().is_err());
 }
+
+/// An API reachable beyond this host needs a token; a token file must hold one.
+#[test]
+fn an_api_off_loopback_needs_a_token() {
+    let e = refused(|c| c.api.listen = Some("10.20.0.10:9100".parse().unwrap()));
+    assert_eq!(e.key, "api.token_file", "{}", e.problem);
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc").unwrap();
+    let e = refused(|c| c.api.token_file = Some(short));
+    assert_eq!(e.key, "api.token_file", "{}", e.problem);
+    let good = dir.path().join("good");
+    std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+    let mut c = testkit::base();
+    c.api.listen = Some("10.20.0.10:9100".parse().unwrap());
+    c.api.token_file = Some(good);
+    c.validate().expect("a token makes it acceptable");
+}

@@ -176,6 +176,12 @@ pub fn parse(method: &str, url: &str) -> Result<Request, Response> {
     }
 }
 
+/// Compares without stopping at the first difference (the token's bytes take the same time
+/// to refuse wherever a guess goes wrong).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// The running API server; dropping it stops the thread.
 pub struct ApiServer {
     server: Arc<tiny_http::Server>,
@@ -204,7 +210,13 @@ pub enum ApiError {
 }
 
 /// Listens on `addr`; each request becomes a command for the management loop.
-pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, ApiError> {
+pub fn serve(
+    addr: SocketAddr,
+    to_mgmt: Sender<Command>,
+    token: Option<String>,
+) -> Result<ApiServer, ApiError> {
+    // Off loopback, every call needs the token; on loopback, changes do (when there is one).
+    let all_need_token = !addr.ip().is_loopback();
     let server = Arc::new(
         tiny_http::Server::http(addr).map_err(|source| ApiError::Listen { addr, source })?,
     );
@@ -212,24 +224,49 @@ pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, Ap
     let thread = std::thread::Builder::new()
         .name("sy-api".into())
         .spawn(move || {
-            for mut req in srv.incoming_requests() {
+            for req in srv.incoming_requests() {
                 let method = req.method().as_str().to_string();
                 let url = req.url().to_string();
                 let openmetrics = req.headers().iter().any(|h| {
                     h.field.equiv("Accept")
                         && h.value.as_str().contains("application/openmetrics-text")
                 });
-                // Bodies are not used; read them so keep-alive clients are not confused.
-                let _ = std::io::copy(req.as_reader(), &mut std::io::sink());
-                let mut resp = match parse(&method, &url) {
-                    Err(r) => r,
-                    Ok(r) => {
-                        let (tx, rx) = channel();
-                        if to_mgmt.send(Command { req: r, reply: tx }).is_err() {
-                            Response::error(503, "management loop stopped")
-                        } else {
-                            rx.recv_timeout(Duration::from_secs(5))
-                                .unwrap_or_else(|_| Response::error(503, "management loop busy"))
+                let authorized = token.as_ref().is_none_or(|t| {
+                    req.headers().iter().any(|h| {
+                        h.field.equiv("Authorization")
+                            && constant_time_eq(
+                                h.value
+                                    .as_str()
+                                    .strip_prefix("Bearer ")
+                                    .unwrap_or("")
+                                    .as_bytes(),
+                                t.as_bytes(),
+                            )
+                    })
+                });
+                // No endpoint takes a body: one announced is refused, never read (a slow
+                // sender cannot hold the API's thread).
+                let has_body = req.body_length().is_some_and(|n| n > 0)
+                    || req
+                        .headers()
+                        .iter()
+                        .any(|h| h.field.equiv("Transfer-Encoding"));
+                let mut resp = if has_body {
+                    Response::error(413, "no request takes a body")
+                } else if !authorized && (all_need_token || method != "GET") {
+                    Response::error(401, "this call needs the API token (Authorization: Bearer)")
+                } else {
+                    match parse(&method, &url) {
+                        Err(r) => r,
+                        Ok(r) => {
+                            let (tx, rx) = channel();
+                            if to_mgmt.send(Command { req: r, reply: tx }).is_err() {
+                                Response::error(503, "management loop stopped")
+                            } else {
+                                rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+                                    Response::error(503, "management loop busy")
+                                })
+                            }
                         }
                     }
                 };
@@ -242,11 +279,16 @@ pub fn serve(addr: SocketAddr, to_mgmt: Sender<Command>) -> Result<ApiServer, Ap
                     resp.content_type.as_bytes(),
                 )
                 .expect("static header");
-                let _ = req.respond(
-                    tiny_http::Response::from_string(resp.body)
-                        .with_status_code(resp.status)
-                        .with_header(header),
-                );
+                let mut r = tiny_http::Response::from_string(resp.body)
+                    .with_status_code(resp.status)
+                    .with_header(header);
+                if has_body {
+                    r = r.with_header(
+                        tiny_http::Header::from_bytes(&b"Connection"[..], &b"close"[..])
+                            .expect("static header"),
+                    );
+                }
+                let _ = req.respond(r);
             }
         })
         .map_err(ApiError::Thread)?;
