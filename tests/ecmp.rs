@@ -11,47 +11,23 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
-use common::lab::{LAB_LOCK, assert_root, repo};
+use common::lab::{LAB_LOCK, repo};
 use common::pair::{Hold, Report, wait_until};
+use common::script_lab::ScriptLab;
 use serde_json::Value;
 
 const VIP: &str = "10.99.0.100";
 const CONNS: usize = 300;
 
-struct Lab {
-    prefix: String,
-    logdir: PathBuf,
+type Lab = ScriptLab;
+
+/// What the ECMP lab adds to a script lab.
+trait EcmpLab {
+    fn next_hops(&self) -> Vec<String>;
+    fn curl(&self) -> String;
 }
 
-impl Lab {
-    fn up(prefix: &str) -> Lab {
-        assert_root();
-        let lab = Lab {
-            prefix: prefix.into(),
-            logdir: PathBuf::from(format!("/tmp/{prefix}-lab")),
-        };
-        let o = lab.script(&["up"]);
-        assert!(
-            o.status.success(),
-            "ecmp.sh up failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        lab
-    }
-
-    fn script(&self, args: &[&str]) -> Output {
-        Command::new(repo("tests/lab/ecmp.sh"))
-            .args(args)
-            .env("LAB_PREFIX", &self.prefix)
-            .env("LAB_LOGDIR", &self.logdir)
-            .output()
-            .expect("ecmp.sh")
-    }
-
-    fn ns(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
-    }
-
+impl EcmpLab for ScriptLab {
     /// The nodes the router's route to the VIP goes through now.
     fn next_hops(&self) -> Vec<String> {
         let o = self.script(&["route"]);
@@ -68,18 +44,11 @@ impl Lab {
     }
 
     fn curl(&self) -> String {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &self.ns("client"), "curl", "-s", "-m", "3"])
-            .arg(format!("http://{VIP}/"))
-            .output()
-            .expect("curl");
+        let o = self.exec(
+            "client",
+            &["curl", "-s", "-m", "3", &format!("http://{VIP}/")],
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.script(&["down"]);
     }
 }
 
@@ -282,7 +251,7 @@ fn converge(lab: &Lab, want: &[u32], limit: Duration) -> Option<Duration> {
 #[test]
 fn three_nodes_behind_ecmp_keep_flows_through_node_changes() {
     let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(&format!("ec{}", std::process::id() % 1000));
+    let lab = Lab::up("ecmp.sh", &format!("ec{}", std::process::id() % 1000));
     let mut nodes: Vec<Node> = (1..=3).map(|n| Node::new(&lab, n)).collect();
     for n in &mut nodes {
         n.start();

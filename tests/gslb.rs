@@ -7,12 +7,13 @@ mod common;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
-use common::lab::{LAB_LOCK, assert_root, repo};
+use common::lab::{LAB_LOCK, repo};
 use common::pair::wait_until;
+use common::script_lab::ScriptLab;
 use serde_json::Value;
 
 const SITE1_WEB: &str = "10.41.0.100";
@@ -21,49 +22,18 @@ const SITE2_GREET: &str = "10.42.0.110";
 /// Site 2's SNAT ("proxy") address: the source of its IP proxy to site 1.
 const SITE2_PROXY: &str = "10.42.0.50";
 
-/// The lab, torn down on drop.
-struct Lab {
-    prefix: String,
-    logdir: PathBuf,
+type Lab = ScriptLab;
+
+/// What the two-site lab adds to a script lab: its servers, their logs, its clients.
+trait SitesLab {
+    fn stop(&self, servers: &[&str]);
+    fn start(&self, servers: &[&str]);
+    fn log(&self, name: &str) -> String;
+    fn resolve(&self, client: &str, name: &str) -> (String, Vec<String>);
+    fn curl(&self, client: &str, args: &[&str]) -> String;
 }
 
-impl Lab {
-    fn up(prefix: &str) -> Lab {
-        assert_root();
-        let lab = Lab {
-            prefix: prefix.into(),
-            logdir: PathBuf::from(format!("/tmp/{prefix}-lab")),
-        };
-        let o = lab.script(&["up"]);
-        assert!(
-            o.status.success(),
-            "gslb.sh up failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        lab
-    }
-
-    fn script(&self, args: &[&str]) -> Output {
-        Command::new(repo("tests/lab/gslb.sh"))
-            .args(args)
-            .env("LAB_PREFIX", &self.prefix)
-            .env("LAB_LOGDIR", &self.logdir)
-            .output()
-            .expect("gslb.sh")
-    }
-
-    fn ns(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns)])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-
+impl SitesLab for ScriptLab {
     fn stop(&self, servers: &[&str]) {
         for s in servers {
             assert!(self.script(&["stop", s]).status.success());
@@ -107,12 +77,6 @@ impl Lab {
         let mut a = vec!["curl", "-s", "-m", "5"];
         a.extend_from_slice(args);
         String::from_utf8_lossy(&self.exec(client, &a).stdout).into_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.script(&["down"]);
     }
 }
 
@@ -253,7 +217,7 @@ fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
 #[test]
 fn two_sites_answer_by_policy_fail_over_redirect_and_proxy() {
     let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(&format!("gs{}", std::process::id() % 1000));
+    let lab = Lab::up("gslb.sh", &format!("gs{}", std::process::id() % 1000));
     let s1 = Site::start(&lab, 1);
     let s2 = Site::start(&lab, 2);
     let logs = || format!("{}\n{}", s1.logs(), s2.logs());

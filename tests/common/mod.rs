@@ -66,3 +66,4 @@ pub fn totals(path: &Path) -> serde_json::Value {
 
 pub mod lab;
 pub mod pair;
+pub mod script_lab;
