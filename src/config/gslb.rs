@@ -275,13 +275,7 @@ impl Config {
                 "at least one address answers DNS",
             ));
         }
-        let own: HashSet<Ipv4Addr> = self
-            .interfaces
-            .iter()
-            .flat_map(|i| {
-                std::iter::once(i.address.addr).chain(i.secondary_addresses.iter().map(|c| c.addr))
-            })
-            .collect();
+        let own = self.own_addresses();
         let vips: HashSet<Ipv4Addr> = self.services.iter().map(|s| s.vip).collect();
         let snat: HashSet<Ipv4Addr> = self
             .interfaces

@@ -44,6 +44,16 @@ fn cpus() -> Option<usize> {
 }
 
 impl Config {
+    /// This node's own addresses: every interface's address and secondary addresses.
+    pub fn own_addresses(&self) -> HashSet<Ipv4Addr> {
+        self.interfaces
+            .iter()
+            .flat_map(|i| {
+                std::iter::once(i.address.addr).chain(i.secondary_addresses.iter().map(|c| c.addr))
+            })
+            .collect()
+    }
+
     pub(super) fn validate_sanity(&self) -> Result<(), ConfigError> {
         // Cores: EAL fails late and without naming the key.
         if let Some(n) = cpus() {
@@ -137,13 +147,7 @@ impl Config {
 
     /// No address may play two roles that the data plane tells apart by address.
     fn validate_addresses(&self) -> Result<(), ConfigError> {
-        let own: HashSet<Ipv4Addr> = self
-            .interfaces
-            .iter()
-            .flat_map(|i| {
-                std::iter::once(i.address.addr).chain(i.secondary_addresses.iter().map(|c| c.addr))
-            })
-            .collect();
+        let own = self.own_addresses();
         let vips: HashSet<Ipv4Addr> = self.services.iter().map(|s| s.vip).collect();
         let backends: HashSet<Ipv4Addr> = self
             .services
