@@ -249,6 +249,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl super::Mgmt {
     /// Brings the announced set to what the running snapshot asks for.
     pub(super) fn bgp_tick(&mut self) {
+        if self.bgp.is_none() {
+            return;
+        }
         let (sum, _) = super::totals(&self.links);
         let fwd = sum.get(crate::stats::Ctr::Forwarded);
         if let Some(a) = self.bgp.as_mut() {
