@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
-use common::lab::{LAB_LOCK, repo};
+use common::lab::{LAB_LOCK, ctl_in, repo};
 use common::pair::{Hold, Report, wait_until};
 use common::script_lab::ScriptLab;
 use serde_json::Value;
@@ -113,20 +113,7 @@ impl Node {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                bin(),
-                "ctl",
-                "--json",
-                "--config",
-            ])
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("ctl")
+        ctl_in(&self.ns, &self.config, args)
     }
 
     fn status(&self) -> Option<Value> {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
-use common::lab::{LAB_LOCK, repo};
+use common::lab::{LAB_LOCK, ctl_in, repo};
 use common::pair::wait_until;
 use common::script_lab::ScriptLab;
 use serde_json::Value;
@@ -129,21 +129,7 @@ impl Site {
     }
 
     fn ctl(&self, args: &[&str]) -> Option<Value> {
-        let o = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                bin(),
-                "ctl",
-                "--json",
-                "--config",
-            ])
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&o.stdout).ok()
+        serde_json::from_slice(&ctl_in(&self.ns, &self.config, args).stdout).ok()
     }
 
     fn gslb(&self) -> Option<Value> {

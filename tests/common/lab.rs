@@ -18,6 +18,33 @@ pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
+/// Runs `args` in network namespace `ns` (its full name).
+pub fn exec_in(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec")
+}
+
+/// `switchyard ctl --json --config CONFIG ARGS` in namespace `ns`.
+pub fn ctl_in(ns: &str, config: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            super::bin(),
+            "ctl",
+            "--json",
+            "--config",
+        ])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("ctl")
+}
+
 pub fn assert_root() {
     let uid = Command::new("id").arg("-u").output().expect("id -u");
     assert_eq!(
@@ -87,11 +114,7 @@ impl Lab {
 
     /// Runs a command in one of the lab's namespaces.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns)])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
+        exec_in(&self.ns(ns), args)
     }
 
     /// Starts a command in a namespace in the background (stdout piped).

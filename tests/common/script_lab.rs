@@ -47,11 +47,7 @@ impl ScriptLab {
 
     /// `args` in namespace `PREFIX-NS`.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns)])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
+        super::lab::exec_in(&self.ns(ns), args)
     }
 }
 
