@@ -24,6 +24,8 @@ PKGS=(
 	unbound knot dnsperf
 	# ECMP scale-out lab: BGP on the nodes and the edge router
 	bird2
+	# flood labs (hardening): spoofed SYN/ACK/UDP floods from the client namespace
+	hping3
 )
 
 missing=()
