@@ -14,7 +14,9 @@ use switchyard::testkit::{self, frames};
 use switchyard::types::IfIdx;
 use switchyard::wire::{self, ETH_HDR, PROTO_TCP, Rewrite};
 
-const T: Timeouts = Timeouts([30_000, 900_000, 10_000, 60_000]);
+const T: Timeouts = Timeouts([
+    30_000, 900_000, 10_000, 60_000, 30_000, 30_000, 30_000, 30_000,
+]);
 
 /// A TCP ACK from client `src`:`sport` to the test configuration's VIP:80, to our MAC.
 fn frame(src: u32, sport: u16) -> Vec<u8> {

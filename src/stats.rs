@@ -72,9 +72,20 @@ pub enum Ctr {
     /// ... and the ones to our DNS addresses it handed to the kernel (TCP, other types,
     /// other names, EDNS it does not take: management answers them).
     DnsToKernel,
+    /// SYN proxy: SYN-ACKs with a cookie sent for SYNs that made no conn ...
+    SynCookiesSent,
+    /// ... client ACKs whose cookie was valid (each made a conn and a SYN to the backend).
+    SynCookiesValid,
+    /// Half-open conns reclaimed to make room (a flood recycling its own conns).
+    HalfOpenReclaimed,
+    /// Gauges: live half-open TCP conns, whether SYN cookies are on (0/1), whether UDP's
+    /// short timeout is in force (0/1).
+    FlowsHalfOpen,
+    SynCookiesOn,
+    UdpPressure,
 }
 
-const FIXED: usize = Ctr::DnsToKernel as usize + 1;
+const FIXED: usize = Ctr::UdpPressure as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -109,6 +120,12 @@ const NAMES: [&str; FIXED] = [
     "sync_bulks",
     "dns_answered",
     "dns_to_kernel",
+    "syn_cookies_sent",
+    "syn_cookies_valid",
+    "half_open_reclaimed",
+    "flows_half_open",
+    "syn_cookies_on",
+    "udp_pressure",
 ];
 
 /// A counter invariant (see the top of this module) that does not hold.

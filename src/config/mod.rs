@@ -64,6 +64,45 @@ pub struct Config {
     /// Scale-out behind ECMP routers: VIPs announced by BGP through BIRD (absent: none).
     #[serde(default)]
     pub bgp: Option<BgpConfig>,
+    /// Flood defences: SYN cookies, UDP under pressure.
+    #[serde(default)]
+    pub protection: ProtectionConfig,
+}
+
+/// Whether proxy and gateway services answer SYNs with cookies (the SYN proxy).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SynCookies {
+    /// Switched on per worker while it holds `syn_cookie_half_open` half-open conns or
+    /// more (until they fall below half of it).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// `[protection]`: what keeps real clients served through floods (live-reloadable).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectionConfig {
+    pub syn_cookies: SynCookies,
+    /// Half-open TCP conns per worker from which `auto` cookies switch on.
+    pub syn_cookie_half_open: u32,
+    /// Use of a worker's conn table or SNAT ports (percent) from which UDP conns idle for
+    /// `udp_pressure_ms` are reclaimed (instead of after `flows.timeouts.udp_s`).
+    pub pressure_percent: u8,
+    pub udp_pressure_ms: u32,
+}
+
+impl Default for ProtectionConfig {
+    fn default() -> Self {
+        Self {
+            syn_cookies: SynCookies::Auto,
+            syn_cookie_half_open: 2000,
+            pressure_percent: 50,
+            udp_pressure_ms: 1000,
+        }
+    }
 }
 
 /// Bytes of a hex string (`None`: empty, odd length or not hex).
@@ -626,6 +665,14 @@ pub struct ServiceConfig {
     /// Clients it refuses (before `allow`).
     #[serde(default)]
     pub deny: Vec<Ipv4Cidr>,
+    /// New flows per second the service takes (all clients together; 0: no limit). Over
+    /// it, a new flow's first packet is dropped (`drop_service_rate_limited`).
+    #[serde(default)]
+    pub new_flows_per_s: u32,
+    /// New flows per second one client address may open (0: no limit;
+    /// `drop_source_rate_limited`).
+    #[serde(default)]
+    pub new_flows_per_source_per_s: u32,
     /// TCP (HTTP): while no backend can take a new conn, the site itself answers it with
     /// `302 Found` to this URL plus the request's path (GSLB's redirect to a peer site).
     #[serde(default)]

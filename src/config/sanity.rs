@@ -112,6 +112,28 @@ impl Config {
                 ));
             }
         }
+        let pr = &self.protection;
+        if pr.syn_cookie_half_open == 0 {
+            return Err(err(
+                "protection.syn_cookie_half_open",
+                "0: must be at least 1 (syn_cookies = \"on\" answers every SYN with a cookie)",
+            ));
+        }
+        if !(1..=100).contains(&pr.pressure_percent) {
+            return Err(err(
+                "protection.pressure_percent",
+                format!("{}: must be 1-100", pr.pressure_percent),
+            ));
+        }
+        if pr.udp_pressure_ms == 0 || pr.udp_pressure_ms > t.udp_s.saturating_mul(1000) {
+            return Err(err(
+                "protection.udp_pressure_ms",
+                format!(
+                    "{} ms: must be 1 ms up to flows.timeouts.udp_s ({} s)",
+                    pr.udp_pressure_ms, t.udp_s
+                ),
+            ));
+        }
         let backends: usize = self
             .services
             .iter()

@@ -24,7 +24,7 @@
 
 use super::Datapath;
 use crate::config::Mode;
-use crate::flow::{ConnId, Dir, FlowKey, NO_HINT, Timeouts};
+use crate::flow::{ConnId, Dir, FlowKey, NO_HINT, Timeouts, flags};
 use crate::lb::Snapshot;
 use crate::mode::nat_endpoints;
 use crate::stats::Ctr;
@@ -98,7 +98,8 @@ pub(super) struct FastCache {
     epoch: u32,
     /// Per interface: (MAC, VLAN code).
     ifaces: Vec<([u8; 6], u16)>,
-    /// The snapshot's idle timeouts (read here every packet: one load less than through it).
+    /// The idle timeouts in force (read here every packet: one load less than through the
+    /// datapath).
     timeouts: Timeouts,
     /// Per service id: the mode, or `None` when its packets must take the full path.
     services: Vec<Option<Mode>>,
@@ -126,6 +127,11 @@ impl FastCache {
         };
         c.rebuild(snap);
         c
+    }
+
+    /// The conn timeouts in force (UDP's cut under pressure).
+    pub(super) fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
     }
 
     /// A new snapshot: interfaces and services re-read, every hop forgotten.
@@ -279,8 +285,10 @@ impl Datapath {
     pub fn fast_path(&mut self, frame: &mut [u8], pre: &Pre, now: u32) -> Option<IfIdx> {
         let (id, dir) = self.flows.find_hinted(&pre.key, pre.hash, pre.hint)?;
         let c = self.flows.conn(id);
-        if c.expired(now, &self.fast.timeouts) {
-            return None; // dead: the full path reclaims it and starts a new conn
+        if c.expired(now, &self.fast.timeouts) || c.flags & flags::SEQ_ADJ != 0 {
+            // Dead: the full path reclaims it and starts a new conn. SYN-proxied: the full
+            // path moves its sequence numbers.
+            return None;
         }
         // The mode is decided once per packet, by its service: each mode runs its own copy
         // of the rest, without the other's tests.
@@ -329,9 +337,8 @@ impl Datapath {
         self.ctr.add(Ctr::RxBytes, frame_len as u64);
         self.ctr.inc(Ctr::Forwarded);
         self.svc_ctr.count(service, backend, usize::from(pre.total));
-        let c = self.flows.conn_mut(id);
-        c.touch(now);
-        let changed = pre.key.proto == PROTO_TCP && c.track_tcp(ip[20 + 13]);
+        self.flows.conn_mut(id).touch(now);
+        let changed = pre.key.proto == PROTO_TCP && self.flows.track_tcp(id, ip[20 + 13], dir);
         if let Some((src, dst)) = nat {
             // The pre-parse checked everything the translation needs (no options, TCP with
             // 40 bytes or UDP with 28 at least, within the frame) and the TTL was checked

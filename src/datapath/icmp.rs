@@ -150,7 +150,10 @@ impl Datapath {
             .find(|c| c.contains(pk.ip.src))
             .map_or(ifc.addr, |c| c.addr);
         let mac = ifc.mac;
-        if !self.icmp_budget.take(pk.now) {
+        if !self
+            .icmp_budget
+            .take(pk.now, ICMP_ERRORS_PER_S, ICMP_ERRORS_BURST)
+        {
             return Verdict::Drop(DropReason::IcmpRateLimited);
         }
         if wire::to_icmp_error(p, pk.l2.l3, &pk.ip, mac, from, icmp_type, code) {
@@ -166,39 +169,3 @@ impl Datapath {
 /// `icmp_msgs_per_sec` and `icmp_msgs_burst`): a flood of TTL-1 packets gets no more.
 pub const ICMP_ERRORS_PER_S: u32 = 1000;
 pub const ICMP_ERRORS_BURST: u32 = 50;
-
-/// A token bucket over the packets' millisecond clock.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct IcmpBudget {
-    tokens: u32,
-    last_ms: u32,
-}
-
-impl IcmpBudget {
-    pub(super) fn new() -> Self {
-        IcmpBudget {
-            tokens: ICMP_ERRORS_BURST,
-            last_ms: 0,
-        }
-    }
-
-    /// One error's token, if there is one at `now` (ms).
-    pub(super) fn take(&mut self, now: u32) -> bool {
-        let elapsed = now.wrapping_sub(self.last_ms);
-        let refill = (u64::from(elapsed) * u64::from(ICMP_ERRORS_PER_S) / 1000) as u32;
-        if refill > 0 {
-            self.tokens = self.tokens.saturating_add(refill).min(ICMP_ERRORS_BURST);
-            // Keep the remainder of a partial token: advance by what was credited.
-            self.last_ms = if self.tokens == ICMP_ERRORS_BURST {
-                now
-            } else {
-                self.last_ms.wrapping_add(refill * 1000 / ICMP_ERRORS_PER_S)
-            };
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}

@@ -6,7 +6,7 @@
 use super::frag::FragAction;
 use super::{Datapath, Pkt};
 use crate::config::Mode;
-use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState};
+use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
 use crate::lb::LocalKind;
 use crate::mode;
 use crate::mode::snat::{owner_of, port_owner};
@@ -115,22 +115,43 @@ impl Datapath {
         // `pre_parse` hashed this very tuple already: no need to hash twice.
         let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
-        let hit = self.lookup(&key, hash, pk.now);
+        let mut hit = self.lookup(&key, hash, pk.now);
+        if let Some((id, _)) = hit
+            && self.flows.conn(id).flags & flags::SEQ_ADJ != 0
+            && self.flows.conn(id).is(FlowState::TcpClosing)
+            && l4.tcp.syn
+            && !l4.tcp.ack
+        {
+            // A new connection on the tuple of a closed SYN-proxied one: its sequence
+            // shift is the old connection's, so the old conn goes and this is a new flow.
+            self.with_reclaim(pk.now, |flows, _, reclaim| {
+                flows.remove(id, &mut { reclaim })
+            });
+            hit = None;
+        }
         let (id, dir) = match (hit, local, service) {
             (Some(h), _, _) => h,
-            (None, _, Some(si)) => match self.new_conn(si, &key, hash, &l4.tcp, pk.now) {
-                Ok(id) => (id, Dir::Forward),
-                // GSLB: no backend here, so the site itself answers with a redirect to a peer
-                // site (management's HTTP server on the kernel side).
-                Err(DropReason::NoBackend)
-                    if ip.proto == PROTO_TCP
-                        && self.snap.services[usize::from(si)].redirect
-                        && self.kernel(pk.in_if) =>
+            (None, _, Some(si)) => {
+                if ip.proto == PROTO_TCP
+                    && let Some(v) = self.synproxy_new(p, pk, &key, si, hash)
                 {
-                    return Verdict::ToKernel;
+                    return v;
                 }
-                Err(r) => return Verdict::Drop(r),
-            },
+                let state = first_state(ip.proto, &l4.tcp);
+                match self.new_conn(si, &key, hash, state, pk.now) {
+                    Ok(id) => (id, Dir::Forward),
+                    // GSLB: no backend here, so the site itself answers with a redirect to a
+                    // peer site (management's HTTP server on the kernel side).
+                    Err(DropReason::NoBackend)
+                        if ip.proto == PROTO_TCP
+                            && self.snap.services[usize::from(si)].redirect
+                            && self.kernel(pk.in_if) =>
+                    {
+                        return Verdict::ToKernel;
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
             (None, Some(LocalKind::Interface), _) if self.kernel(pk.in_if) => {
                 return Verdict::ToKernel;
             }
@@ -150,56 +171,64 @@ impl Datapath {
             // A conn synced from the HA peer, whose VIP the peer owns now.
             return Verdict::Drop(DropReason::NotOwner);
         }
+        if c.flags & flags::SEQ_ADJ != 0 {
+            return self.synproxy_conn(p, pk, id, dir);
+        }
         c.touch(pk.now);
-        if ip.proto == PROTO_TCP && c.track_tcp(p.bytes()[ip.l4 + 13]) && self.sync.is_some() {
+        if ip.proto == PROTO_TCP
+            && self.flows.track_tcp(id, p.bytes()[ip.l4 + 13], dir)
+            && self.sync.is_some()
+        {
             self.sync_conn(id, pk.now);
         }
         self.send(p, pk, id, dir, true)
     }
 
-    /// Creates the conn for a new flow to service `si`: the backend as `lb` selects it, the
-    /// rest as the service's mode opens it.
+    /// Whether a new flow may come from `src`: not a martian, not one of our own addresses
+    /// (spoofed).
+    pub(super) fn admissible_source(&self, src: u32) -> Result<(), DropReason> {
+        if martian(std::net::Ipv4Addr::from(src)) || self.snap.local(src.into()).is_some() {
+            return Err(DropReason::MartianSource);
+        }
+        Ok(())
+    }
+
+    /// Creates the conn, in `state`, for a new flow to service `si`: the source admitted,
+    /// the service's new-flow limits taken, the backend as `lb` selects it, the rest as the
+    /// service's mode opens it; under pressure a half-open conn makes room.
     pub(super) fn new_conn(
         &mut self,
         si: u16,
         key: &FlowKey,
         hash: u64,
-        tcp: &wire::TcpFlags,
+        state: FlowState,
         now: u32,
     ) -> Result<ConnId, DropReason> {
+        self.admissible_source(key.src)?;
+        self.limits
+            .admit(&self.snap, si, key.src, now, self.me.count)?;
         let snap = &*self.snap;
-        let src = std::net::Ipv4Addr::from(key.src);
-        if martian(src) || snap.local(src).is_some() {
-            return Err(DropReason::MartianSource);
-        }
         let backend = self.select.select(snap, si, key.src, hash, now)?;
-        let state = if key.proto == PROTO_UDP {
-            FlowState::Udp
-        } else if tcp.rst || tcp.fin {
-            FlowState::TcpClosing
-        } else if tcp.syn && !tcp.ack {
-            FlowState::TcpSyn
-        } else {
-            // A flow first seen mid-stream (restart, ECMP change) is adopted.
-            FlowState::TcpEstablished
-        };
         let svc = &snap.services[usize::from(si)];
         let b = &snap.backends[backend.0 as usize];
         let conn_mode = snap.conn_mode(si, backend.0);
         // A mid-flow TCP segment of a full-NAT conn cannot be adopted: the conn's SNAT
         // tuple was chosen by another node (or before a restart), and a new one would reach
         // the backend as a stranger.
-        if conn_mode == Mode::Proxy && state == FlowState::TcpEstablished {
+        if conn_mode == Mode::Proxy && state == FlowState::TcpAdopted {
             return Err(DropReason::NatMidflow);
         }
+        let persistent = svc.persistence.is_some();
         let conn = Conn::new(key, state, si, backend.0);
         let conn = mode::open(conn_mode, conn, b, snap, &mut self.snat, hash)?;
-        match self.flows.insert(conn, now) {
+        let inserted = self.with_reclaim(now, |flows, _, reclaim| {
+            flows.insert_evicting(conn, now, &mut { reclaim })
+        });
+        match inserted {
             Ok(id) => {
                 self.select.opened(backend);
                 self.svc_ctr.flow(si, backend.0);
                 if self.sync.is_some() {
-                    let persistent = svc.persistence.is_some();
                     self.sync_conn(id, now);
                     if persistent {
                         self.sync_template(si, key.src, backend, now);
@@ -212,6 +241,21 @@ impl Datapath {
                 Err(DropReason::FlowTableFull)
             }
         }
+    }
+}
+
+/// The state a conn starts in from its first packet: a TCP segment other than a SYN (or a
+/// FIN/RST) is adopted, half-open, until the flow shows it is real.
+fn first_state(proto: u8, tcp: &wire::TcpFlags) -> FlowState {
+    if proto == PROTO_UDP {
+        FlowState::Udp
+    } else if tcp.rst || tcp.fin {
+        FlowState::TcpClosing
+    } else if tcp.syn && !tcp.ack {
+        FlowState::TcpSyn
+    } else {
+        // A flow first seen mid-stream (restart, ECMP change).
+        FlowState::TcpAdopted
     }
 }
 

@@ -33,9 +33,11 @@ mod fast;
 mod frag;
 mod icmp;
 mod ipv4;
+mod limits;
 mod neigh;
 mod route;
 mod sync;
+mod synproxy;
 
 #[cfg(test)]
 mod tests;
@@ -54,6 +56,9 @@ use crate::mode::snat::SnatPortPool;
 use crate::stats::{Counters, Ctr, ServiceCounters};
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Meta, L2};
+
+/// Most conn slots one sweep call visits under pressure (a few microseconds).
+const MAX_PRESSURE_SWEEP: usize = 2048;
 
 /// How long a fragment decision is remembered.
 const FRAG_TIMEOUT_MS: u32 = 2000;
@@ -103,7 +108,18 @@ pub struct Datapath {
     /// GSLB: each name's next turn of its answer wheel (`dns`).
     dns_turns: Box<[u32; crate::types::MAX_GSLB_NAMES]>,
     /// ICMP errors this worker may still originate (`icmp`).
-    icmp_budget: icmp::IcmpBudget,
+    icmp_budget: limits::TokenBucket,
+    /// New-flow limits per service and per client address (`limits`).
+    limits: limits::FlowLimits,
+    /// SYN cookies switched on (`synproxy`): `[protection] syn_cookies`, or `auto` with too
+    /// many half-open conns.
+    cookies_on: bool,
+    /// The conn timeouts in force: the snapshot's, UDP's cut under pressure.
+    timeouts: crate::flow::Timeouts,
+    /// Conn slots the sweep still owes (under pressure it covers the table once per
+    /// `udp_pressure_ms`) and the last millisecond it was assessed.
+    sweep_debt: usize,
+    last_assess: u32,
 }
 
 impl Datapath {
@@ -115,6 +131,7 @@ impl Datapath {
     ) -> Self {
         let mut flows = FlowTable::new(me.flow_capacity);
         record_backends(&mut flows, &snap);
+        let timeouts = snap.timeouts;
         Datapath {
             snat: SnatPortPool::new(snap.snat.len(), me.index, me.count, snap.nat_ports),
             select: Selector::new(&snap, me.index, me.persist_capacity, load),
@@ -130,7 +147,12 @@ impl Datapath {
             hash_hint: None,
             sync: None,
             dns_turns: Box::new([0; crate::types::MAX_GSLB_NAMES]),
-            icmp_budget: icmp::IcmpBudget::new(),
+            icmp_budget: limits::TokenBucket::full(icmp::ICMP_ERRORS_BURST),
+            limits: limits::FlowLimits::new(),
+            cookies_on: false,
+            timeouts,
+            sweep_debt: 0,
+            last_assess: 0,
         }
     }
 
@@ -147,7 +169,9 @@ impl Datapath {
         self.select.rebuild(&snap);
         self.fast.rebuild(&snap);
         record_backends(&mut self.flows, &snap);
-        std::mem::replace(&mut self.snap, snap)
+        let old = std::mem::replace(&mut self.snap, snap);
+        self.assess(self.last_assess);
+        old
     }
 
     /// Once per poll round: flow counters into `ctr`, backend conn counts to the others.
@@ -160,17 +184,61 @@ impl Datapath {
             .set(Ctr::FlowCapacity, self.flows.capacity() as u64);
         self.ctr
             .set(Ctr::FlowTableBytes, self.flows.memory_bytes() as u64);
+        self.ctr
+            .set(Ctr::FlowsHalfOpen, self.flows.half_open() as u64);
+        self.ctr.set(Ctr::HalfOpenReclaimed, f.half_open_reclaimed);
+        self.ctr.set(Ctr::SynCookiesOn, u64::from(self.cookies_on));
+        let udp = crate::flow::FlowState::Udp as usize;
+        self.ctr.set(
+            Ctr::UdpPressure,
+            u64::from(self.timeouts.0[udp] != self.snap.timeouts.0[udp]),
+        );
         self.select.publish(self.snap.backends.len());
     }
 
-    /// Reclaims a slice of expired conns (between bursts).
+    /// Reclaims a slice of expired conns (between bursts); under pressure, enough of them
+    /// that the sweep covers the table once per `udp_pressure_ms`.
     pub fn sweep(&mut self, now: u32, buckets: usize) {
+        if now != self.last_assess {
+            self.assess(now);
+        }
+        let extra = self.sweep_debt.min(MAX_PRESSURE_SWEEP);
+        self.sweep_debt -= extra;
+        let buckets = buckets.max(extra);
         if self.sync.is_some() {
             return self.sweep_sync(now, buckets);
         }
         self.with_reclaim(now, |flows, t, reclaim| {
             flows.sweep(now, t, buckets, &mut { reclaim });
         });
+    }
+
+    /// Once a millisecond: pressure (the table's or the SNAT ports' use at
+    /// `[protection] pressure_percent` or more: UDP conns idle out after `udp_pressure_ms`, and
+    /// the sweep owes the table's share of slots for the milliseconds past) and SYN cookies.
+    fn assess(&mut self, now: u32) {
+        let elapsed = now.wrapping_sub(self.last_assess).min(1000) as usize;
+        self.last_assess = now;
+        let pr = self.snap.protection;
+        let table = self.flows.active() * 100 / self.flows.capacity().max(1);
+        let pressure = table >= usize::from(pr.pressure_percent)
+            || self.snat.used_percent() >= u32::from(pr.pressure_percent);
+        self.timeouts = if pressure {
+            self.snap.timeouts.with_udp(pr.udp_pressure_ms)
+        } else {
+            self.snap.timeouts
+        };
+        self.fast.set_timeouts(self.timeouts);
+        if pressure {
+            let per_ms = self
+                .flows
+                .slots()
+                .div_ceil(pr.udp_pressure_ms.max(1) as usize);
+            self.sweep_debt = (self.sweep_debt + per_ms * elapsed).min(self.flows.slots());
+        } else {
+            self.sweep_debt = 0;
+        }
+        self.assess_cookies();
     }
 
     /// Runs `f` on the conn table with the idle timeouts and the callback that gives back
@@ -182,7 +250,7 @@ impl Datapath {
         now: u32,
         f: impl FnOnce(&mut FlowTable, &crate::flow::Timeouts, &mut dyn FnMut(&Conn)) -> R,
     ) -> R {
-        let t = self.snap.timeouts;
+        let t = self.timeouts;
         let Datapath {
             flows,
             snat,

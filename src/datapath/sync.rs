@@ -315,9 +315,8 @@ impl Datapath {
         let key = Self::forward_key(r);
         let state = FlowState::from_u8(r.state);
         if let Some((id, _)) = self.lookup(&key, key.hash(), now) {
-            let c = self.flows.conn_mut(id);
-            c.set_state(state);
-            c.touch(now);
+            self.flows.set_state(id, state);
+            self.flows.conn_mut(id).touch(now);
             return true;
         }
         let Some((si, backend)) = self.record_ids(r) else {

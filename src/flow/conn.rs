@@ -5,15 +5,28 @@
 use super::key::FlowKey;
 
 /// Connection state, which picks the idle timeout.
+///
+/// A TCP conn is trusted (long-lived) only once its handshake has been seen complete in the
+/// right order; until then it is *half-open* ([`FlowState::is_half_open`]): it lives for
+/// `tcp_syn_s` and the table may reclaim it under pressure (see `FlowTable::insert`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FlowState {
-    /// TCP: only a SYN seen.
+    /// TCP: the client's SYN seen (half-open).
     TcpSyn = 0,
     TcpEstablished = 1,
     /// TCP: FIN or RST seen.
     TcpClosing = 2,
     Udp = 3,
+    /// TCP, NAT modes: the backend's SYN-ACK seen, the client's ACK not yet (half-open).
+    TcpSynAck = 4,
+    /// TCP: first seen mid-stream (a restart, an ECMP change), adopted on trust until the
+    /// flow shows it is real: a second segment from the client (DSR) or an answer from the
+    /// backend (NAT modes) (half-open).
+    TcpAdopted = 5,
+    /// TCP, SYN proxy: the client's cookie ACK validated, our SYN sent to the backend, its
+    /// SYN-ACK awaited (half-open; see `datapath::synproxy`).
+    TcpSynProxy = 6,
 }
 
 impl FlowState {
@@ -22,24 +35,51 @@ impl FlowState {
             0 => FlowState::TcpSyn,
             1 => FlowState::TcpEstablished,
             2 => FlowState::TcpClosing,
+            4 => FlowState::TcpSynAck,
+            5 => FlowState::TcpAdopted,
+            6 => FlowState::TcpSynProxy,
             _ => FlowState::Udp,
         }
     }
+
+    /// A TCP conn whose handshake has not been seen complete.
+    #[inline]
+    pub fn is_half_open(self) -> bool {
+        half_open(self as u8)
+    }
+}
+
+/// [`FlowState::is_half_open`] of a stored state byte.
+#[inline]
+fn half_open(state: u8) -> bool {
+    // TcpSyn, TcpSynAck, TcpAdopted, TcpSynProxy.
+    (1u8 << (state & 7)) & 0b0111_0001 != 0
 }
 
 /// Idle timeouts in milliseconds, indexed by `FlowState as usize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts(pub [u32; 4]);
+pub struct Timeouts(pub [u32; 8]);
 
 impl Timeouts {
     pub fn from_config(t: &crate::config::FlowTimeouts) -> Self {
         let ms = |s: u32| s.saturating_mul(1000);
+        let syn = ms(t.tcp_syn_s);
         Timeouts([
-            ms(t.tcp_syn_s),
+            syn,
             ms(t.tcp_established_s),
             ms(t.tcp_closing_s),
             ms(t.udp_s),
+            syn,
+            syn,
+            syn,
+            syn,
         ])
+    }
+
+    /// These timeouts with UDP conns' idle time cut to `udp_ms` (under pressure).
+    pub fn with_udp(mut self, udp_ms: u32) -> Self {
+        self.0[FlowState::Udp as usize] = udp_ms;
+        self
     }
 }
 
@@ -64,6 +104,9 @@ pub mod flags {
     pub const REVERSE: u8 = 2;
     /// The conn holds a source-NAT port that must be given back.
     pub const SNAT: u8 = 4;
+    /// SYN proxy: the two sides' sequence numbers differ by the conn's `FlowTable::aux`
+    /// (its own path, not the fast lane; see `datapath::synproxy`).
+    pub const SEQ_ADJ: u8 = 8;
 }
 
 /// One connection: 32 bytes, so a conn bucket of two is one cache line (the buckets are
@@ -200,33 +243,63 @@ impl Conn {
     }
     #[inline]
     pub fn expired(&self, now: u32, t: &Timeouts) -> bool {
-        now.wrapping_sub(self.last_seen) > t.0[usize::from(self.state & 3)]
+        now.wrapping_sub(self.last_seen) > t.0[usize::from(self.state & 7)]
     }
 
-    /// The TCP part of the conn's state machine, from a segment's flags byte (the fast lane
-    /// and the full path both call it). Returns whether the state changed (HA sync streams
-    /// changes to the peer).
+    /// Whether the conn is half-open (see [`FlowState`]).
     #[inline]
-    pub fn track_tcp(&mut self, flags: u8) -> bool {
+    pub fn is_half_open(&self) -> bool {
+        half_open(self.state)
+    }
+
+    /// The TCP part of the conn's state machine, from a segment's flags byte and the
+    /// direction it travels (the fast lane and the full path both call it; so does the
+    /// table's [`super::FlowTable::track_tcp`], which keeps the half-open count). Returns
+    /// whether the state changed (HA sync streams changes to the peer).
+    ///
+    /// Only what has been seen is trusted: a NAT conn is established by the client's ACK
+    /// after the backend's SYN-ACK, a DSR conn (whose replies bypass us) by the client's ACK
+    /// after its SYN; an adopted one by a second client segment (DSR) or the backend's answer.
+    #[inline]
+    pub fn track_tcp(&mut self, flags: u8, dir: Dir) -> bool {
         const FIN: u8 = 0x01;
         const SYN: u8 = 0x02;
         const RST: u8 = 0x04;
         const ACK: u8 = 0x10;
-        // The state is compared as it is stored (`Conn::is`), not decoded first: the common
-        // segment (an ACK of an established conn) then costs three flag tests and one compare.
-        if flags & (RST | FIN) != 0 {
-            let was = self.is(FlowState::TcpClosing);
-            self.set_state(FlowState::TcpClosing);
-            !was
-        } else if flags & SYN != 0 && self.is(FlowState::TcpClosing) {
-            // Port reuse after close: a new connection on the same backend.
-            self.set_state(FlowState::TcpSyn);
-            true
-        } else if flags & ACK != 0 && self.is(FlowState::TcpSyn) {
-            self.set_state(FlowState::TcpEstablished);
-            true
-        } else {
-            false
+        // The common segment (an ACK of an established conn) costs two flag tests and one
+        // compare: the state is compared as it is stored, not decoded first.
+        if self.is(FlowState::TcpEstablished) && flags & (RST | FIN) == 0 {
+            return false;
         }
+        let nat = self.has_reverse();
+        let next = if flags & (RST | FIN) != 0 {
+            FlowState::TcpClosing
+        } else {
+            match (self.state(), dir) {
+                // Port reuse after close: a new connection on the same backend.
+                (FlowState::TcpClosing, Dir::Forward) if flags & (SYN | ACK) == SYN => {
+                    FlowState::TcpSyn
+                }
+                (FlowState::TcpSyn, Dir::Reverse) if flags & (SYN | ACK) == SYN | ACK => {
+                    FlowState::TcpSynAck
+                }
+                (FlowState::TcpSyn, Dir::Forward) if !nat && flags & (SYN | ACK) == ACK => {
+                    FlowState::TcpEstablished
+                }
+                (FlowState::TcpSynAck, Dir::Forward) if flags & (SYN | ACK) == ACK => {
+                    FlowState::TcpEstablished
+                }
+                (FlowState::TcpAdopted, Dir::Forward) if !nat && flags & SYN == 0 => {
+                    FlowState::TcpEstablished
+                }
+                (FlowState::TcpAdopted, Dir::Reverse) if flags & SYN == 0 => {
+                    FlowState::TcpEstablished
+                }
+                (s, _) => s,
+            }
+        };
+        let changed = !self.is(next);
+        self.set_state(next);
+        changed
     }
 }

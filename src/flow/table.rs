@@ -77,6 +77,8 @@ pub struct FlowCounters {
     pub created: u64,
     pub expired: u64,
     pub full: u64,
+    /// Half-open conns given up to make room (see [`FlowTable::insert_evicting`]).
+    pub half_open_reclaimed: u64,
 }
 
 /// The table is out of room for this conn.
@@ -98,6 +100,11 @@ pub struct FlowTable {
     active: usize,
     /// Live conns with a reverse tuple (NAT conns).
     reverse_tuples: usize,
+    /// Live half-open TCP conns (`FlowState::is_half_open`).
+    half_open: usize,
+    /// One word per conn slot that moves with its conn: the SYN proxy's sequence numbers
+    /// (`flags::SEQ_ADJ`).
+    aux: Vec<u32>,
     sweep_pos: usize,
     /// Completed sweep passes.
     sweep_passes: u64,
@@ -139,6 +146,8 @@ impl FlowTable {
             n_buckets: n as u64,
             active: 0,
             reverse_tuples: 0,
+            half_open: 0,
+            aux: vec![0; slots],
             sweep_pos: 0,
             sweep_passes: 0,
             counters: FlowCounters::default(),
@@ -189,7 +198,57 @@ impl FlowTable {
 
     /// Bytes of table memory (conn buckets and index).
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.conns) + std::mem::size_of_val(&*self.index)
+        std::mem::size_of_val(&*self.conns)
+            + std::mem::size_of_val(&*self.index)
+            + std::mem::size_of_val(&*self.aux)
+    }
+
+    /// Live half-open TCP conns.
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// Conn `id`'s word (see `aux` above).
+    #[inline]
+    pub fn aux(&self, id: ConnId) -> u32 {
+        self.aux[id.0 as usize]
+    }
+
+    #[inline]
+    pub fn set_aux(&mut self, id: ConnId, v: u32) {
+        self.aux[id.0 as usize] = v;
+    }
+
+    /// [`Conn::track_tcp`] on conn `id`, keeping the half-open count.
+    #[inline]
+    pub fn track_tcp(&mut self, id: ConnId, flags: u8, dir: Dir) -> bool {
+        let c = &mut self.conns[id.0 as usize];
+        let was = c.is_half_open();
+        let changed = c.track_tcp(flags, dir);
+        if changed {
+            self.count_transition(was, id);
+        }
+        changed
+    }
+
+    /// Sets conn `id`'s state, keeping the half-open count.
+    pub fn set_state(&mut self, id: ConnId, s: crate::flow::FlowState) {
+        let c = &mut self.conns[id.0 as usize];
+        let was = c.is_half_open();
+        c.set_state(s);
+        self.count_transition(was, id);
+    }
+
+    #[inline]
+    fn count_transition(&mut self, was: bool, id: ConnId) {
+        let now = self.conns[id.0 as usize].is_half_open();
+        if was != now {
+            if now {
+                self.half_open += 1;
+            } else {
+                self.half_open -= 1;
+            }
+        }
     }
 
     /// How much of the table the kernel backs with huge pages, in KiB (`None` where
@@ -404,9 +463,62 @@ impl FlowTable {
     /// at `now`. Fails, counted, when the table holds its capacity or has no room for the
     /// conn's tuples; nothing changes then but where other conns sit. Making room may move
     /// other conns: a [`ConnId`] is valid until the next insert.
-    pub fn insert(&mut self, mut conn: Conn, now: u32) -> Result<ConnId, TableFull> {
+    pub fn insert(&mut self, conn: Conn, now: u32) -> Result<ConnId, TableFull> {
+        self.try_insert(conn, now)
+            .inspect_err(|_| self.counters.full += 1)
+    }
+
+    /// [`FlowTable::insert`], making room under pressure by reclaiming a half-open conn
+    /// (handed to `reclaim`) among the new conn's candidate slots: when the table is full,
+    /// or when a half-open conn would take more than half of the capacity. Established
+    /// conns are never reclaimed, so a flood of spoofed SYNs or ACKs recycles its own conns
+    /// and leaves the real ones alone.
+    pub fn insert_evicting(
+        &mut self,
+        conn: Conn,
+        now: u32,
+        reclaim: &mut impl FnMut(&Conn),
+    ) -> Result<ConnId, TableFull> {
+        let share_full = conn.is_half_open() && self.half_open >= self.capacity.div_ceil(2);
+        if (share_full || self.active >= self.capacity)
+            && self.reclaim_half_open(&conn, now, reclaim)
+        {
+            return self.insert(conn, now);
+        }
+        match self.try_insert(conn, now) {
+            Err(TableFull) if self.reclaim_half_open(&conn, now, reclaim) => self.insert(conn, now),
+            Err(e) => {
+                self.counters.full += 1;
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    /// Reclaims the longest-idle half-open conn among the slots `conn` could take; false
+    /// when none of them is half-open.
+    fn reclaim_half_open(
+        &mut self,
+        conn: &Conn,
+        now: u32,
+        reclaim: &mut impl FnMut(&Conn),
+    ) -> bool {
+        let (a, b) = self.conn_candidates(self.key_of(conn, Dir::Forward).hash());
+        let victim = (a * CWAYS..(a + 1) * CWAYS)
+            .chain(b * CWAYS..(b + 1) * CWAYS)
+            .filter(|&i| self.conns[i].in_use() && self.conns[i].is_half_open())
+            .max_by_key(|&i| now.wrapping_sub(self.conns[i].last_seen));
+        let Some(i) = victim else {
+            return false;
+        };
+        self.remove(ConnId(i as u32), reclaim);
+        self.counters.half_open_reclaimed += 1;
+        true
+    }
+
+    /// [`FlowTable::insert`] without counting a failure.
+    fn try_insert(&mut self, mut conn: Conn, now: u32) -> Result<ConnId, TableFull> {
         if self.active >= self.capacity {
-            self.counters.full += 1;
             return Err(TableFull);
         }
         conn.flags |= flags::IN_USE;
@@ -418,10 +530,10 @@ impl FlowTable {
             .or_else(|| self.conn_kick(a, CONN_KICK_DEPTH))
             .or_else(|| self.conn_kick(b, CONN_KICK_DEPTH));
         let Some(id) = slot else {
-            self.counters.full += 1;
             return Err(TableFull);
         };
         self.conns[id] = conn;
+        self.aux[id] = 0;
         if conn.has_reverse()
             && !self.index_insert(
                 &self.key_of(&conn, Dir::Reverse),
@@ -429,11 +541,11 @@ impl FlowTable {
             )
         {
             self.conns[id] = Conn::default();
-            self.counters.full += 1;
             return Err(TableFull);
         }
         self.active += 1;
         self.reverse_tuples += usize::from(conn.has_reverse());
+        self.half_open += usize::from(conn.is_half_open());
         self.counters.created += 1;
         Ok(ConnId(id as u32))
     }
@@ -494,6 +606,7 @@ impl FlowTable {
         let c = self.conns[from];
         self.conns[to] = c;
         self.conns[from] = Conn::default();
+        self.aux[to] = self.aux[from];
         if c.has_reverse() {
             let key = self.key_of(&c, Dir::Reverse);
             match self.index_entry(&key, conn_ref(from as u32, Dir::Reverse)) {
@@ -515,6 +628,7 @@ impl FlowTable {
         self.conns[id.0 as usize] = Conn::default();
         self.active -= 1;
         self.reverse_tuples -= usize::from(c.has_reverse());
+        self.half_open -= usize::from(c.is_half_open());
         self.counters.expired += 1;
     }
 

@@ -137,6 +137,10 @@ pub struct Service {
     pub owned: bool,
     /// Source access list (`allow`/`deny`); `None`: every client.
     pub acl: Option<Acl>,
+    /// New flows per second, all clients / one client address (0: no limit), for the whole
+    /// node: each worker takes its share.
+    pub new_flows_per_s: u32,
+    pub new_flows_per_source_per_s: u32,
 }
 
 /// A service's source access list.
@@ -265,6 +269,8 @@ pub struct Snapshot {
     /// Source-NAT port range.
     pub nat_ports: (u16, u16),
     pub timeouts: Timeouts,
+    /// `[protection]`.
+    pub protection: crate::config::ProtectionConfig,
     services_by_key: SmallMap<(u32, u16, u8), u16>,
     local: SmallMap<u32, (IfIdx, LocalKind)>,
 }
@@ -527,6 +533,8 @@ impl Snapshot {
                         allow: s.allow.clone(),
                         deny: s.deny.clone(),
                     }),
+                    new_flows_per_s: s.new_flows_per_s,
+                    new_flows_per_source_per_s: s.new_flows_per_source_per_s,
                 },
             );
         }
@@ -579,6 +587,7 @@ impl Snapshot {
             gslb: None,
             nat_ports: (cfg.nat.port_min, cfg.nat.port_max),
             timeouts: Timeouts::from_config(&cfg.flows.timeouts),
+            protection: cfg.protection,
             services_by_key: SmallMap::from_map(services_by_key),
             local: SmallMap::from_map(local),
         })
@@ -652,6 +661,8 @@ impl Service {
             removed: true,
             owned: false,
             acl: None,
+            new_flows_per_s: 0,
+            new_flows_per_source_per_s: 0,
         }
     }
 }

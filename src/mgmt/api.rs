@@ -495,6 +495,21 @@ pub fn metrics(m: &Mgmt) -> String {
         ),
         ("flows_created", "Conns created", Ctr::FlowsCreated),
         ("flows_expired", "Conns reclaimed", Ctr::FlowsExpired),
+        (
+            "syn_cookies_sent",
+            "SYN-ACKs with a cookie the SYN proxy sent (no conn made)",
+            Ctr::SynCookiesSent,
+        ),
+        (
+            "syn_cookies_valid",
+            "Client ACKs with a valid cookie (a conn made, a SYN sent to the backend)",
+            Ctr::SynCookiesValid,
+        ),
+        (
+            "half_open_reclaimed",
+            "Half-open conns reclaimed to make room for new ones",
+            Ctr::HalfOpenReclaimed,
+        ),
     ] {
         per_worker(name, help, &mut reg, c as usize);
     }
@@ -509,6 +524,21 @@ pub fn metrics(m: &Mgmt) -> String {
             "flow_table_bytes",
             "Memory of the conn table (conn buckets and index)",
             Ctr::FlowTableBytes,
+        ),
+        (
+            "flows_half_open",
+            "Live TCP conns whose handshake is not complete",
+            Ctr::FlowsHalfOpen,
+        ),
+        (
+            "syn_cookies_on",
+            "1 while the worker answers SYNs with cookies",
+            Ctr::SynCookiesOn,
+        ),
+        (
+            "udp_pressure",
+            "1 while UDP conns get the short idle timeout (table or SNAT ports under pressure)",
+            Ctr::UdpPressure,
         ),
     ] {
         let g = Family::<WorkerLabel, Gauge>::default();

@@ -125,6 +125,16 @@ impl SnatPortPool {
         }
     }
 
+    /// Percent of this worker's ports taken, over all its addresses.
+    pub fn used_percent(&self) -> u32 {
+        let total = u64::from(self.len) * self.ports.len() as u64;
+        if total == 0 {
+            return 0;
+        }
+        let free: u64 = self.ports.iter().map(|p| u64::from(p.free)).sum();
+        ((total - free) * 100 / total) as u32
+    }
+
     /// Free ports of one address (diagnostics).
     pub fn available(&self, idx: SnatIdx) -> usize {
         self.ports

@@ -106,10 +106,20 @@ pub enum DropReason {
     IcmpRateLimited,
     /// To a service whose `deny` matches the source, or whose `allow` does not.
     AclDenied,
+    /// A new flow over its service's `new_flows_per_s`.
+    ServiceRateLimited,
+    /// A new flow over its service's `new_flows_per_source_per_s` for that client.
+    SourceRateLimited,
+    /// SYN proxy: a client segment while the backend has not answered our SYN yet (the
+    /// client sends it again).
+    SynProxyPending,
+    /// SYN proxy: a segment the proxy cannot rewrite (IP options, a SYN-ACK that does not
+    /// fit).
+    SynProxyUnsupported,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::AclDenied as usize + 1;
+    pub const COUNT: usize = DropReason::SynProxyUnsupported as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -148,6 +158,10 @@ impl DropReason {
         DropReason::MartianSource,
         DropReason::IcmpRateLimited,
         DropReason::AclDenied,
+        DropReason::ServiceRateLimited,
+        DropReason::SourceRateLimited,
+        DropReason::SynProxyPending,
+        DropReason::SynProxyUnsupported,
     ];
 
     pub fn name(self) -> &'static str {
@@ -189,6 +203,10 @@ impl DropReason {
             DropReason::MartianSource => "martian_source",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::AclDenied => "acl_denied",
+            DropReason::ServiceRateLimited => "service_rate_limited",
+            DropReason::SourceRateLimited => "source_rate_limited",
+            DropReason::SynProxyPending => "synproxy_pending",
+            DropReason::SynProxyUnsupported => "synproxy_unsupported",
         }
     }
 }

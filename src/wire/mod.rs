@@ -14,6 +14,7 @@
 //! | `icmp` | echo replies, ICMP errors parsed, translated and built |
 //! | `nat` | address/port translation with incremental checksums (RFC 1624) |
 //! | `csum` | the checksum update and field access the rewrites share |
+//! | `tcp` | the SYN proxy's segments: sequence numbers, bare segments written in place |
 //! | `dns` | GSLB: ordinary DNS queries read and answered in place by the workers |
 //!
 //! [`DropReason`]: crate::types::DropReason
@@ -26,6 +27,7 @@ mod icmp;
 mod ipv4;
 mod l4;
 mod nat;
+mod tcp;
 
 pub use arp::{ArpMeta, arp_frame_len, arp_request_to_reply, build_arp_request, parse_arp};
 pub use csum::{csum_replace16, csum_replace32};
@@ -45,6 +47,9 @@ pub use ipv4::{
 pub use l4::{L4Meta, TcpFlags, parse_l4};
 pub use nat::{
     NAT_FIXED, Rewrite, l4_csum_end, nat_apply, nat_apply_fixed, nat_forward, rewrite_ipv4,
+};
+pub use tcp::{
+    Bare, TH_ACK, TH_FIN, TH_RST, TH_SYN, TcpSeg, tcp_rewrite_bare, tcp_seg, tcp_shift_seq,
 };
 
 pub const ETH_HDR: usize = 14;

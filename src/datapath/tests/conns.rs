@@ -43,13 +43,17 @@ fn full_flow_table_drops_new_flows_only() {
     let (mut d, _) = datapath(&c, 1, 0);
     let mut ok = Vec::new();
     for p in 0..100u16 {
+        // Established conns (SYN, then the client's ACK): never reclaimed to make room.
         let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, SYN);
         if d.process(&mut f, IfIdx(0), 0, false) != Verdict::Drop(DropReason::FlowTableFull) {
+            let mut a = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, ACK);
+            d.process(&mut a, IfIdx(0), 0, false);
             ok.push(p);
         }
     }
     assert_eq!(ok.len(), 8);
     assert_eq!(d.ctr.dropped(DropReason::FlowTableFull), 92);
+    assert_eq!(d.flows.half_open(), 0);
     for p in ok {
         let mut f = pkt(CLIENT, VIP, 20000 + p, 80, PROTO_TCP, ACK);
         assert_eq!(
@@ -57,6 +61,51 @@ fn full_flow_table_drops_new_flows_only() {
             Verdict::Forward(IfIdx(0))
         );
     }
+}
+
+/// A table full of half-open conns (a SYN flood, DSR) makes room for new ones by reclaiming
+/// them: a real client's SYN and its ACK go through, and its established conn then stays.
+#[test]
+fn half_open_conns_make_room_and_established_ones_stay() {
+    let mut c = config(Mode::Dsr);
+    c.flows.capacity_per_core = 64;
+    let (mut d, _) = datapath(&c, 1, 0);
+    let flood = Ipv4Addr::new(10, 99, 0, 1);
+    for p in 0..64u16 {
+        let mut f = pkt(flood, VIP, 1000 + p, 80, PROTO_TCP, SYN);
+        d.process(&mut f, IfIdx(0), 0, false);
+    }
+    // Half-open conns have half of the table; past it they recycle each other.
+    assert!(
+        (32..=64).contains(&d.flows.active()),
+        "{}",
+        d.flows.active()
+    );
+    assert_eq!(d.flows.half_open(), d.flows.active());
+    // The real client, then many more spoofed SYNs: each reclaims a half-open conn.
+    let mut syn = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN);
+    assert_eq!(
+        d.process(&mut syn, IfIdx(0), 1, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    let mut ack = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut ack, IfIdx(0), 1, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    let mut new_ok = 0;
+    for p in 0..2000u16 {
+        let mut f = pkt(flood, VIP, 10000 + p, 80, PROTO_TCP, SYN);
+        new_ok += usize::from(d.process(&mut f, IfIdx(0), 2, false) == Verdict::Forward(IfIdx(0)));
+    }
+    assert!(new_ok > 1900, "{new_ok} of 2000 SYNs found room");
+    assert!(d.flows.counters.half_open_reclaimed >= 1900);
+    let mut more = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut more, IfIdx(0), 3, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    assert_eq!(d.flows.half_open(), d.flows.active() - 1);
 }
 
 #[test]

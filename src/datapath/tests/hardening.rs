@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::datapath::icmp::{ICMP_ERRORS_BURST, ICMP_ERRORS_PER_S};
+use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, Verdict};
 use crate::wire::{ETH_HDR, PROTO_TCP, PROTO_UDP};
 
@@ -111,4 +112,161 @@ fn a_service_access_list_refuses_new_and_established_conns_of_denied_clients() {
             "{mode:?}"
         );
     }
+}
+
+/// `f` (a TCP frame from `pkt`) with sequence and acknowledgment numbers, checksum redone.
+fn numbered(mut f: Vec<u8>, seq: u32, ack: u32) -> Vec<u8> {
+    let ip = crate::wire::parse_ipv4(&f, ETH_HDR).unwrap();
+    f[ip.l4 + 4..ip.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    f[ip.l4 + 8..ip.l4 + 12].copy_from_slice(&ack.to_be_bytes());
+    let mut t = smoltcp::wire::TcpPacket::new_unchecked(&mut f[ip.l4..ip.end]);
+    t.fill_checksum(&ip.src.into(), &ip.dst.into());
+    f
+}
+
+fn seq_ack(f: &[u8]) -> (u32, u32, u8) {
+    let ip = crate::wire::parse_ipv4(f, ETH_HDR).unwrap();
+    let s = crate::wire::tcp_seg(f, &ip).unwrap();
+    (s.seq, s.ack, s.flags)
+}
+
+/// With SYN cookies on, a SYN makes no conn: it is answered with a cookie. The client's ACK
+/// with that cookie makes the conn and a SYN to the backend; the backend's SYN-ACK is
+/// answered with our ACK; then data flows both ways with the sequence numbers moved by the
+/// difference of the ISNs, checksums valid. An ACK without a valid cookie makes nothing.
+#[test]
+fn the_syn_proxy_makes_conns_only_for_valid_cookies() {
+    for mode in [Mode::Proxy, Mode::Gateway] {
+        let mut c = config(mode);
+        c.protection.syn_cookies = crate::config::SynCookies::On;
+        let (mut d, _) = datapath(&c, 1, 0);
+        d.sweep(1, 1); // the cookie mode is assessed between bursts
+        let mut syn = numbered(pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN), 1000, 0);
+        assert_eq!(
+            d.process(&mut syn, IfIdx(0), 2, false),
+            Verdict::Reply,
+            "{mode}"
+        );
+        assert_eq!(tuple(&syn), (VIP, 80, CLIENT, 40000));
+        assert!(l4_checksum_ok(&syn));
+        let (cookie, ack, fl) = seq_ack(&syn);
+        assert_eq!((ack, fl), (1001, SYN | ACK));
+        assert_eq!(d.flows.active(), 0, "{mode}: a SYN holds nothing");
+        // A spoofed ACK with a wrong cookie: nothing made.
+        let mut bad = numbered(
+            pkt(CLIENT, VIP, 40001, 80, PROTO_TCP, ACK),
+            1001,
+            cookie + 1,
+        );
+        assert!(matches!(
+            d.process(&mut bad, IfIdx(0), 2, false),
+            Verdict::Drop(_) | Verdict::Forward(_)
+        ));
+        let made_by_bad = d.flows.active();
+        assert_eq!(d.ctr.get(Ctr::SynCookiesValid), 0, "{mode}");
+        // The client's ACK: our SYN goes to the backend with the client's ISN.
+        let mut a = numbered(
+            pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK),
+            1001,
+            cookie + 1,
+        );
+        assert_eq!(
+            d.process(&mut a, IfIdx(0), 3, false),
+            Verdict::Forward(IfIdx(0)),
+            "{mode}"
+        );
+        let (src, sport, backend, bport) = tuple(&a);
+        assert_eq!(seq_ack(&a), (1000, 0, SYN));
+        assert!(l4_checksum_ok(&a));
+        assert_eq!(d.flows.active(), made_by_bad + 1);
+        assert_eq!(d.ctr.get(Ctr::SynCookiesValid), 1);
+        // Client data before the backend answered: dropped, the client sends it again.
+        let mut early = numbered(
+            pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK),
+            1001,
+            cookie + 1,
+        );
+        assert_eq!(
+            d.process(&mut early, IfIdx(0), 3, false),
+            Verdict::Drop(DropReason::SynProxyPending)
+        );
+        // The backend's SYN-ACK (ISN 5000): we ACK it ourselves.
+        let mut sa = numbered(
+            pkt(backend, src, bport, sport, PROTO_TCP, SYN | ACK),
+            5000,
+            1001,
+        );
+        assert_eq!(
+            d.process(&mut sa, IfIdx(0), 4, false),
+            Verdict::Reply,
+            "{mode}"
+        );
+        assert_eq!(tuple(&sa), (src, sport, backend, bport));
+        assert_eq!(seq_ack(&sa), (1001, 5001, ACK));
+        assert!(l4_checksum_ok(&sa));
+        // Data both ways, numbers moved.
+        let mut up = numbered(
+            pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK),
+            1001,
+            cookie + 1,
+        );
+        assert_eq!(
+            d.process(&mut up, IfIdx(0), 5, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        assert_eq!(tuple(&up), (src, sport, backend, bport));
+        assert_eq!(seq_ack(&up), (1001, 5001, ACK));
+        assert!(l4_checksum_ok(&up));
+        let mut down = numbered(pkt(backend, src, bport, sport, PROTO_TCP, ACK), 5001, 1001);
+        assert_eq!(
+            d.process(&mut down, IfIdx(0), 5, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        assert_eq!(tuple(&down), (VIP, 80, CLIENT, 40000));
+        assert_eq!(seq_ack(&down), (cookie + 1, 1001, ACK));
+        assert!(l4_checksum_ok(&down));
+        assert_eq!(
+            d.flows.half_open(),
+            made_by_bad,
+            "{mode}: only the adopted stranger (gateway)"
+        );
+        assert_eq!(d.ctr.get(Ctr::SynCookiesSent), 1);
+    }
+}
+
+/// Spoofed SYNs in proxy mode with cookies off leave half-open conns only: the backend's
+/// SYN-ACK does not make them established (the client never ACKs), and enough of them
+/// switch `auto` cookies on.
+#[test]
+fn half_open_conns_switch_auto_cookies_on() {
+    let mut c = config(Mode::Proxy);
+    c.protection.syn_cookie_half_open = 100;
+    let (mut d, _) = datapath(&c, 1, 0);
+    for p in 0..100u16 {
+        let mut f = pkt(
+            Ipv4Addr::new(10, 99, (p >> 8) as u8, p as u8),
+            VIP,
+            1000,
+            80,
+            PROTO_TCP,
+            SYN,
+        );
+        assert_eq!(
+            d.process(&mut f, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        let (s, sp, b, bp) = tuple(&f);
+        let mut sa = pkt(b, s, bp, sp, PROTO_TCP, SYN | ACK);
+        assert_eq!(
+            d.process(&mut sa, IfIdx(0), 0, false),
+            Verdict::Forward(IfIdx(0))
+        );
+    }
+    assert_eq!(d.flows.half_open(), 100);
+    d.sweep(1, 1);
+    d.publish();
+    assert_eq!(d.ctr.get(Ctr::SynCookiesOn), 1);
+    let mut f = pkt(Ipv4Addr::new(10, 98, 0, 1), VIP, 1000, 80, PROTO_TCP, SYN);
+    assert_eq!(d.process(&mut f, IfIdx(0), 1, false), Verdict::Reply);
+    assert_eq!(d.flows.active(), 100);
 }

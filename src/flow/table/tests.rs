@@ -1,7 +1,7 @@
 use super::*;
 use crate::flow::FlowState;
 
-const T: Timeouts = Timeouts([1_000, 60_000, 2_000, 5_000]);
+const T: Timeouts = Timeouts([1_000, 60_000, 2_000, 5_000, 1_000, 1_000, 1_000, 1_000]);
 
 fn key(i: u32) -> FlowKey {
     FlowKey {

@@ -49,6 +49,8 @@ fn setup(weights: &[u32]) -> (Service, Vec<Backend>) {
         removed: false,
         owned: true,
         acl: None,
+        new_flows_per_s: 0,
+        new_flows_per_source_per_s: 0,
     };
     (svc, backends)
 }
