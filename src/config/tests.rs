@@ -34,7 +34,7 @@ fn test_configuration_is_valid_and_round_trips() {
 fn oversized_conn_table_is_refused_with_its_cost() {
     let e = broken("capacity_per_core = 1024", "capacity_per_core = 4000000000");
     assert_eq!(e.key, "flows.capacity_per_core");
-    assert!(e.problem.contains("57 bytes"), "{}", e.problem);
+    assert!(e.problem.contains("63 bytes"), "{}", e.problem);
 }
 
 #[test]

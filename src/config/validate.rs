@@ -49,7 +49,7 @@ impl Config {
             return Err(err(
                 "flows.capacity_per_core",
                 format!(
-                    "{} is more than {MAX_FLOWS_PER_CORE} (the conn table takes about 57 bytes \
+                    "{} is more than {MAX_FLOWS_PER_CORE} (the conn table takes about 63 bytes \
                      per conn, allocated up front on every worker)",
                     self.flows.capacity_per_core
                 ),

@@ -20,6 +20,8 @@
 //! | `frag` | the fragment policy: later fragments follow the first |
 //! | `route` | what gateway-mode servers send elsewhere, routed |
 //! | `neigh` | the worker's neighbour cache and resolve requests |
+//! | `synproxy` | SYN cookies: conns of proxy/gateway services made only by a valid ACK |
+//! | `limits` | token buckets: new flows per service and per client, ICMP errors we send |
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

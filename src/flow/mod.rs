@@ -23,8 +23,8 @@
 //! two are different lines for every flow: twice the memory per packet. perf/README.md has
 //! the measurements.
 //!
-//! Memory per flow of capacity: 3/2 × 32 bytes of conn buckets + 9/8 × 8 bytes of index =
-//! 57 bytes.
+//! Memory per flow of capacity: 3/2 × 32 bytes of conn buckets + 9/8 × 8 bytes of index +
+//! 3/2 × 4 bytes of per-slot words (the SYN proxy's) = 63 bytes.
 //!
 //! A conn idle for longer than its state's timeout is dead: a lookup that meets it reclaims it
 //! (and reports a miss), and the incremental [`FlowTable::sweep`] reclaims the rest, so the
