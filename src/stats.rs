@@ -83,9 +83,11 @@ pub enum Ctr {
     FlowsHalfOpen,
     SynCookiesOn,
     UdpPressure,
+    /// IPv4 fragments received (first and later ones; each then has its own verdict).
+    Fragments,
 }
 
-const FIXED: usize = Ctr::UdpPressure as usize + 1;
+const FIXED: usize = Ctr::Fragments as usize + 1;
 pub const DROP_BASE: usize = FIXED;
 pub const N_COUNTERS: usize = FIXED + DropReason::COUNT;
 
@@ -126,6 +128,7 @@ const NAMES: [&str; FIXED] = [
     "flows_half_open",
     "syn_cookies_on",
     "udp_pressure",
+    "fragments",
 ];
 
 /// A counter invariant (see the top of this module) that does not hold.

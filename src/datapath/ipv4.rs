@@ -10,6 +10,7 @@ use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
 use crate::lb::LocalKind;
 use crate::mode;
 use crate::mode::snat::{owner_of, port_owner};
+use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -39,6 +40,9 @@ impl Datapath {
         if local == Some(LocalKind::Standby) {
             // A floating address the HA peer owns now: not ours to answer or balance.
             return Verdict::Drop(DropReason::NotOwner);
+        }
+        if ip.is_fragment {
+            self.ctr.inc(Ctr::Fragments);
         }
         if ip.proto == PROTO_ICMP && !ip.is_fragment {
             return self.icmp(p, &pk, local);

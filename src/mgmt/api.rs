@@ -505,6 +505,7 @@ pub fn metrics(m: &Mgmt) -> String {
             "Client ACKs with a valid cookie (a conn made, a SYN sent to the backend)",
             Ctr::SynCookiesValid,
         ),
+        ("fragments", "IPv4 fragments received", Ctr::Fragments),
         (
             "half_open_reclaimed",
             "Half-open conns reclaimed to make room for new ones",

@@ -270,3 +270,87 @@ fn half_open_conns_switch_auto_cookies_on() {
     assert_eq!(d.process(&mut f, IfIdx(0), 1, false), Verdict::Reply);
     assert_eq!(d.flows.active(), 100);
 }
+
+/// `new_flows_per_s` holds a service to its rate (this worker's share), and
+/// `new_flows_per_source_per_s` one client to its own, leaving other clients alone; packets
+/// of conns already made are never limited.
+#[test]
+fn new_flow_limits_per_service_and_per_source() {
+    let mut c = config(Mode::Dsr);
+    c.services[0].new_flows_per_source_per_s = 10;
+    let (mut d, _) = datapath(&c, 1, 0);
+    let one = Ipv4Addr::new(10, 30, 0, 1);
+    let mut ok = 0;
+    for p in 0..20u16 {
+        let mut f = pkt(one, VIP, 1000 + p, 80, PROTO_TCP, SYN);
+        ok += usize::from(d.process(&mut f, IfIdx(0), 0, false) == Verdict::Forward(IfIdx(0)));
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(d.ctr.dropped(DropReason::SourceRateLimited), 10);
+    let mut other = pkt(Ipv4Addr::new(10, 30, 0, 2), VIP, 1000, 80, PROTO_TCP, SYN);
+    assert_eq!(
+        d.process(&mut other, IfIdx(0), 0, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    // An established conn's packets pass; a second later the client has 10 more.
+    let mut more = pkt(one, VIP, 1000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut more, IfIdx(0), 0, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    let mut later = pkt(one, VIP, 2000, 80, PROTO_TCP, SYN);
+    assert_eq!(
+        d.process(&mut later, IfIdx(0), 1000, false),
+        Verdict::Forward(IfIdx(0))
+    );
+
+    let mut c = config(Mode::Dsr);
+    c.services[0].new_flows_per_s = 100;
+    // Two workers: this one takes half of the rate.
+    let (mut d, _) = datapath(&c, 2, 0);
+    let mut ok = 0;
+    for i in 0..200u32 {
+        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 31, 0, 0)) + i);
+        let mut f = pkt(src, VIP, 1000, 80, PROTO_TCP, SYN);
+        ok += usize::from(d.process(&mut f, IfIdx(0), 0, false) == Verdict::Forward(IfIdx(0)));
+    }
+    assert_eq!(ok, 50);
+    assert_eq!(d.ctr.dropped(DropReason::ServiceRateLimited), 150);
+}
+
+/// With the table half full, UDP conns idle out after `udp_pressure_ms`, not `udp_s`, and
+/// the sweep finds them; without pressure they stay.
+#[test]
+fn udp_conns_idle_out_fast_under_pressure() {
+    for (conns, reclaimed) in [(40u16, false), (60, true)] {
+        let mut c = config(Mode::Proxy);
+        c.flows.capacity_per_core = 100;
+        let (mut d, _) = datapath(&c, 1, 0);
+        for p in 0..conns {
+            let mut f = pkt(CLIENT, VIP, 1000 + p, 53, PROTO_UDP, 0);
+            assert_eq!(
+                d.process(&mut f, IfIdx(0), 0, false),
+                Verdict::Forward(IfIdx(0))
+            );
+        }
+        for t in 1..=1500 {
+            d.sweep(t, 4);
+        }
+        d.publish();
+        assert_eq!(
+            d.ctr.get(Ctr::UdpPressure),
+            0,
+            "the sweep ended the pressure"
+        );
+        let left = d.flows.active();
+        if reclaimed {
+            // Reclaimed until the pressure ended (below half the table).
+            assert!(
+                (40..50).contains(&left),
+                "{conns} conns: {left} left, pressure should have reclaimed down to < 50"
+            );
+        } else {
+            assert_eq!(left, usize::from(conns), "no pressure: udp_s holds");
+        }
+    }
+}
