@@ -443,6 +443,32 @@ fn reload_reports_restart_keys_rejects_bad_configs_and_forces_timed_out_drains()
     );
     assert!(lab.curl(None).is_some());
     assert_eq!(ctl_json(&["status"])["reloads_failed"], 1);
+    // Files that parse but would not work (the sanity checks): refused by reload too, the
+    // key named.
+    for (edit, key) in [
+        (
+            base.replace("[flows]", "[flows]\ntimeouts = { tcp_syn_s = 0 }"),
+            "flows.timeouts.tcp_syn_s",
+        ),
+        (
+            base.replace("vip = \"10.20.0.100\"", "vip = \"10.20.0.10\""),
+            "services[0].vip",
+        ),
+        (
+            base.replacen(
+                "[[services]]",
+                "[protection]\nudp_pressure_ms = 0\n\n[[services]]",
+                1,
+            ),
+            "protection.udp_pressure_ms",
+        ),
+    ] {
+        std::fs::write(&path, edit).unwrap();
+        let (ok, out) = ctl(&["reload"]);
+        assert!(!ok && out.contains(key), "{key}: {out}");
+    }
+    assert!(lab.curl(None).is_some());
+    assert_eq!(ctl_json(&["status"])["reloads_failed"], 4);
     // A drain with a 1 s timeout: a held connection's packets are then dropped, counted.
     std::fs::write(&path, &base).unwrap();
     let held = lab.spawn_in("client", &["/usr/bin/python3", "-u", "-c",

@@ -11,7 +11,7 @@ use crate::types::DropReason;
 /// At most one line per reason this often.
 pub const EVERY: Duration = Duration::from_secs(10);
 
-const WATCHED: [(DropReason, &str); 5] = [
+const WATCHED: [(DropReason, &str); 7] = [
     (
         DropReason::FlowTableFull,
         "conn table full: new flows dropped (flows.capacity_per_core)",
@@ -32,6 +32,14 @@ const WATCHED: [(DropReason, &str); 5] = [
         DropReason::NatMidflow,
         "mid-flow segments of full-NAT conns this node does not know dropped",
     ),
+    (
+        DropReason::ServiceRateLimited,
+        "new flows over a service's new_flows_per_s dropped",
+    ),
+    (
+        DropReason::SourceRateLimited,
+        "new flows over a service's new_flows_per_source_per_s dropped",
+    ),
 ];
 
 /// Per watched reason: the count at the last line and when it was written.
@@ -41,6 +49,8 @@ pub struct Alarms {
     missed: std::collections::HashMap<String, (u64, Option<Instant>)>,
     /// When the ports' counters were last read (once a second is enough).
     ports_read: Option<Instant>,
+    /// Workers answering SYNs with cookies at the last look.
+    cookies_on: u64,
 }
 
 impl Alarms {
@@ -49,6 +59,7 @@ impl Alarms {
             last: [(0, None); WATCHED.len()],
             missed: std::collections::HashMap::new(),
             ports_read: None,
+            cookies_on: 0,
         }
     }
 
@@ -94,6 +105,21 @@ impl Alarms {
             tracing::warn!(drop = reason.name(), count = v - seen, "{what}");
             out.push(line);
             self.last[i] = (v, Some(now));
+        }
+        // SYN cookies on or off (`auto`): once per change.
+        let on = sum.get(crate::stats::Ctr::SynCookiesOn);
+        if on != self.cookies_on {
+            let line = format!("SYN cookies on in {on} worker(s) (half-open conns)");
+            if on > self.cookies_on {
+                tracing::warn!(workers = on, "SYN cookies on: a flood of half-open conns");
+            } else {
+                tracing::info!(
+                    workers = on,
+                    "SYN cookies: fewer workers answer with cookies"
+                );
+            }
+            out.push(line);
+            self.cookies_on = on;
         }
         out
     }

@@ -266,6 +266,7 @@ fn half_open_conns_switch_auto_cookies_on() {
     d.sweep(1, 1);
     d.publish();
     assert_eq!(d.ctr.get(Ctr::SynCookiesOn), 1);
+    assert_eq!(d.ctr.get(Ctr::FlowsHalfOpen), 100);
     let mut f = pkt(Ipv4Addr::new(10, 98, 0, 1), VIP, 1000, 80, PROTO_TCP, SYN);
     assert_eq!(d.process(&mut f, IfIdx(0), 1, false), Verdict::Reply);
     assert_eq!(d.flows.active(), 100);
