@@ -214,22 +214,11 @@ pub fn serve(
     to_mgmt: Sender<Command>,
     token: Option<String>,
 ) -> Result<ApiServer, ApiError> {
-    let listener = listen(addr).map_err(|e| ApiError::Listen {
+    let listener = http::listen(addr).map_err(|e| ApiError::Listen {
         addr,
         source: Box::new(e),
     })?;
     serve_on(listener, to_mgmt, token, Limits::DEFAULT)
-}
-
-/// A listening socket with a backlog that holds a burst of connections until the server's
-/// thread takes them (it takes them all at once, and closes the ones it has no room for).
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
 }
 
 /// Serves on `listener` within `limits`.
@@ -925,7 +914,7 @@ mod tests {
                     .send(Response::json(200, &serde_json::json!({ "req": name })));
             }
         });
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         let s = serve_on(l, tx, token.map(String::from), Limits::DEFAULT)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -17,14 +17,16 @@
 //!   before 64 others arrive after it). When all 64 wait on the management loop, the new one
 //!   is closed at once. Nothing waits in a queue of ours, and memory is bounded by the
 //!   connections: a head buffer each, and the answers being sent;
-//! - four workers, and as many jobs queued as there are connections.
+//! - four workers, and as many jobs queued as there are connections;
+//! - a 16 KiB socket receive buffer ([`listen`]), so that a client pushing megabytes cannot
+//!   park them in the kernel's memory either.
 //!
 //! After its answer, a connection is half-closed and what the client still sends (a body we
 //! refused) is read and dropped for up to a second, so that the close is a FIN and not a
 //! reset that could destroy the answer before the client reads it.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,6 +197,21 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// A listening socket with a backlog that holds a burst of connections until the server's
+/// thread takes them (it takes them all at once, and closes the ones it has no room for),
+/// and a small receive buffer, which its connections inherit: a request head is at most
+/// 8 KiB, and a client pushing megabytes must not park them in the kernel's memory (the
+/// buffer grows to several MiB per connection by itself).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_recv_buffer_size(16 * 1024)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 /// Serves `listener` until dropped; `route` turns each head into a [`Reply`].
@@ -551,8 +568,6 @@ impl Loop {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
 
     fn refusal(raw: &[u8]) -> u16 {
@@ -621,7 +636,7 @@ mod tests {
     /// A server on an ephemeral loopback port: `/slow` is answered by a worker after
     /// 300 ms, anything else at once with its target.
     fn server(limits: Limits) -> (Server, SocketAddr) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         let s = start(l, limits, |h: &Head| {
             let target = h.target.clone();
