@@ -725,13 +725,16 @@ fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// Reads `path`, applies `SWITCHYARD_*` overrides (`__` separates nested keys) and validates.
+    /// `SWITCHYARD_API_TOKEN` is the API token ([`ApiConfig::token`]), not a key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.exists() {
             return Err(err("config", format!("file {} not found", path.display())));
         }
-        let fig = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed("SWITCHYARD_").split("__"));
+        let fig = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("SWITCHYARD_")
+                .split("__")
+                .ignore(&["API_TOKEN"]),
+        );
         let cfg: Config = fig.extract().map_err(figment_error)?;
         cfg.validate()?;
         Ok(cfg)

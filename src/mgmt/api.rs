@@ -1,7 +1,13 @@
-//! The management API: a small HTTP server on its own thread (tiny_http) that turns requests
+//! The management API: a small HTTP server on its own threads ([`http`]) that turns requests
 //! into [`Command`]s for the management loop, which owns all state and answers them between
 //! ticks. JSON for people and scripts, Prometheus/OpenMetrics text at `/metrics`
 //! (prometheus-client).
+//!
+//! No client can hold the API up or grow it: the head of a request within 8 KiB (431) and
+//! 2 s (408), its target within 2 KiB (414), no body (413, never read), at most 64 open
+//! connections (a new one beyond closes the oldest idle or slow one), one thread for every
+//! socket and four that wait on the management loop; [`http`] has the details.
+//! Changes (POST) need the token when there is one (401), and off loopback every call does.
 //!
 //! | method | path | |
 //! |---|---|---|
@@ -17,9 +23,10 @@
 //! | POST | `/backends/weight?service=S&backend=ADDR[:PORT]&weight=W` | run-time weight |
 //! | POST | `/reload` | re-read the configuration file |
 
+mod http;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
 
@@ -31,6 +38,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use self::http::{Head, Limits, Reply};
 use super::Mgmt;
 use crate::stats::DROP_BASE;
 use crate::types::{BackendId, DropReason};
@@ -76,6 +84,7 @@ pub struct Command {
     pub reply: Sender<Response>,
 }
 
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
@@ -182,19 +191,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// The running API server; dropping it stops the thread.
+/// The running API server; dropping it stops its threads.
 pub struct ApiServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: http::Server,
 }
 
 /// Why the API did not start.
@@ -215,87 +214,93 @@ pub fn serve(
     to_mgmt: Sender<Command>,
     token: Option<String>,
 ) -> Result<ApiServer, ApiError> {
+    let listener = http::listen(addr).map_err(|e| ApiError::Listen {
+        addr,
+        source: Box::new(e),
+    })?;
+    serve_on(listener, to_mgmt, token, Limits::DEFAULT)
+}
+
+/// Serves on `listener` within `limits`.
+fn serve_on(
+    listener: std::net::TcpListener,
+    to_mgmt: Sender<Command>,
+    token: Option<String>,
+    limits: Limits,
+) -> Result<ApiServer, ApiError> {
     // Off loopback, every call needs the token; on loopback, changes do (when there is one).
-    let all_need_token = !addr.ip().is_loopback();
-    let server = Arc::new(
-        tiny_http::Server::http(addr).map_err(|source| ApiError::Listen { addr, source })?,
-    );
-    let srv = server.clone();
-    let thread = std::thread::Builder::new()
-        .name("sy-api".into())
-        .spawn(move || {
-            for req in srv.incoming_requests() {
-                let method = req.method().as_str().to_string();
-                let url = req.url().to_string();
-                let openmetrics = req.headers().iter().any(|h| {
-                    h.field.equiv("Accept")
-                        && h.value.as_str().contains("application/openmetrics-text")
-                });
-                let authorized = token.as_ref().is_none_or(|t| {
-                    req.headers().iter().any(|h| {
-                        h.field.equiv("Authorization")
-                            && constant_time_eq(
-                                h.value
-                                    .as_str()
-                                    .strip_prefix("Bearer ")
-                                    .unwrap_or("")
-                                    .as_bytes(),
-                                t.as_bytes(),
-                            )
-                    })
-                });
-                // No endpoint takes a body: one announced is refused, never read (a slow
-                // sender cannot hold the API's thread).
-                let has_body = req.body_length().is_some_and(|n| n > 0)
-                    || req
-                        .headers()
-                        .iter()
-                        .any(|h| h.field.equiv("Transfer-Encoding"));
-                let mut resp = if has_body {
-                    Response::error(413, "no request takes a body")
-                } else if !authorized && (all_need_token || method != "GET") {
-                    Response::error(401, "this call needs the API token (Authorization: Bearer)")
-                } else {
-                    match parse(&method, &url) {
-                        Err(r) => r,
-                        Ok(r) => {
-                            let (tx, rx) = channel();
-                            if to_mgmt.send(Command { req: r, reply: tx }).is_err() {
-                                Response::error(503, "management loop stopped")
-                            } else {
-                                rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
-                                    Response::error(503, "management loop busy")
-                                })
-                            }
-                        }
-                    }
-                };
-                if resp.content_type.starts_with("application/openmetrics") && !openmetrics {
-                    resp.body = to_prometheus_text(&resp.body);
-                    resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
-                }
-                let header = tiny_http::Header::from_bytes(
-                    &b"Content-Type"[..],
-                    resp.content_type.as_bytes(),
-                )
-                .expect("static header");
-                let mut r = tiny_http::Response::from_string(resp.body)
-                    .with_status_code(resp.status)
-                    .with_header(header);
-                if has_body {
-                    r = r.with_header(
-                        tiny_http::Header::from_bytes(&b"Connection"[..], &b"close"[..])
-                            .expect("static header"),
-                    );
-                }
-                let _ = req.respond(r);
-            }
-        })
-        .map_err(ApiError::Thread)?;
-    Ok(ApiServer {
-        server,
-        thread: Some(thread),
+    let access = Access {
+        reads_need_token: !listener
+            .local_addr()
+            .map_err(ApiError::Thread)?
+            .ip()
+            .is_loopback(),
+        token,
+    };
+    let server = http::start(listener, limits, move |head| match decide(head, &access) {
+        Err(refusal) => Reply::Now(refusal),
+        Ok((req, openmetrics)) => {
+            let to_mgmt = to_mgmt.clone();
+            Reply::Later(Box::new(move || ask(&to_mgmt, req, openmetrics)))
+        }
     })
+    .map_err(ApiError::Thread)?;
+    Ok(ApiServer { _server: server })
+}
+
+/// Who may call what.
+struct Access {
+    token: Option<String>,
+    /// Off loopback, reads need the token too.
+    reads_need_token: bool,
+}
+
+/// What a request head asks of the management loop, and whether the client takes
+/// OpenMetrics; or the refusal to send at once.
+fn decide(head: &Head, access: &Access) -> Result<(Request, bool), Response> {
+    let openmetrics = head
+        .values("Accept")
+        .any(|v| contains(v, b"application/openmetrics-text"));
+    let authorized = access.token.as_ref().is_none_or(|t| {
+        head.values("Authorization")
+            .any(|v| constant_time_eq(v.strip_prefix(b"Bearer ").unwrap_or(b""), t.as_bytes()))
+    });
+    // No endpoint takes a body: one announced is refused, never read (a slow sender cannot
+    // hold the API up).
+    let has_body = head
+        .values("Content-Length")
+        .any(|v| v.trim_ascii() != b"0")
+        || head.values("Transfer-Encoding").next().is_some();
+    if has_body {
+        return Err(Response::error(413, "no request takes a body"));
+    }
+    if !authorized && (access.reads_need_token || head.method != "GET") {
+        return Err(Response::error(
+            401,
+            "this call needs the API token (Authorization: Bearer)",
+        ));
+    }
+    parse(&head.method, &head.target).map(|r| (r, openmetrics))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Asks the management loop (on a worker: it answers between ticks, within 5 s).
+fn ask(to_mgmt: &Sender<Command>, req: Request, openmetrics: bool) -> Response {
+    let (tx, rx) = channel();
+    let mut resp = if to_mgmt.send(Command { req, reply: tx }).is_err() {
+        Response::error(503, "management loop stopped")
+    } else {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| Response::error(503, "management loop busy"))
+    };
+    if resp.content_type.starts_with("application/openmetrics") && !openmetrics {
+        resp.body = to_prometheus_text(&resp.body);
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    }
+    resp
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -812,5 +817,176 @@ mod tests {
         assert_eq!(parse("GET", "/latency/reset").err().unwrap().status, 405);
         assert_eq!(parse("GET", "/nope").err().unwrap().status, 404);
         assert_eq!(parse("GET", "/flows?limit=x").err().unwrap().status, 400);
+    }
+
+    #[test]
+    fn garbage_queries_get_400() {
+        for target in [
+            "/flows?limit=-1",
+            "/flows?limit=99999999999999999999999",
+            "/backends/weight?service=web&backend=10.20.0.11&weight=4294967296",
+            "/backends/weight?service=web&backend=10.20.0.11&weight=%FF",
+            "/backends/drain?service=web&backend=10.20.0.11&timeout_s=soon",
+            "/backends/drain?service=web",
+            "/backends/enable?service=&backend=10.20.0.11",
+            "/backends/enable?&&==&",
+        ] {
+            let method = if target.starts_with("/flows") {
+                "GET"
+            } else {
+                "POST"
+            };
+            assert_eq!(parse(method, target).err().unwrap().status, 400, "{target}");
+        }
+    }
+
+    fn head(raw: &str) -> Head {
+        http::parse_head(raw.as_bytes(), &Limits::DEFAULT)
+            .unwrap()
+            .unwrap()
+    }
+
+    const TOKEN: &str = "lab-token-0123456789";
+
+    fn access(reads_need_token: bool) -> Access {
+        Access {
+            token: Some(TOKEN.into()),
+            reads_need_token,
+        }
+    }
+
+    fn refused(raw: &str, a: &Access) -> u16 {
+        decide(&head(raw), a).err().map_or(0, |r| r.status)
+    }
+
+    #[test]
+    fn changes_need_the_token_and_reads_on_loopback_do_not() {
+        let a = access(false);
+        let post = "POST /reload HTTP/1.1\r\nHost: x\r\n";
+        assert_eq!(refused(&format!("{post}\r\n"), &a), 401);
+        for wrong in [
+            "",
+            "Bearer ",
+            "Bearer lab-token",
+            "lab-token-0123456789",
+            "Bearer x",
+        ] {
+            let raw = format!("{post}Authorization: {wrong}\r\n\r\n");
+            assert_eq!(refused(&raw, &a), 401, "{wrong:?}");
+        }
+        let good = format!("{post}Authorization: Bearer {TOKEN}\r\n\r\n");
+        assert!(matches!(
+            decide(&head(&good), &a),
+            Ok((Request::Reload, false))
+        ));
+        // Among several Authorization lines, the right one counts.
+        let two = format!("{post}Authorization: Bearer x\r\nauthorization: Bearer {TOKEN}\r\n\r\n");
+        assert!(decide(&head(&two), &a).is_ok());
+        assert!(decide(&head("GET /status HTTP/1.1\r\n\r\n"), &a).is_ok());
+        // Off loopback, reads too.
+        let off = access(true);
+        assert_eq!(refused("GET /status HTTP/1.1\r\n\r\n", &off), 401);
+        let read = format!("GET /status HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+        assert!(matches!(
+            decide(&head(&read), &off),
+            Ok((Request::Status, false))
+        ));
+        // Without a token, everything goes (on loopback: `check` refuses one elsewhere).
+        let open = Access {
+            token: None,
+            reads_need_token: false,
+        };
+        assert!(decide(&head(&format!("{post}\r\n")), &open).is_ok());
+    }
+
+    #[test]
+    fn a_body_is_refused_before_anything_else() {
+        let a = access(false);
+        for body in [
+            "Content-Length: 1000",
+            "Content-Length: junk",
+            "Transfer-Encoding: chunked",
+        ] {
+            // Even with the token, and before a 401 without it.
+            let raw = format!("POST /reload HTTP/1.1\r\n{body}\r\n\r\n");
+            assert_eq!(refused(&raw, &a), 413, "{body}");
+            let raw =
+                format!("POST /reload HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n{body}\r\n\r\n");
+            assert_eq!(refused(&raw, &a), 413, "{body}");
+        }
+        let empty = format!(
+            "POST /reload HTTP/1.1\r\nContent-Length: 0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        );
+        assert!(decide(&head(&empty), &a).is_ok());
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let a = access(false);
+        let plain = decide(&head("GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n"), &a);
+        assert!(matches!(plain, Ok((Request::Metrics, false))));
+        let om =
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n";
+        assert!(matches!(
+            decide(&head(om), &a),
+            Ok((Request::Metrics, true))
+        ));
+    }
+
+    /// The API on an ephemeral loopback port, with a management loop that answers every
+    /// command with the request's name.
+    fn api(token: Option<&str>) -> (ApiServer, SocketAddr) {
+        let (tx, rx) = channel::<Command>();
+        std::thread::spawn(move || {
+            for c in rx {
+                let name = format!("{:?}", c.req);
+                let _ = c
+                    .reply
+                    .send(Response::json(200, &serde_json::json!({ "req": name })));
+            }
+        });
+        let l = http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let s = serve_on(l, tx, token.map(String::from), Limits::DEFAULT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (s, addr)
+    }
+
+    fn call(addr: SocketAddr, raw: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, out)
+    }
+
+    #[test]
+    fn the_api_asks_the_management_loop_and_refuses_what_it_must() {
+        let (_s, addr) = api(Some(TOKEN));
+        let (code, out) = call(addr, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(code, 200, "{out}");
+        assert!(out.contains("Content-Type: application/json\r\n") && out.contains("\"Status\""));
+        let (code, out) = call(addr, "POST /backends/weight?service=web HTTP/1.1\r\n\r\n");
+        assert_eq!(code, 401, "{out}");
+        assert!(out.contains("needs the API token"), "{out}");
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let (code, out) = call(
+            addr,
+            &format!("POST /backends/weight?service=web&backend=b&weight=x HTTP/1.1\r\n{auth}\r\n"),
+        );
+        assert_eq!(code, 400, "{out}");
+        let (code, out) = call(addr, &format!("POST /reload HTTP/1.1\r\n{auth}\r\n"));
+        assert_eq!((code, out.contains("\"Reload\"")), (200, true), "{out}");
+        assert_eq!(call(addr, "GET /nope HTTP/1.1\r\n\r\n").0, 404);
+        assert_eq!(call(addr, "GET /reload HTTP/1.1\r\n\r\n").0, 405);
+        assert_eq!(call(addr, "{\"json\": [1,2\r\n\r\n").0, 400);
+        let (code, _) = call(
+            addr,
+            &format!("POST /reload HTTP/1.1\r\n{auth}Content-Length: 5\r\n\r\n{{}}"),
+        );
+        assert_eq!(code, 413);
     }
 }
