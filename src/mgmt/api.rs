@@ -1,4 +1,4 @@
-//! The management API: a small HTTP server on its own threads ([`http`]) that turns requests
+//! The management API: a small HTTP server on its own threads (`mgmt::http`) that turns requests
 //! into [`Command`]s for the management loop, which owns all state and answers them between
 //! ticks. JSON for people and scripts, Prometheus/OpenMetrics text at `/metrics`
 //! (prometheus-client).
@@ -6,7 +6,7 @@
 //! No client can hold the API up or grow it: the head of a request within 8 KiB (431) and
 //! 2 s (408), its target within 2 KiB (414), no body (413, never read), at most 64 open
 //! connections (a new one beyond closes the oldest idle or slow one), one thread for every
-//! socket and four that wait on the management loop; [`http`] has the details.
+//! socket and four that wait on the management loop; `mgmt::http` has the details.
 //! Changes (POST) need the token when there is one (401), and off loopback every call does.
 //!
 //! | method | path | |
@@ -23,8 +23,6 @@
 //! | POST | `/backends/weight?service=S&backend=ADDR[:PORT]&weight=W` | run-time weight |
 //! | POST | `/reload` | re-read the configuration file |
 
-mod http;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::{Sender, channel};
@@ -36,10 +34,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 
-use self::http::{Head, Limits, Reply};
 use super::Mgmt;
+pub use super::http::Response;
+use super::http::{self, Head, Limits, Reply};
 use crate::stats::DROP_BASE;
 use crate::types::{BackendId, DropReason};
 
@@ -82,33 +80,6 @@ pub enum Request {
 pub struct Command {
     pub req: Request,
     pub reply: Sender<Response>,
-}
-
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
-}
-
-impl Response {
-    pub fn json(status: u16, v: &Value) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            body: serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
-        }
-    }
-    pub fn metrics(body: String) -> Response {
-        Response {
-            status: 200,
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
-        }
-    }
-    fn error(status: u16, msg: &str) -> Response {
-        Response::json(status, &serde_json::json!({ "error": msg }))
-    }
 }
 
 fn query(url: &str) -> HashMap<String, String> {
@@ -237,11 +208,13 @@ fn serve_on(
             .is_loopback(),
         token,
     };
-    let server = http::start(listener, limits, move |head| match decide(head, &access) {
-        Err(refusal) => Reply::Now(refusal),
-        Ok((req, openmetrics)) => {
-            let to_mgmt = to_mgmt.clone();
-            Reply::Later(Box::new(move || ask(&to_mgmt, req, openmetrics)))
+    let server = http::start(listener, "sy-api", limits, move |head| {
+        match decide(head, &access) {
+            Err(refusal) => Reply::Now(refusal),
+            Ok((req, openmetrics)) => {
+                let to_mgmt = to_mgmt.clone();
+                Reply::Later(Box::new(move || ask(&to_mgmt, req, openmetrics)))
+            }
         }
     })
     .map_err(ApiError::Thread)?;

@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod gslb;
 pub mod ha;
 pub mod health;
+mod http;
 pub mod kernel;
 mod liveness;
 pub mod neigh;

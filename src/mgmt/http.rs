@@ -1,10 +1,13 @@
-//! The API's HTTP/1.1 server: small and strict, so that no client can hold it up or grow it.
+//! The management's HTTP/1.1 server, small and strict, so that no client can hold it up or
+//! grow it. It serves the API (`api`), GSLB's site exchange (`gslb::exchange`) and its
+//! redirects (`gslb::redirect`), each on its own listener with its own threads.
 //!
 //! One thread owns every socket and multiplexes them with `poll(2)`: it accepts, reads each
 //! request head (parsed by `httparse`), sends each answer and closes. A small fixed pool of
 //! workers does the one thing that may wait, the round trip to the management loop; no
 //! thread ever blocks on a client. One request per connection, answered with
-//! `Connection: close`. The bounds ([`Limits::DEFAULT`]):
+//! `Connection: close`; the answer to a HEAD has no body. The bounds ([`Limits::DEFAULT`];
+//! a server may take others):
 //!
 //! - the head (request line and headers) within 8 KiB and 32 header lines, else 431; the
 //!   request target within 2 KiB, else 414; no body (413, never read: no call takes one);
@@ -17,7 +20,8 @@
 //!   before 64 others arrive after it). When all 64 wait on the management loop, the new one
 //!   is closed at once. Nothing waits in a queue of ours, and memory is bounded by the
 //!   connections: a head buffer each, and the answers being sent;
-//! - four workers, and as many jobs queued as there are connections;
+//! - four workers, and as many jobs queued as there are connections (a server that answers
+//!   everything at once has none);
 //! - a 16 KiB socket receive buffer ([`listen`]), so that a client pushing megabytes cannot
 //!   park them in the kernel's memory either.
 //!
@@ -37,9 +41,63 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::Response;
+use serde_json::Value;
 
-/// The server's bounds: [`Limits::DEFAULT`] in service, shorter times in tests.
+/// An answer: its status, body and headers. `Content-Type`, `Content-Length` and
+/// `Connection: close` are always sent; [`Response::header`] adds others.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// More header lines, in order (`Location`, `X-SY-HMAC`...).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Response {
+    /// `v`, pretty-printed.
+    pub fn json(status: u16, v: &Value) -> Response {
+        Response::text(
+            status,
+            "application/json",
+            serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
+        )
+    }
+
+    /// Prometheus' OpenMetrics text.
+    pub fn metrics(body: String) -> Response {
+        Response::text(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        )
+    }
+
+    /// `{"error": msg}`.
+    pub fn error(status: u16, msg: &str) -> Response {
+        Response::json(status, &serde_json::json!({ "error": msg }))
+    }
+
+    /// `body` as it is, of type `content_type`.
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Response {
+        Response {
+            status,
+            content_type,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    /// With one more header line. [`encode`] leaves out a line whose name or value holds a
+    /// control character (a CR or LF would start a line of the client's choosing).
+    pub fn header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// A server's bounds: [`Limits::DEFAULT`] for the API, the same without workers for the site
+/// exchange, a longer head and no workers for the redirects, shorter times in tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Request line and headers, in bytes (431 beyond).
@@ -52,7 +110,8 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// From the answer being ready to its last byte taken by the client (close beyond).
     pub write_timeout: Duration,
-    /// Threads that wait on the management loop.
+    /// Threads that run [`Reply::Later`] jobs (those that wait on the management loop);
+    /// without any, such a job is answered 503.
     pub workers: usize,
 }
 
@@ -150,6 +209,7 @@ fn too_large(limits: &Limits) -> Response {
 pub fn encode(r: &Response) -> Vec<u8> {
     let reason = match r.status {
         200 => "OK",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -162,12 +222,19 @@ pub fn encode(r: &Response) -> Vec<u8> {
         _ => "",
     };
     let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         r.status,
         r.content_type,
         r.body.len()
-    )
-    .into_bytes();
+    );
+    let ctl = |s: &str| s.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f);
+    for (name, value) in &r.headers {
+        if !ctl(name) && !ctl(value) {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
     out.extend_from_slice(r.body.as_bytes());
     out
 }
@@ -201,8 +268,8 @@ impl Drop for Server {
 
 /// A listening socket with a backlog that holds a burst of connections until the server's
 /// thread takes them (it takes them all at once, and closes the ones it has no room for),
-/// and a small receive buffer, which its connections inherit: a request head is at most
-/// 8 KiB, and a client pushing megabytes must not park them in the kernel's memory (the
+/// and a small receive buffer, which its connections inherit: a request head is a few
+/// KiB, and a client pushing megabytes must not park them in the kernel's memory (the
 /// buffer grows to several MiB per connection by itself).
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
@@ -214,9 +281,12 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// Serves `listener` until dropped; `route` turns each head into a [`Reply`].
+/// Serves `listener` until dropped; `route` turns each head into a [`Reply`]. The threads are
+/// `name` (sockets) and `name-wN` (workers): at most 12 bytes, so that a worker's name is
+/// whole under Linux's 15-byte limit.
 pub fn start(
     listener: TcpListener,
+    name: &'static str,
     limits: Limits,
     route: impl Fn(&Head) -> Reply + Send + 'static,
 ) -> io::Result<Server> {
@@ -233,11 +303,12 @@ pub fn start(
         let (jobs_rx, done, wake) = (jobs_rx.clone(), done.clone(), wake.try_clone()?);
         threads.push(
             std::thread::Builder::new()
-                .name(format!("sy-api-w{i}"))
+                .name(format!("{name}-w{i}"))
                 .spawn(move || work(&jobs_rx, &done, &wake))?,
         );
     }
     let mut lp = Loop {
+        name,
         listener,
         wake_rx,
         limits,
@@ -249,7 +320,7 @@ pub fn start(
     let st = stop.clone();
     threads.push(
         std::thread::Builder::new()
-            .name("sy-api".into())
+            .name(name.into())
             .spawn(move || lp.run(&st, &route))?,
     );
     Ok(Server {
@@ -290,6 +361,8 @@ struct Conn {
     /// When the stage's clock started: accept (for the head), or the answer ready.
     since: Instant,
     stage: Stage,
+    /// The request is a HEAD: its answer goes without the body.
+    head_only: bool,
 }
 
 impl Conn {
@@ -313,7 +386,11 @@ impl Conn {
     /// Starts sending `r` (and sends what the socket takes now).
     fn answer(&mut self, r: &Response) {
         self.since = Instant::now();
-        self.stage = Stage::Writing(encode(r), 0);
+        let mut out = encode(r);
+        if self.head_only {
+            out.truncate(out.len() - r.body.len());
+        }
+        self.stage = Stage::Writing(out, 0);
         self.write();
     }
 
@@ -394,6 +471,7 @@ impl Conn {
 
 /// The server's thread: its sockets and its ends of the workers' queues.
 struct Loop {
+    name: &'static str,
     listener: TcpListener,
     wake_rx: UnixStream,
     limits: Limits,
@@ -440,7 +518,7 @@ impl Loop {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => {
-                        tracing::error!("api: poll: {e}; the API stops");
+                        tracing::error!("{}: poll: {e}; the server stops", self.name);
                         return;
                     }
                 }
@@ -507,12 +585,13 @@ impl Loop {
     /// Routes conn `i`'s complete head.
     fn dispatch(&mut self, i: usize, head: &Head, route: &dyn Fn(&Head) -> Reply) {
         let c = &mut self.conns[i];
+        c.head_only = head.method == "HEAD";
         match route(head) {
             Reply::Now(r) => c.answer(&r),
             Reply::Later(job) => match self.jobs.try_send((c.id, job)) {
                 Ok(()) => c.stage = Stage::Waiting,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    c.answer(&Response::error(503, "the API is busy"))
+                    c.answer(&Response::error(503, "the server is busy"))
                 }
             },
         }
@@ -556,6 +635,7 @@ impl Loop {
                 id: self.next_id,
                 since: Instant::now(),
                 stage: Stage::Head(Vec::new()),
+                head_only: false,
             });
             // Its request is often there already: read it now, before others can come.
             let i = self.conns.len() - 1;
@@ -638,7 +718,7 @@ mod tests {
     fn server(limits: Limits) -> (Server, SocketAddr) {
         let l = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
-        let s = start(l, limits, |h: &Head| {
+        let s = start(l, "sy-test", limits, |h: &Head| {
             let target = h.target.clone();
             if target == "/slow" {
                 Reply::Later(Box::new(|| {
