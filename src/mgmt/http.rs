@@ -851,6 +851,35 @@ mod tests {
     }
 
     #[test]
+    fn extra_headers_are_sent_unless_they_hold_control_characters() {
+        let r = Response::text(302, "text/plain", "moved\n".into())
+            .header("Location", "http://a.test/x?y=1".into())
+            .header("X-Evil", "a\r\nSet-Cookie: x=1".into())
+            .header("X-SY-HMAC", "00ff".into());
+        let out = String::from_utf8(encode(&r)).unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 302 Found\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\
+             Connection: close\r\nLocation: http://a.test/x?y=1\r\nX-SY-HMAC: 00ff\r\n\r\n\
+             moved\n"
+        );
+    }
+
+    #[test]
+    fn a_head_request_gets_the_head_alone() {
+        let (_s, addr) = server(Limits::DEFAULT);
+        let out = exchange(addr, b"HEAD /hello HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.ends_with("Connection: close\r\n\r\n"), "{out}");
+        let len: usize = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(len > 0, "the length of the body a GET would get");
+    }
+
+    #[test]
     fn dropping_the_server_stops_it() {
         let (s, addr) = server(Limits::DEFAULT);
         let _idle = TcpStream::connect(addr).unwrap();
