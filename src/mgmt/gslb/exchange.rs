@@ -5,10 +5,14 @@
 //! fresh random nonce and signs `poll <nonce>`; the server refuses a bad signature or a nonce
 //! it has seen (a replayed poll), and signs `report <nonce> <body>`, so a poller takes only an
 //! answer to its own poll from a holder of the key.
+//!
+//! The server is the management's strict HTTP server (`mgmt::http`, one thread, bounded
+//! heads, time and connections): whoever reaches `listen` cannot hold it up. A poll is
+//! answered at once on its thread, the nonces it has seen behind a lock of its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -22,6 +26,7 @@ use sha2::Sha256;
 use super::ServiceReport;
 use crate::config::Config;
 use crate::mgmt::health::{connect, http_exchange};
+use crate::mgmt::http::{self, Head, Limits, Reply, Response};
 
 /// Nonces remembered against replay.
 const SEEN_NONCES: usize = 4096;
@@ -91,85 +96,123 @@ pub fn poll_source(cfg: &Config) -> Option<Ipv4Addr> {
         .map(|i| i.address.addr)
 }
 
-/// Serves `/gslb` on `listen` until `stop`.
+/// Serves `/gslb` on `listen` until the returned server is dropped.
 pub fn serve(
     listen: SocketAddr,
     key: Vec<u8>,
     report: Arc<Mutex<Value>>,
     ctr: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, Box<dyn std::error::Error + Send + Sync>> {
-    let server = tiny_http::Server::http(listen)?;
-    let t = std::thread::Builder::new()
-        .name("sy-gslb-api".into())
-        .spawn(move || {
-            let mut seen: HashSet<String> = HashSet::new();
-            let mut order: VecDeque<String> = VecDeque::new();
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let url = req.url().to_string();
-                let auth = req
-                    .headers()
-                    .iter()
-                    .find(|h| h.field.equiv("Authorization"))
-                    .map(|h| h.value.as_str().to_string());
-                let nonce = url
-                    .strip_prefix("/gslb?nonce=")
-                    .filter(|n| n.len() == 32 && unhex(n).is_some())
-                    .map(str::to_string);
-                let reply = |status: u16, body: String, sig: Option<String>| {
-                    let mut r = tiny_http::Response::from_string(body).with_status_code(status);
-                    if let Some(s) = sig
-                        && let Ok(h) =
-                            tiny_http::Header::from_bytes(&b"X-SY-HMAC"[..], s.as_bytes())
-                    {
-                        r = r.with_header(h);
-                    }
-                    r
-                };
-                let (Some(nonce), Some(auth)) = (nonce, auth) else {
-                    ctr.refused.fetch_add(1, Ordering::Relaxed);
-                    let (status, msg) = if url == "/gslb" || url.starts_with("/gslb?") {
-                        (
-                            401,
-                            "{\"error\":\"a poll is GET /gslb?nonce=<32 hex> with its signature\"}",
-                        )
-                    } else {
-                        (404, "{\"error\":\"no such endpoint\"}")
-                    };
-                    let _ = req.respond(reply(status, msg.into(), None));
-                    continue;
-                };
-                let sig = auth.strip_prefix("SY-HMAC ").unwrap_or_default();
-                if !verify(&key, &[b"poll ", nonce.as_bytes()], sig) {
-                    ctr.refused.fetch_add(1, Ordering::Relaxed);
-                    let _ = req.respond(reply(401, "{\"error\":\"bad signature\"}".into(), None));
-                    continue;
-                }
-                if !seen.insert(nonce.clone()) {
-                    ctr.replayed.fetch_add(1, Ordering::Relaxed);
-                    let _ =
-                        req.respond(reply(401, "{\"error\":\"nonce seen before\"}".into(), None));
-                    continue;
-                }
-                order.push_back(nonce.clone());
-                if order.len() > SEEN_NONCES
-                    && let Some(old) = order.pop_front()
-                {
-                    seen.remove(&old);
-                }
-                let body = report
-                    .lock()
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|_| "{}".into());
-                let s = report_signature(&key, &nonce, body.as_bytes());
-                ctr.served.fetch_add(1, Ordering::Relaxed);
-                let _ = req.respond(reply(200, body, Some(s)));
-            }
-        })?;
-    Ok(t)
+) -> std::io::Result<http::Server> {
+    serve_on(http::listen(listen)?, LIMITS, key, report, ctr)
+}
+
+/// Serves `/gslb` on `listener` within `limits`.
+pub(super) fn serve_on(
+    listener: TcpListener,
+    limits: Limits,
+    key: Vec<u8>,
+    report: Arc<Mutex<Value>>,
+    ctr: Arc<Counters>,
+) -> std::io::Result<http::Server> {
+    let ex = Exchange {
+        key,
+        report,
+        ctr,
+        seen: Mutex::new(Nonces::default()),
+    };
+    http::start(listener, "sy-gslb-api", limits, move |head: &Head| {
+        Reply::Now(ex.answer(head))
+    })
+}
+
+/// The site exchange's server bounds: the API's, without workers (a poll is answered at
+/// once, on the server's thread).
+pub const LIMITS: Limits = Limits {
+    workers: 0,
+    ..Limits::DEFAULT
+};
+
+/// The nonces of the last [`SEEN_NONCES`] good polls.
+#[derive(Default)]
+struct Nonces {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Nonces {
+    /// Remembers `nonce`; false when it was seen before (a replay).
+    fn insert(&mut self, nonce: &str) -> bool {
+        if !self.seen.insert(nonce.to_string()) {
+            return false;
+        }
+        self.order.push_back(nonce.to_string());
+        if self.order.len() > SEEN_NONCES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// What `/gslb` answers with.
+struct Exchange {
+    key: Vec<u8>,
+    report: Arc<Mutex<Value>>,
+    ctr: Arc<Counters>,
+    seen: Mutex<Nonces>,
+}
+
+impl Exchange {
+    /// The answer to one request: the signed report to a good poll, else 401 (a poll
+    /// unsigned, badly signed or replayed) or 404 (anything but `/gslb`).
+    fn answer(&self, head: &Head) -> Response {
+        let reply =
+            |status: u16, body: String| Response::text(status, "text/plain; charset=UTF-8", body);
+        let url = head.target.as_str();
+        let auth = head
+            .values("Authorization")
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim);
+        let nonce = url
+            .strip_prefix("/gslb?nonce=")
+            .filter(|n| n.len() == 32 && unhex(n).is_some());
+        let (Some(nonce), Some(auth)) = (nonce, auth) else {
+            self.ctr.refused.fetch_add(1, Ordering::Relaxed);
+            let (status, msg) = if url == "/gslb" || url.starts_with("/gslb?") {
+                (
+                    401,
+                    "{\"error\":\"a poll is GET /gslb?nonce=<32 hex> with its signature\"}",
+                )
+            } else {
+                (404, "{\"error\":\"no such endpoint\"}")
+            };
+            return reply(status, msg.into());
+        };
+        let sig = auth.strip_prefix("SY-HMAC ").unwrap_or_default();
+        if !verify(&self.key, &[b"poll ", nonce.as_bytes()], sig) {
+            self.ctr.refused.fetch_add(1, Ordering::Relaxed);
+            return reply(401, "{\"error\":\"bad signature\"}".into());
+        }
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(nonce);
+        if !fresh {
+            self.ctr.replayed.fetch_add(1, Ordering::Relaxed);
+            return reply(401, "{\"error\":\"nonce seen before\"}".into());
+        }
+        let body = self
+            .report
+            .lock()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| "{}".into());
+        let s = report_signature(&self.key, nonce, body.as_bytes());
+        self.ctr.served.fetch_add(1, Ordering::Relaxed);
+        reply(200, body).header("X-SY-HMAC", s)
+    }
 }
 
 /// One poll's outcome: the peer's services, or why there are none.

@@ -11,6 +11,10 @@
 //!   fail); each change is counted and logged.
 //! - HTTP redirect ([`redirect`]): a service with `redirect` whose backends are all down has
 //!   its new conns sent to the kernel; a small HTTP server on the VIP answers `302 Found`.
+//!
+//! The HTTP servers (`/gslb` and the redirects) are `mgmt::http` servers, kept in
+//! [`Gslb`] and stopped by dropping them; the DNS servers and the pollers are threads that
+//! watch a stop flag.
 
 pub mod dns;
 pub mod exchange;
@@ -84,8 +88,11 @@ pub struct Gslb {
     pub dns: Arc<dns::Shared>,
     pub redirects: Arc<redirect::Counters>,
     pub exchange: Arc<exchange::Counters>,
+    /// Stops the DNS servers' and the pollers' threads.
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The HTTP servers (`/gslb`, redirects): dropping one stops it.
+    servers: Vec<crate::mgmt::http::Server>,
     last_refresh: Instant,
     /// Start-up: the poll results and the servers start with the management loop.
     pending_start: Option<std::sync::mpsc::Sender<exchange::PollResult>>,
@@ -119,6 +126,7 @@ impl Gslb {
             exchange: Arc::new(exchange::Counters::default()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
+            servers: Vec::new(),
             last_refresh: Instant::now() - Duration::from_secs(3600),
             pending_start: Some(tx),
         })
@@ -147,9 +155,8 @@ impl Gslb {
                 key.clone(),
                 self.report.clone(),
                 self.exchange.clone(),
-                self.stop.clone(),
             ) {
-                Ok(t) => self.threads.push(t),
+                Ok(s) => self.servers.push(s),
                 Err(e) => tracing::error!("gslb exchange on {listen}: {e}"),
             }
         }
@@ -174,16 +181,17 @@ impl Gslb {
                 std::net::SocketAddrV4::new(s.vip, s.port),
                 target,
                 self.redirects.clone(),
-                self.stop.clone(),
             ) {
-                Ok(t) => self.threads.push(t),
+                Ok(srv) => self.servers.push(srv),
                 Err(e) => tracing::error!("redirect server of {:?}: {e}", s.name),
             }
         }
     }
 
+    /// Stops every server and poller, and waits for their threads.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.servers.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -1,15 +1,28 @@
 //! HTTP redirect to a peer site: while a `redirect` service has no backend up, the workers
 //! send its new TCP conns to the kernel, where this server, listening on the VIP, answers
 //! every request with `302 Found` to the target plus the request's path (the kernel's TCP,
-//! tiny_http's HTTP: nothing hand-written on the wire).
+//! the management's strict HTTP server, `mgmt::http`: nothing hand-written on the wire).
+//!
+//! Any client of the VIP reaches it, so it has the server's bounds: a slow or idle client
+//! is cut off and cannot hold the others up. Its heads may be longer than the API's
+//! ([`LIMITS`]): browsers send cookies, and a path to keep may be long.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
+
+use crate::mgmt::http::{self, Head, Limits, Reply, Response};
+
+/// The redirect servers' bounds: a head of 16 KiB with a target of 8 KiB, no workers (every
+/// answer is made at once, on the server's thread).
+pub const LIMITS: Limits = Limits {
+    head_bytes: 16 * 1024,
+    target_bytes: 8 * 1024,
+    workers: 0,
+    ..Limits::DEFAULT
+};
 
 #[derive(Default)]
 pub struct Counters {
@@ -29,33 +42,32 @@ pub fn location(target: &str, path: &str) -> String {
     format!("{base}{path}")
 }
 
-/// Serves redirects on `vip` until `stop`.
+/// Serves redirects on `vip` until the returned server is dropped.
 pub fn serve(
     vip: SocketAddrV4,
     target: String,
     ctr: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, Box<dyn std::error::Error + Send + Sync>> {
-    let server = tiny_http::Server::http(vip)?;
-    let t = std::thread::Builder::new()
-        .name("sy-redirect".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let loc = location(&target, req.url());
-                let mut r = tiny_http::Response::from_string(format!("moved to {loc}\n"))
-                    .with_status_code(302);
-                if let Ok(h) = tiny_http::Header::from_bytes(&b"Location"[..], loc.as_bytes()) {
-                    r = r.with_header(h);
-                }
-                if let Ok(h) = tiny_http::Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
-                    r = r.with_header(h);
-                }
-                ctr.redirects.fetch_add(1, Ordering::Relaxed);
-                let _ = req.respond(r);
-            }
-        })?;
-    Ok(t)
+) -> std::io::Result<http::Server> {
+    serve_on(http::listen(SocketAddr::V4(vip))?, LIMITS, target, ctr)
+}
+
+/// Serves redirects on `listener` within `limits`.
+pub(super) fn serve_on(
+    listener: TcpListener,
+    limits: Limits,
+    target: String,
+    ctr: Arc<Counters>,
+) -> std::io::Result<http::Server> {
+    http::start(listener, "sy-redirect", limits, move |head: &Head| {
+        let loc = location(&target, &head.target);
+        ctr.redirects.fetch_add(1, Ordering::Relaxed);
+        Reply::Now(
+            Response::text(
+                302,
+                "text/plain; charset=UTF-8",
+                format!("moved to {loc}\n"),
+            )
+            .header("Location", loc),
+        )
+    })
 }

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -9,6 +10,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use super::dns::Shared;
 use super::exchange::{parse_report, poll_signature, report_signature};
 use super::redirect::location;
+use super::{exchange, redirect};
 use crate::config::GslbConfig;
 use crate::gslb::{Candidate, Table};
 
@@ -255,4 +257,199 @@ fn redirect_location_keeps_the_path() {
     );
     assert_eq!(location("http://s1.test/", "/"), "http://s1.test/");
     assert_eq!(location("http://s1.test", "*"), "http://s1.test/");
+}
+
+/// Sends `raw` to `addr` and reads the answer to its end (within 3 s).
+fn http_call(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn loopback() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let l = crate::mgmt::http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// A redirect server on an ephemeral loopback port, with heads due within `head_timeout`.
+fn redirect_server(
+    head_timeout: Duration,
+) -> (
+    crate::mgmt::http::Server,
+    std::net::SocketAddr,
+    Arc<redirect::Counters>,
+) {
+    let (l, addr) = loopback();
+    let ctr = Arc::new(redirect::Counters::default());
+    let limits = crate::mgmt::http::Limits {
+        head_timeout,
+        ..redirect::LIMITS
+    };
+    let s =
+        redirect::serve_on(l, limits, "http://site1.example.test/".into(), ctr.clone()).unwrap();
+    (s, addr, ctr)
+}
+
+#[test]
+fn redirect_server_answers_302_with_the_location_over_a_socket() {
+    let (_s, addr, ctr) = redirect_server(Duration::from_secs(2));
+    let out = http_call(addr, b"GET /a/b?c=1 HTTP/1.1\r\nHost: www\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 302 Found\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nLocation: http://site1.example.test/a/b?c=1\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
+    assert!(
+        out.ends_with("\r\n\r\nmoved to http://site1.example.test/a/b?c=1\n"),
+        "{out}"
+    );
+    // Any method; a HEAD gets the head alone.
+    let head = http_call(addr, b"HEAD /x HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 302 Found\r\n"), "{head}");
+    assert!(
+        head.contains("Location: http://site1.example.test/x\r\n"),
+        "{head}"
+    );
+    assert!(head.ends_with("\r\n\r\n"), "{head}");
+    // Garbage is refused, not redirected (nor counted).
+    assert!(http_call(addr, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert_eq!(ctr.json()["sent"], 2);
+}
+
+#[test]
+fn a_slowloris_client_does_not_hold_up_the_redirect_server() {
+    use std::io::{Read, Write};
+    let (_s, addr, ctr) = redirect_server(Duration::from_millis(800));
+    // Slow clients: a byte of a head every 50 ms for 300 ms, then nothing; and idle ones.
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            std::thread::spawn(move || {
+                let drip: &[u8] = if i % 2 == 0 { b"GET /s" } else { b"" };
+                for b in drip {
+                    c.write_all(&[*b]).unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let mut out = String::new();
+                let _ = c.read_to_string(&mut out);
+                out
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // A second client is answered at once, while they dribble.
+    let t = Instant::now();
+    let out = http_call(addr, b"GET /fast HTTP/1.1\r\n\r\n");
+    let took = t.elapsed();
+    assert!(out.starts_with("HTTP/1.1 302 Found\r\n"), "{out}");
+    assert!(
+        out.contains("Location: http://site1.example.test/fast\r\n"),
+        "{out}"
+    );
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    // The slow ones are cut off at the head's deadline with a 408, never redirected.
+    for h in slow {
+        let out = h.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    }
+    assert_eq!(ctr.json()["sent"], 1);
+}
+
+#[test]
+fn exchange_server_signs_reports_and_refuses_bad_and_replayed_polls_over_a_socket() {
+    let key = b"0123456789abcdef".to_vec();
+    let (l, addr) = loopback();
+    let report = Arc::new(std::sync::Mutex::new(serde_json::json!({ "services": {
+        "web": { "up": true, "healthy": 2, "backends": 3, "conns": 7, "capacity": 2000 }
+    }})));
+    let ctr = Arc::new(exchange::Counters::default());
+    let _s = exchange::serve_on(l, exchange::LIMITS, key.clone(), report, ctr.clone()).unwrap();
+    // A poller with the key takes the report.
+    let poller = exchange::Poller {
+        site: 0,
+        target: addr,
+        source: None,
+        key: key.clone(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+    };
+    let r = poller.poll().expect("a good poll");
+    assert_eq!(
+        (r["web"].up, r["web"].backends, r["web"].conns),
+        (true, 3, 7)
+    );
+    // One without it does not.
+    let stranger = exchange::Poller {
+        key: b"another key.....".to_vec(),
+        ..poller
+    };
+    assert_eq!(stranger.poll().unwrap_err(), "status 401");
+
+    let nonce = "00112233445566778899aabbccddeeff";
+    let signed = format!(
+        "GET /gslb?nonce={nonce} HTTP/1.0\r\nAuthorization: SY-HMAC {}\r\n\r\n",
+        poll_signature(&key, nonce)
+    );
+    let first = http_call(addr, signed.as_bytes());
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(
+        parse_report(&key, nonce, first.as_bytes()).is_ok(),
+        "{first}"
+    );
+    // The same poll again: a replay.
+    let again = http_call(addr, signed.as_bytes());
+    assert!(again.starts_with("HTTP/1.1 401 "), "{again}");
+    assert!(
+        again.ends_with("{\"error\":\"nonce seen before\"}"),
+        "{again}"
+    );
+    assert!(!again.contains("X-SY-HMAC"), "{again}");
+    for (raw, status, body) in [
+        (
+            format!("GET /gslb?nonce={nonce} HTTP/1.1\r\n\r\n"),
+            401,
+            "a poll is GET /gslb?nonce=<32 hex> with its signature",
+        ),
+        (
+            "GET /gslb HTTP/1.1\r\nAuthorization: SY-HMAC 00\r\n\r\n".into(),
+            401,
+            "a poll is GET /gslb?nonce=<32 hex> with its signature",
+        ),
+        (
+            format!(
+                "GET /gslb?nonce=ffffffffffffffffffffffffffffffff HTTP/1.1\r\n\
+                 Authorization: SY-HMAC {}\r\n\r\n",
+                poll_signature(&key, nonce)
+            ),
+            401,
+            "bad signature",
+        ),
+        (
+            "GET /status HTTP/1.1\r\n\r\n".into(),
+            404,
+            "no such endpoint",
+        ),
+    ] {
+        let out = http_call(addr, raw.as_bytes());
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{raw:?}: {out}"
+        );
+        assert!(
+            out.ends_with(&format!("{{\"error\":\"{body}\"}}")),
+            "{raw:?}: {out}"
+        );
+    }
+    // Two served; the stranger's and four above refused; one replayed.
+    assert_eq!(
+        ctr.json(),
+        serde_json::json!({ "served": 2, "refused": 5, "replayed": 1 })
+    );
 }
