@@ -375,6 +375,11 @@ impl Datapath {
     }
 
     fn install_template(&mut self, r: &SyncRecord, now: u32) -> bool {
+        // A template's netmask comes from the peer's datagram: one past 32 is no netmask
+        // (`masked` would shift by a negative amount) and the record is refused.
+        if r.state > 32 {
+            return false;
+        }
         let Some((si, backend)) = self.record_ids(r) else {
             return false;
         };

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::channel::{SyncBatch, SyncLink};
+use crate::channel::{SyncBatch, SyncLink, SyncOp, SyncRecord};
 use crate::datapath::Datapath;
 use crate::stats::Ctr;
 use crate::testkit::{SNAT_FLOAT, ha_config, snapshot_owning};
@@ -215,4 +215,31 @@ fn the_peer_gets_deletes_and_a_bulk_resync_brings_everything() {
         b.sync_install(batch, now + 20_100);
     }
     assert_eq!(b.flows.active(), 0, "deletes reached the peer");
+}
+
+/// A persistence template from the peer whose netmask is past 32 (the fuzz target `frames`
+/// found it: `masked` subtracted past zero and panicked; without overflow checks it made a
+/// nonsense mask) is refused and counted; the same template with /24 is installed.
+#[test]
+fn a_peer_template_with_a_netmask_past_32_is_refused() {
+    let (mut b, _) = node(Mode::Dsr, &HashSet::new());
+    // The test configuration's dns service (udp/53 -> B1).
+    let template = |netmask: u8| SyncRecord {
+        op: SyncOp::Persist,
+        proto: PROTO_UDP,
+        state: netmask,
+        client: u32::from(CLIENT),
+        vip: u32::from(VIP),
+        vport: 53,
+        backend: u32::from(B1),
+        bport: 53,
+        ..SyncRecord::default()
+    };
+    let mut batch = SyncBatch::new();
+    for netmask in [33, 40, 255, 24] {
+        batch.push(template(netmask));
+    }
+    b.sync_install(batch, 0);
+    assert_eq!(b.ctr.get(Ctr::SyncInstallFailed), 3);
+    assert_eq!(b.ctr.get(Ctr::SyncInstalled), 1);
 }
