@@ -42,7 +42,10 @@ for t in "${targets[@]}"; do
 	# -timeout: one input taking longer is a hang (the slowest seed takes well under 1 s).
 	if ! cargo +nightly fuzz run "$t" "$work" "fuzz/corpus/$t" -- \
 		-max_total_time="$secs" -timeout=20 -print_final_stats=1 2>"fuzz/target/$t.log"; then
-		tail -n 40 "fuzz/target/$t.log" >&2
+		# What went wrong (a panic's message comes long before the end of the log), then
+		# where libFuzzer left the input.
+		grep -m 5 -E "panicked at|^ERROR: |^SUMMARY: |^==[0-9]+== ERROR" "fuzz/target/$t.log" -A 1 >&2 || true
+		sed -n '/^Failing input:/,/^Error:/p' "fuzz/target/$t.log" >&2
 		failed+=("$t")
 		continue
 	fi

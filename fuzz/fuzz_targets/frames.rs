@@ -747,7 +747,7 @@ impl Run {
     /// router's changed; 7: every static MAC restored; 8: the workers' resolve requests
     /// answered; 9: a reload with nothing changed; 10: B1's MAC forgotten; 11: a bulk HA
     /// resync; 12: `(c & 15) + 1` records from the HA peer follow (8 bytes each,
-    /// [`peer_record`]) and are installed.
+    /// [`peer_record`]) and are installed (HA kinds only).
     fn control(&mut self, c: u8, inp: &mut Input<'_>) {
         let learned = self.full.drain_events(c >> 4 == 8);
         self.fast.drain_events(false);
@@ -787,7 +787,8 @@ impl Run {
                 }
                 10 => n.each(|d| d.set_neighbour(B1, None)),
                 11 => n.each(|d| d.sync_all()),
-                12 => n.install(&peer, now),
+                // Only a node with [ha] hears from a peer.
+                12 if !n.sync.is_empty() => n.install(&peer, now),
                 _ => {}
             }
         }
