@@ -8,6 +8,7 @@
 
 use super::Datapath;
 use crate::channel::{SyncBatch, SyncLink, SyncOp, SyncRecord};
+use crate::config::Mode;
 use crate::flow::{Conn, ConnId, FlowKey, FlowState, flags};
 use crate::lb::persist::masked;
 use crate::stats::Ctr;
@@ -322,6 +323,23 @@ impl Datapath {
         let Some((si, backend)) = self.record_ids(r) else {
             return false;
         };
+        // The conn must have the shape this node's mode of its service gives conns
+        // (`mode::open`): a peer on another configuration (a reload that changed the mode
+        // reached one node first) may send another. Installed, a conn without the reverse
+        // tuple its NAT mode needs would be rewritten from one it does not have (source
+        // 0.0.0.0:0), and one with a reverse tuple its owner would not have made lives on a
+        // worker that is not where its packets are steered.
+        let fits = match self.snap.services[usize::from(si)].mode {
+            Mode::Dsr => r.flags & (flags::REVERSE | flags::SNAT) == 0,
+            Mode::Gateway => {
+                r.flags & (flags::REVERSE | flags::SNAT) == flags::REVERSE
+                    && (r.rev_dst, r.rev_dport) == (r.client, r.cport)
+            }
+            Mode::Proxy => r.flags & (flags::REVERSE | flags::SNAT) == flags::REVERSE | flags::SNAT,
+        };
+        if !fits {
+            return false;
+        }
         let mut conn = Conn::new(&key, state, si, backend.0);
         if r.flags & flags::REVERSE != 0 {
             conn = conn.with_reverse(&FlowKey {
@@ -374,6 +392,11 @@ impl Datapath {
     }
 
     fn install_template(&mut self, r: &SyncRecord, now: u32) -> bool {
+        // A template's netmask comes from the peer's datagram: one past 32 is no netmask
+        // (`masked` would shift by a negative amount) and the record is refused.
+        if r.state > 32 {
+            return false;
+        }
         let Some((si, backend)) = self.record_ids(r) else {
             return false;
         };

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::channel::{SyncBatch, SyncLink};
+use crate::channel::{SyncBatch, SyncLink, SyncOp, SyncRecord};
 use crate::datapath::Datapath;
 use crate::stats::Ctr;
 use crate::testkit::{SNAT_FLOAT, ha_config, snapshot_owning};
@@ -227,4 +227,97 @@ fn the_peer_gets_deletes_and_a_bulk_resync_brings_everything() {
         b.sync_install(batch, now + 20_100);
     }
     assert_eq!(b.flows.active(), 0, "deletes reached the peer");
+}
+
+/// A persistence template from the peer whose netmask is past 32 (the fuzz target `frames`
+/// found it: `masked` subtracted past zero and panicked; without overflow checks it made a
+/// nonsense mask) is refused and counted; the same template with /24 is installed.
+#[test]
+fn a_peer_template_with_a_netmask_past_32_is_refused() {
+    let (mut b, _) = node(Mode::Dsr, &HashSet::new());
+    // The test configuration's dns service (udp/53 -> B1).
+    let template = |netmask: u8| SyncRecord {
+        op: SyncOp::Persist,
+        proto: PROTO_UDP,
+        state: netmask,
+        client: u32::from(CLIENT),
+        vip: u32::from(VIP),
+        vport: 53,
+        backend: u32::from(B1),
+        bport: 53,
+        ..SyncRecord::default()
+    };
+    let mut batch = SyncBatch::new();
+    for netmask in [33, 40, 255, 24] {
+        batch.push(template(netmask));
+    }
+    b.sync_install(batch, 0);
+    assert_eq!(b.ctr.get(Ctr::SyncInstallFailed), 3);
+    assert_eq!(b.ctr.get(Ctr::SyncInstalled), 1);
+}
+
+/// A conn from the peer that does not have the shape its service's mode gives conns here (a
+/// DSR-shaped conn of what is a proxy or gateway service on this node, a gateway conn whose
+/// reverse tuple is not its client, a proxy conn without a SNAT port) is refused and
+/// counted, and the service's packets are decided as if it had never come; the fuzz target
+/// `frames` found a DSR-shaped record of a proxy service, installed on every worker, sent on
+/// from source 0.0.0.0:0 by the fast lane of a worker that does not own it.
+#[test]
+fn a_peer_conn_that_does_not_fit_its_mode_here_is_refused() {
+    let record = |flags: u8, rev_dst: Ipv4Addr, rev_dport: u16| SyncRecord {
+        op: SyncOp::Upsert,
+        proto: PROTO_TCP,
+        state: 1,
+        flags,
+        client: u32::from(CLIENT),
+        vip: u32::from(VIP),
+        cport: 40000,
+        vport: 80,
+        backend: u32::from(B1),
+        bport: 80,
+        rev_dport,
+        rev_dst: u32::from(rev_dst),
+    };
+    let (rev, snat) = (crate::flow::flags::REVERSE, crate::flow::flags::SNAT);
+    let cases = [
+        // (mode here, what the peer sent, fits)
+        (Mode::Proxy, record(0, Ipv4Addr::UNSPECIFIED, 0), false),
+        (Mode::Proxy, record(rev, SNAT_FLOAT, 2001), false),
+        (Mode::Proxy, record(rev | snat, SNAT_FLOAT, 2001), true),
+        (Mode::Gateway, record(0, Ipv4Addr::UNSPECIFIED, 0), false),
+        (Mode::Gateway, record(rev, SNAT_FLOAT, 2001), false),
+        (Mode::Gateway, record(rev | snat, SNAT_FLOAT, 2001), false),
+        (Mode::Gateway, record(rev, CLIENT, 40000), true),
+        (Mode::Dsr, record(rev, CLIENT, 40000), false),
+        (Mode::Dsr, record(0, Ipv4Addr::UNSPECIFIED, 0), true),
+    ];
+    for (mode, r, fits) in cases {
+        let c = ha_config(mode);
+        let (mut b, _) = node(mode, &everything(&c));
+        let mut batch = SyncBatch::new();
+        batch.push(r);
+        b.sync_install(batch, 0);
+        let what = format!(
+            "{mode}: flags {:#x} reverse {}",
+            r.flags,
+            Ipv4Addr::from(r.rev_dst)
+        );
+        assert_eq!(b.ctr.get(Ctr::SyncInstalled), u64::from(fits), "{what}");
+        assert_eq!(
+            b.ctr.get(Ctr::SyncInstallFailed),
+            u64::from(!fits),
+            "{what}"
+        );
+        assert_eq!(b.flows.active(), usize::from(fits), "{what}");
+        // The client's next segment: the synced conn's backend, or decided afresh (a
+        // mid-flow segment of a proxy conn cannot be adopted); never from 0.0.0.0.
+        let mut f = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+        let v = b.process(&mut f, IfIdx(0), 1, false);
+        if mode == Mode::Proxy && !fits {
+            assert_eq!(v, Verdict::Drop(DropReason::NatMidflow), "{what}");
+        } else {
+            assert_eq!(v, Verdict::Forward(IfIdx(0)), "{what}");
+            assert_ne!(tuple(&f).0, Ipv4Addr::UNSPECIFIED, "{what}");
+        }
+    }
 }
