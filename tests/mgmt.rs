@@ -434,6 +434,27 @@ fn reload_reports_restart_keys_rejects_bad_configs_and_forces_timed_out_drains()
     .unwrap();
     let v = ctl_json(&["reload"]);
     assert_eq!(v["restart_required"], serde_json::json!(["cores"]), "{v}");
+    // A service's mode: kept as it runs (its established conns have that mode's shape).
+    std::fs::write(
+        &path,
+        base.replacen("mode = \"proxy\"", "mode = \"dsr\"", 1),
+    )
+    .unwrap();
+    let v = ctl_json(&["reload"]);
+    assert_eq!(
+        v["restart_required"],
+        serde_json::json!(["services.mode"]),
+        "{v}"
+    );
+    assert!(lab.curl(None).is_some());
+    let svcs = ctl_json(&["services"]);
+    assert!(
+        svcs.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["mode"] == "proxy"),
+        "{svcs}"
+    );
     // An invalid file: rejected with the key named; the balancer keeps serving.
     std::fs::write(&path, base.replace("capacity_per_core", "capacity_per_cor")).unwrap();
     let (ok, out) = ctl(&["reload"]);

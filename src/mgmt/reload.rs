@@ -79,6 +79,11 @@ impl Mgmt {
                 ser(&self.cfg.flows.timeouts),
             ),
             ("arp", ser(&new.arp), ser(&self.cfg.arp)),
+            (
+                "protection",
+                ser(&new.protection),
+                ser(&self.cfg.protection),
+            ),
         ] {
             if a != b {
                 applied.push(name);
@@ -102,6 +107,19 @@ impl Mgmt {
                 .iter()
                 .find(|o| o.name == svc.name && o.vip == svc.vip && o.port == svc.port)
                 .and_then(|o| o.redirect.clone());
+        }
+        // A service's mode is the shape of its conns (a reverse tuple, a SNAT port): the
+        // established ones could not take another mode's rewrite, so a service keeps the mode
+        // it runs in until a restart.
+        for svc in &mut next.services {
+            if let Some(o) = self.cfg.services.iter().find(|o| o.name == svc.name)
+                && o.mode != svc.mode
+            {
+                svc.mode = o.mode;
+                if !restart.contains(&"services.mode") {
+                    restart.push("services.mode");
+                }
+            }
         }
         next.flows.capacity_per_core = self.cfg.flows.capacity_per_core;
         next.flows.persistence_capacity_per_core = self.cfg.flows.persistence_capacity_per_core;
