@@ -133,6 +133,9 @@ impl Datapath {
             });
             hit = None;
         }
+        // Whether this packet made its conn: its state is then what the packet says
+        // (`first_state`), not a step of the state machine.
+        let made = hit.is_none();
         let (id, dir) = match (hit, local, service) {
             (Some(h), _, _) => h,
             (None, _, Some(si)) => {
@@ -180,6 +183,7 @@ impl Datapath {
         }
         c.touch(pk.now);
         if ip.proto == PROTO_TCP
+            && !made
             && self.flows.track_tcp(id, p.bytes()[ip.l4 + 13], dir)
             && self.sync.is_some()
         {

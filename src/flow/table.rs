@@ -49,6 +49,10 @@ const CONN_KICK_DEPTH: u8 = 8;
 /// 2^31 - 2, see [`FlowTable::new`]).
 pub const NO_HINT: u32 = u32::MAX;
 
+/// Slots [`FlowTable::insert_evicting`] looks at, past the new conn's own, for a half-open
+/// conn to reclaim when the table is full (under a flood nearly every conn is one).
+const EVICT_SCAN: usize = 256;
+
 /// What [`FlowTable::prefetch_buckets`] hands to [`FlowTable::prefetch_conn`] (through the
 /// packet's hint field) when it was told the packet is likely a reverse tuple: not a
 /// reference either, so as a hint it names nothing.
@@ -102,6 +106,8 @@ pub struct FlowTable {
     reverse_tuples: usize,
     /// Live half-open TCP conns (`FlowState::is_half_open`).
     half_open: usize,
+    /// Where the search for a half-open conn to reclaim anywhere goes on from.
+    evict_pos: usize,
     /// One word per conn slot that moves with its conn: the SYN proxy's sequence numbers
     /// (`flags::SEQ_ADJ`).
     aux: Vec<u32>,
@@ -147,6 +153,7 @@ impl FlowTable {
             active: 0,
             reverse_tuples: 0,
             half_open: 0,
+            evict_pos: 0,
             aux: vec![0; slots],
             sweep_pos: 0,
             sweep_passes: 0,
@@ -469,8 +476,8 @@ impl FlowTable {
     }
 
     /// [`FlowTable::insert`], making room under pressure by reclaiming a half-open conn
-    /// (handed to `reclaim`) among the new conn's candidate slots: when the table is full,
-    /// or when a half-open conn would take more than half of the capacity. Established
+    /// (handed to `reclaim`), among the new conn's candidate slots first: when the table is
+    /// full, or when a half-open conn would take more than half of the capacity. Established
     /// conns are never reclaimed, so a flood of spoofed SYNs or ACKs recycles its own conns
     /// and leaves the real ones alone.
     pub fn insert_evicting(
@@ -480,8 +487,10 @@ impl FlowTable {
         reclaim: &mut impl FnMut(&Conn),
     ) -> Result<ConnId, TableFull> {
         let share_full = conn.is_half_open() && self.half_open >= self.capacity.div_ceil(2);
+        // One among the new conn's own slots, else any: its slots may be free while the
+        // table holds its capacity.
         if (share_full || self.active >= self.capacity)
-            && self.reclaim_half_open(&conn, now, reclaim)
+            && (self.reclaim_half_open(&conn, now, reclaim) || self.reclaim_any_half_open(reclaim))
         {
             return self.insert(conn, now);
         }
@@ -514,6 +523,22 @@ impl FlowTable {
         self.remove(ConnId(i as u32), reclaim);
         self.counters.half_open_reclaimed += 1;
         true
+    }
+
+    /// Reclaims the next half-open conn after the eviction cursor, looking at most
+    /// [`EVICT_SCAN`] slots; false when none is there.
+    fn reclaim_any_half_open(&mut self, reclaim: &mut impl FnMut(&Conn)) -> bool {
+        let n = self.conns.len();
+        for _ in 0..EVICT_SCAN.min(n) {
+            let i = self.evict_pos;
+            self.evict_pos = if i + 1 == n { 0 } else { i + 1 };
+            if self.conns[i].in_use() && self.conns[i].is_half_open() {
+                self.remove(ConnId(i as u32), reclaim);
+                self.counters.half_open_reclaimed += 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// [`FlowTable::insert`] without counting a failure.

@@ -355,3 +355,31 @@ fn udp_conns_idle_out_fast_under_pressure() {
         }
     }
 }
+
+/// A segment of no known conn (a restart, an ECMP change, or a spoofed ACK) is adopted
+/// half-open (DSR): only a second segment of the flow makes it established. In proxy mode it
+/// makes nothing.
+#[test]
+fn a_mid_stream_segment_is_adopted_half_open_until_the_flow_shows_it_is_real() {
+    let (mut d, _) = datapath(&config(Mode::Dsr), 1, 0);
+    let mut a = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut a, IfIdx(0), 0, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    assert_eq!((d.flows.active(), d.flows.half_open()), (1, 1));
+    let mut b = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut b, IfIdx(0), 1, false),
+        Verdict::Forward(IfIdx(0))
+    );
+    assert_eq!((d.flows.active(), d.flows.half_open()), (1, 0));
+
+    let (mut d, _) = datapath(&config(Mode::Proxy), 1, 0);
+    let mut a = pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK);
+    assert_eq!(
+        d.process(&mut a, IfIdx(0), 0, false),
+        Verdict::Drop(DropReason::NatMidflow)
+    );
+    assert_eq!(d.flows.active(), 0);
+}
