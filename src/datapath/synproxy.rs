@@ -110,7 +110,12 @@ impl Datapath {
             TH_ACK => {
                 let ours = seg.ack.wrapping_sub(1);
                 let client_isn = seg.seq.wrapping_sub(1);
-                let mss = check_cookie(key, client_isn, ours, pk.now)?;
+                let Some(mss) = check_cookie(key, client_isn, ours, pk.now) else {
+                    // Under a flood, a stranger's ACK is not adopted (proxy drops it anyway).
+                    return self
+                        .cookies_on
+                        .then_some(Verdict::Drop(DropReason::BadCookie));
+                };
                 self.ctr.inc(Ctr::SynCookiesValid);
                 // Valid: the conn, its SNAT port and its slot exist from here on.
                 let id = match self.new_conn(si, key, hash, FlowState::TcpSynProxy, pk.now) {
@@ -183,6 +188,28 @@ impl Datapath {
                 Dir::Forward if seg.flags & TH_RST != 0 => {
                     self.flows.set_state(id, FlowState::TcpClosing);
                     self.send(p, pk, id, dir, true)
+                }
+                // The client sends again what we dropped while waiting: the backend may not
+                // have had our SYN (or we its SYN-ACK), so it goes again, made from this
+                // segment when it starts at the client's first byte (the cookie, which holds
+                // the client's ISN, says so).
+                Dir::Forward if seg.flags & (TH_SYN | TH_RST | TH_FIN) == 0 => {
+                    let key = self.flows.key_of(self.flows.conn(id), Dir::Forward);
+                    let isn = seg.seq.wrapping_sub(1);
+                    match check_cookie(&key, isn, aux, pk.now) {
+                        Some(mss) => {
+                            let b = Bare {
+                                seq: isn,
+                                ack: 0,
+                                flags: TH_SYN,
+                                window: seg.window,
+                                mss: Some(mss),
+                                reply: false,
+                            };
+                            self.resend(p, pk, id, Dir::Forward, &b)
+                        }
+                        None => Verdict::Drop(DropReason::SynProxyPending),
+                    }
                 }
                 _ => Verdict::Drop(DropReason::SynProxyPending),
             };

@@ -116,10 +116,13 @@ pub enum DropReason {
     /// SYN proxy: a segment the proxy cannot rewrite (IP options, a SYN-ACK that does not
     /// fit).
     SynProxyUnsupported,
+    /// SYN proxy on: an ACK of no conn without a valid cookie (spoofed; while cookies are
+    /// on, gateway services do not adopt mid-stream segments).
+    BadCookie,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::SynProxyUnsupported as usize + 1;
+    pub const COUNT: usize = DropReason::BadCookie as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::UnsupportedEthertype,
@@ -162,6 +165,7 @@ impl DropReason {
         DropReason::SourceRateLimited,
         DropReason::SynProxyPending,
         DropReason::SynProxyUnsupported,
+        DropReason::BadCookie,
     ];
 
     pub fn name(self) -> &'static str {
@@ -207,6 +211,7 @@ impl DropReason {
             DropReason::SourceRateLimited => "source_rate_limited",
             DropReason::SynProxyPending => "synproxy_pending",
             DropReason::SynProxyUnsupported => "synproxy_unsupported",
+            DropReason::BadCookie => "bad_cookie",
         }
     }
 }

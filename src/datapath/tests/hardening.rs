@@ -180,14 +180,26 @@ fn the_syn_proxy_makes_conns_only_for_valid_cookies() {
         assert!(l4_checksum_ok(&a));
         assert_eq!(d.flows.active(), made_by_bad + 1);
         assert_eq!(d.ctr.get(Ctr::SynCookiesValid), 1);
-        // Client data before the backend answered: dropped, the client sends it again.
-        let mut early = numbered(
+        // The client's segments before the backend answered: one that starts at the client's
+        // first byte sends our SYN again (the backend may have missed it); others wait.
+        let mut again = numbered(
             pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK),
             1001,
             cookie + 1,
         );
         assert_eq!(
-            d.process(&mut early, IfIdx(0), 3, false),
+            d.process(&mut again, IfIdx(0), 3, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        assert_eq!(seq_ack(&again), (1000, 0, SYN));
+        assert_eq!(tuple(&again), (src, sport, backend, bport));
+        let mut later = numbered(
+            pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK),
+            2001,
+            cookie + 1,
+        );
+        assert_eq!(
+            d.process(&mut later, IfIdx(0), 3, false),
             Verdict::Drop(DropReason::SynProxyPending)
         );
         // The backend's SYN-ACK (ISN 5000): we ACK it ourselves.
