@@ -5,7 +5,10 @@
 //! ACK carrying a valid cookie makes the conn; that ACK becomes our SYN to the backend, the
 //! backend's SYN-ACK becomes our ACK to it, and from then on the conn's segments have their
 //! sequence numbers moved by the difference of the two sides' ISNs (`FlowTable::aux`), on the
-//! full path. A spoofed SYN flood therefore costs one reply each and holds nothing.
+//! full path. A spoofed SYN flood therefore costs one reply each and holds nothing. While
+//! the backend has not answered, a client segment that starts at the client's first byte (its
+//! retransmission) sends our SYN again; while cookies are on, an ACK of no conn without a
+//! valid cookie is dropped (`bad_cookie`) rather than adopted.
 //!
 //! What the proxied handshake leaves out: TCP options but the MSS (window scaling, SACK,
 //! timestamps are not negotiated; the conn's windows stay below 64 KiB), and a proxied conn
