@@ -1,7 +1,7 @@
 //! Restarts leave nothing behind: hugepages come back to the system after a clean stop and
 //! after kill -9 (EAL's files are unlinked as soon as they are mapped), and a node killed
 //! with -9 starts again at once. Needs root and a few free 2 MiB hugepages (reserved here
-//! when the machine has none free, and given back).
+//! when the machine has none free, with hugetlbfs mounted where it is not; both put back).
 
 mod common;
 
@@ -20,8 +20,36 @@ fn free_hugepages() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where 2 MiB hugetlbfs is mounted, if anywhere (a fresh machine without systemd has none).
+fn hugetlbfs_mount() -> Option<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[2] == "hugetlbfs" && !f[3].contains("pagesize=1G"))
+        .map(|f| f[1].to_string())
+}
+
+/// What the test changed on the machine, put back on drop (also when it fails): the pool
+/// size it raised, the hugetlbfs mount it made.
+struct Machine {
+    pool_was: Option<u64>,
+    mounted: Option<String>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mounted {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        if let Some(n) = self.pool_was {
+            let _ = std::fs::write("/proc/sys/vm/nr_hugepages", n.to_string());
+        }
+    }
+}
+
 fn our_files(prefix: &str) -> usize {
-    std::fs::read_dir("/dev/hugepages")
+    std::fs::read_dir(hugetlbfs_mount().unwrap_or_else(|| "/dev/hugepages".into()))
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
@@ -52,9 +80,22 @@ fn hugepages_come_back_after_a_clean_stop_and_after_kill_9() {
         .trim()
         .parse()
         .unwrap();
-    let raised = free_hugepages() < NEED;
-    if raised {
+    let mut machine = Machine {
+        pool_was: None,
+        mounted: None,
+    };
+    if free_hugepages() < NEED {
+        machine.pool_was = Some(reserved);
         std::fs::write(nr_path, (reserved + NEED).to_string()).unwrap();
+    }
+    if hugetlbfs_mount().is_none() {
+        let _ = std::fs::create_dir_all("/dev/hugepages");
+        let ok = Command::new("mount")
+            .args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not mount hugetlbfs on /dev/hugepages");
+        machine.mounted = Some("/dev/hugepages".into());
     }
     assert!(
         free_hugepages() >= NEED,
@@ -112,7 +153,5 @@ fn hugepages_come_back_after_a_clean_stop_and_after_kill_9() {
         );
         assert_eq!(our_files(&prefix), 0);
     }
-    if raised {
-        std::fs::write(nr_path, reserved.to_string()).unwrap();
-    }
+    drop(machine);
 }
