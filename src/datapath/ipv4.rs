@@ -119,20 +119,10 @@ impl Datapath {
         // `pre_parse` hashed this very tuple already: no need to hash twice.
         let hash = self.hash_hint.take().unwrap_or_else(|| key.hash());
         debug_assert_eq!(hash, key.hash());
-        let mut hit = self.lookup(&key, hash, pk.now);
-        if let Some((id, _)) = hit
-            && self.flows.conn(id).flags & flags::SEQ_ADJ != 0
-            && self.flows.conn(id).is(FlowState::TcpClosing)
-            && l4.tcp.syn
-            && !l4.tcp.ack
-        {
-            // A new connection on the tuple of a closed SYN-proxied one: its sequence
-            // shift is the old connection's, so the old conn goes and this is a new flow.
-            self.with_reclaim(pk.now, |flows, _, reclaim| {
-                flows.remove(id, &mut { reclaim })
-            });
-            hit = None;
-        }
+        let hit = match self.lookup(&key, hash, pk.now) {
+            Some((id, _)) if self.synproxy_reuse(id, &l4.tcp, pk.now) => None,
+            hit => hit,
+        };
         // Whether this packet made its conn: its state is then what the packet says
         // (`first_state`), not a step of the state machine.
         let made = hit.is_none();

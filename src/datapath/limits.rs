@@ -12,6 +12,8 @@ use crate::types::DropReason;
 pub(super) struct TokenBucket {
     tokens: u32,
     last_ms: u32,
+    /// Whose bucket it is (`FlowLimits`: the service id + 1; 0: nobody's yet).
+    owner: u32,
 }
 
 impl TokenBucket {
@@ -19,7 +21,21 @@ impl TokenBucket {
         TokenBucket {
             tokens: burst,
             last_ms: 0,
+            owner: 0,
         }
+    }
+
+    /// [`TokenBucket::take`] from a bucket of `owner`'s: one that was nobody's, or another
+    /// owner's, starts full at `now`. The burst is one second's worth.
+    fn take_as(&mut self, owner: u32, now: u32, per_s: u32) -> bool {
+        if self.owner != owner {
+            *self = TokenBucket {
+                tokens: per_s,
+                last_ms: now,
+                owner,
+            };
+        }
+        self.take(now, per_s, per_s)
     }
 
     /// One token, if there is one at `now` (ms), refilling at `per_s` up to `burst`.
@@ -52,9 +68,6 @@ const SOURCE_BUCKETS: usize = 4096;
 pub(super) struct FlowLimits {
     per_service: Box<[TokenBucket; crate::types::MAX_SERVICES]>,
     per_source: Box<[TokenBucket; SOURCE_BUCKETS]>,
-    /// Whether each bucket has been used (a fresh one starts full).
-    started: Box<[bool; crate::types::MAX_SERVICES]>,
-    source_epoch: Box<[u32; SOURCE_BUCKETS]>,
 }
 
 impl FlowLimits {
@@ -62,8 +75,6 @@ impl FlowLimits {
         FlowLimits {
             per_service: Box::new([TokenBucket::default(); crate::types::MAX_SERVICES]),
             per_source: Box::new([TokenBucket::default(); SOURCE_BUCKETS]),
-            started: Box::new([false; crate::types::MAX_SERVICES]),
-            source_epoch: Box::new([0; SOURCE_BUCKETS]),
         }
     }
 
@@ -84,34 +95,18 @@ impl FlowLimits {
             return Ok(());
         }
         let share = |rate: u32| rate.div_ceil(workers.max(1) as u32).max(1);
+        let owner = u32::from(si) + 1;
         if one != 0 {
-            let per_s = share(one);
             let i = (src ^ u32::from(si).wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b)
                 as usize
                 >> 20
                 & (SOURCE_BUCKETS - 1);
-            // A bucket first used (or last used by another service) starts full.
-            let tag = u32::from(si) + 1;
-            if self.source_epoch[i] != tag {
-                self.source_epoch[i] = tag;
-                self.per_source[i] = TokenBucket::full(per_s);
-                self.per_source[i].last_ms = now;
-            }
-            if !self.per_source[i].take(now, per_s, per_s) {
+            if !self.per_source[i].take_as(owner, now, share(one)) {
                 return Err(DropReason::SourceRateLimited);
             }
         }
-        if all != 0 {
-            let per_s = share(all);
-            let b = &mut self.per_service[usize::from(si)];
-            if !self.started[usize::from(si)] {
-                self.started[usize::from(si)] = true;
-                *b = TokenBucket::full(per_s);
-                b.last_ms = now;
-            }
-            if !b.take(now, per_s, per_s) {
-                return Err(DropReason::ServiceRateLimited);
-            }
+        if all != 0 && !self.per_service[usize::from(si)].take_as(owner, now, share(all)) {
+            return Err(DropReason::ServiceRateLimited);
         }
         Ok(())
     }

@@ -71,6 +71,15 @@ pub(super) fn check_cookie(key: &FlowKey, client_isn: u32, cookie: u32, now: u32
         .then(|| MSS_TABLE[(cookie & 7) as usize])
 }
 
+/// Rewrites the segment into the bare reply `b` to its sender.
+fn reply<P: PacketBuf>(p: &mut P, pk: &Pkt, b: &Bare) -> Verdict {
+    if wire::tcp_rewrite_bare(p, pk.l2.l3, &pk.ip, b) {
+        Verdict::Reply
+    } else {
+        Verdict::Drop(DropReason::SynProxyUnsupported)
+    }
+}
+
 impl Datapath {
     /// A TCP segment of no conn, to service `si`: `Some(verdict)` when the SYN proxy takes
     /// it (a SYN answered with a cookie, an ACK with a valid one), `None` for the usual way.
@@ -104,11 +113,11 @@ impl Datapath {
                     mss: Some(mss),
                     reply: true,
                 };
-                if !wire::tcp_rewrite_bare(p, pk.l2.l3, &pk.ip, &b) {
-                    return Some(Verdict::Drop(DropReason::SynProxyUnsupported));
+                let v = reply(p, pk, &b);
+                if v == Verdict::Reply {
+                    self.ctr.inc(Ctr::SynCookiesSent);
                 }
-                self.ctr.inc(Ctr::SynCookiesSent);
-                Some(Verdict::Reply)
+                Some(v)
             }
             TH_ACK => {
                 let ours = seg.ack.wrapping_sub(1);
@@ -129,18 +138,22 @@ impl Datapath {
                 self.flows.set_aux(id, ours);
                 // The client's ACK becomes our SYN to the backend (any payload is dropped:
                 // the client sends it again).
-                let b = Bare {
-                    seq: client_isn,
-                    ack: 0,
-                    flags: TH_SYN,
-                    window: seg.window,
-                    mss: Some(mss),
-                    reply: false,
-                };
-                Some(self.resend(p, pk, id, Dir::Forward, &b))
+                Some(self.syn_to_backend(p, pk, id, client_isn, seg.window, mss))
             }
             _ => None,
         }
+    }
+
+    /// Whether a client's SYN (`tcp`) found conn `id` a closed SYN-proxied one: the new
+    /// connection on its tuple cannot take the old one's sequence shift, so the old conn
+    /// goes (reclaimed here) and the SYN is a new flow's.
+    pub(super) fn synproxy_reuse(&mut self, id: ConnId, tcp: &wire::TcpFlags, now: u32) -> bool {
+        let c = self.flows.conn(id);
+        if c.flags & flags::SEQ_ADJ == 0 || !c.is(FlowState::TcpClosing) || !tcp.syn || tcp.ack {
+            return false;
+        }
+        self.with_reclaim(now, |flows, _, reclaim| flows.remove(id, &mut { reclaim }));
+        true
     }
 
     /// A segment of a SYN-proxied conn (`flags::SEQ_ADJ`): the backend's SYN-ACK completes the
@@ -174,11 +187,7 @@ impl Datapath {
                         mss: None,
                         reply: true,
                     };
-                    if wire::tcp_rewrite_bare(p, pk.l2.l3, &pk.ip, &b) {
-                        Verdict::Reply
-                    } else {
-                        Verdict::Drop(DropReason::SynProxyUnsupported)
-                    }
+                    reply(p, pk, &b)
                 }
                 Dir::Reverse if seg.flags & TH_RST != 0 => {
                     // Refused: the client hears it in its own numbers.
@@ -200,17 +209,7 @@ impl Datapath {
                     let key = self.flows.key_of(self.flows.conn(id), Dir::Forward);
                     let isn = seg.seq.wrapping_sub(1);
                     match check_cookie(&key, isn, aux, pk.now) {
-                        Some(mss) => {
-                            let b = Bare {
-                                seq: isn,
-                                ack: 0,
-                                flags: TH_SYN,
-                                window: seg.window,
-                                mss: Some(mss),
-                                reply: false,
-                            };
-                            self.resend(p, pk, id, Dir::Forward, &b)
-                        }
+                        Some(mss) => self.syn_to_backend(p, pk, id, isn, seg.window, mss),
                         None => Verdict::Drop(DropReason::SynProxyPending),
                     }
                 }
@@ -228,16 +227,26 @@ impl Datapath {
         self.send(p, pk, id, dir, true)
     }
 
-    /// Rewrites the segment into the bare one `b` and sends it as conn `id`'s, in `dir`.
-    fn resend<P: PacketBuf>(
+    /// Rewrites the client's segment into our SYN to conn `id`'s backend (the client's ISN,
+    /// window and MSS) and sends it there.
+    fn syn_to_backend<P: PacketBuf>(
         &mut self,
         p: &mut P,
         pk: &Pkt,
         id: ConnId,
-        dir: Dir,
-        b: &Bare,
+        client_isn: u32,
+        window: u16,
+        mss: u16,
     ) -> Verdict {
-        if !wire::tcp_rewrite_bare(p, pk.l2.l3, &pk.ip, b) {
+        let b = Bare {
+            seq: client_isn,
+            ack: 0,
+            flags: TH_SYN,
+            window,
+            mss: Some(mss),
+            reply: false,
+        };
+        if !wire::tcp_rewrite_bare(p, pk.l2.l3, &pk.ip, &b) {
             return Verdict::Drop(DropReason::SynProxyUnsupported);
         }
         let ip = match wire::parse_ipv4(p.bytes(), pk.l2.l3) {
@@ -245,7 +254,7 @@ impl Datapath {
             Err(r) => return Verdict::Drop(r),
         };
         let pk = Pkt { ip, ..*pk };
-        self.send(p, &pk, id, dir, true)
+        self.send(p, &pk, id, Dir::Forward, true)
     }
 
     /// Between bursts: whether SYN cookies are on in this worker.

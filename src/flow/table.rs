@@ -520,8 +520,7 @@ impl FlowTable {
         let Some(i) = victim else {
             return false;
         };
-        self.remove(ConnId(i as u32), reclaim);
-        self.counters.half_open_reclaimed += 1;
+        self.reclaim_half_open_at(i, reclaim);
         true
     }
 
@@ -533,12 +532,17 @@ impl FlowTable {
             let i = self.evict_pos;
             self.evict_pos = if i + 1 == n { 0 } else { i + 1 };
             if self.conns[i].in_use() && self.conns[i].is_half_open() {
-                self.remove(ConnId(i as u32), reclaim);
-                self.counters.half_open_reclaimed += 1;
+                self.reclaim_half_open_at(i, reclaim);
                 return true;
             }
         }
         false
+    }
+
+    /// Reclaims the half-open conn in slot `i` to make room, counted.
+    fn reclaim_half_open_at(&mut self, i: usize, reclaim: &mut impl FnMut(&Conn)) {
+        self.remove(ConnId(i as u32), reclaim);
+        self.counters.half_open_reclaimed += 1;
     }
 
     /// [`FlowTable::insert`] without counting a failure.

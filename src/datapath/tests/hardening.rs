@@ -243,6 +243,26 @@ fn the_syn_proxy_makes_conns_only_for_valid_cookies() {
             "{mode}: only the adopted stranger (gateway)"
         );
         assert_eq!(d.ctr.get(Ctr::SynCookiesSent), 1);
+        // The client closes; a new SYN on the same tuple cannot take the old sequence shift:
+        // the old conn goes and the SYN gets a cookie of its own.
+        let mut fin = numbered(
+            pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, ACK | 0x01),
+            1001,
+            cookie + 1,
+        );
+        assert_eq!(
+            d.process(&mut fin, IfIdx(0), 6, false),
+            Verdict::Forward(IfIdx(0))
+        );
+        let before = d.flows.active();
+        let mut again = numbered(pkt(CLIENT, VIP, 40000, 80, PROTO_TCP, SYN), 9000, 0);
+        assert_eq!(
+            d.process(&mut again, IfIdx(0), 7, false),
+            Verdict::Reply,
+            "{mode}"
+        );
+        assert_eq!(seq_ack(&again).1, 9001);
+        assert_eq!(d.flows.active(), before - 1);
     }
 }
 
