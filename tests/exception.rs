@@ -10,18 +10,6 @@ use std::time::Duration;
 
 use common::lab::*;
 
-/// Listeners killed however the test ends.
-struct Listeners(Vec<Child>);
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A TCP listener in the root namespace on the balancer's own address (the kernel side of
 /// its exception path), answering every connection with "hello".
 fn listener(port: u16) -> Child {
@@ -70,7 +58,7 @@ fn only_asked_for_services_are_reachable_through_the_exception_path() {
     let cfg = format!("{cfg}\n[api]\ntoken_file = \"{}\"\n", token_file.display());
     let mut lb = Balancer::start(&cfg);
     lab.wait_for_vip();
-    let listeners = Listeners(vec![listener(18081), listener(18082)]);
+    let listeners = Children(vec![listener(18081), listener(18082)]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(reach(&lab, 18082), "an allowed port is reachable");
     assert!(!reach(&lab, 18081), "a port nobody allowed is not");

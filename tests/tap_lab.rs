@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lab::*;
@@ -112,22 +112,11 @@ impl Drop for Bridge {
     }
 }
 
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn fragments_cross_the_balancer_on_net_tap_and_kill_9_restart_serves_within_5_s() {
     let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up(&format!("ft{}", std::process::id() % 1000), "proxy");
-    let _servers = Servers(
+    let _servers = Children(
         ["b1", "b2"]
             .iter()
             .map(|b| lab.spawn_in(b, &["python3", "-c", ECHO_SERVER]))

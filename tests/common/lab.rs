@@ -203,6 +203,19 @@ impl Drop for Lab {
     }
 }
 
+/// Processes a test started beside the lab (listeners, servers), killed and reaped however
+/// the test ends.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A running balancer, interrupted (and reaped) on drop.
 pub struct Balancer {
     child: Option<Child>,
