@@ -22,8 +22,8 @@ const FLOOD_S: u64 = 10;
 /// Seconds of quiet before, between and after the floods.
 const QUIET_S: u64 = 4;
 
-/// How long a curl may take: a client's SYN retransmissions (1, 3, 7 s) cover the frames
-/// the lab's own kernels drop while hping3 and the balancer hold both cores.
+/// How long a curl may take: room for a client's SYN retransmissions (1, 3, 7 s) while
+/// hping3, the balancer and the lab's kernels share the 2 cores.
 const CURL_MAX_S: &str = "8";
 
 /// A `curl` started every 0.1 s from the client namespace (each on its own, so that a slow
@@ -123,6 +123,15 @@ fn share_ok(curls: &[(f64, bool, f64)], w: Window) -> (usize, usize, f64) {
     (inside.iter().filter(|c| c.1).count(), inside.len(), slowest)
 }
 
+/// Frames the kernel received on the balancer's port (its veth end in the root namespace).
+fn kernel_rx_frames(port: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{port}/statistics/rx_packets"))
+        .expect("the lab's port")
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
 fn counter(totals: &Value, name: &str) -> u64 {
     totals[name].as_u64().unwrap_or(0)
 }
@@ -142,6 +151,8 @@ fn floods_in(mode: &str, prefix: &str) {
         cfg = cfg.replace("capacity_per_core = 1048576", "capacity_per_core = 65536");
         assert!(cfg.contains("capacity_per_core = 65536"));
     }
+    let port_rx = || kernel_rx_frames(&lab.port);
+    let kernel_rx0 = port_rx();
     let mut lb = Balancer::start(&cfg);
     lab.wait_for_vip();
     let udp = mode == "proxy";
@@ -178,6 +189,7 @@ fn floods_in(mode: &str, prefix: &str) {
     let hold_t0 = t0.elapsed().as_secs_f64() - hold.elapsed().as_secs_f64();
     let report = hold.finish();
     let totals = lb.finish();
+    let kernel_rx = port_rx() - kernel_rx0;
 
     let mut summary = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -192,19 +204,8 @@ fn floods_in(mode: &str, prefix: &str) {
         if n < 5 {
             failures.push(format!("{name}: only {n} curls during the flood"));
         }
-        // The target is 99 % in every case. Under a SYN flood against a NAT service (SYN
-        // cookies on) 2-6 % of the curls here still find no way through in 8 s while hping3,
-        // the balancer and the lab's kernels share the 2 cores (issue 21 stays open on it):
-        // held to 90 % until then.
-        let floor = if mode != "dsr" && *name == "syn" {
-            90
-        } else {
-            99
-        };
-        if ok * 100 < n * floor {
-            failures.push(format!(
-                "{name}: {ok}/{n} curls during the flood (floor {floor} %)"
-            ));
+        if ok * 100 < n * 99 {
+            failures.push(format!("{name}: {ok}/{n} curls during the flood"));
         }
         if ok_after * 100 < n_after * 99 {
             failures.push(format!("{name}: {ok_after}/{n_after} curls after"));
@@ -255,6 +256,13 @@ fn floods_in(mode: &str, prefix: &str) {
     }
     let rx = counter(&totals, "rx_packets");
     let secs = windows.len() as u64 * FLOOD_S;
+    // Frames the kernel handed to the port that the balancer never read: DPDK 22.11's
+    // af_packet PMD does not report its ring's drops (rx_missed stays 0), so they are counted
+    // here, from the interface's own counter. An unoptimised balancer lost 5-7 % here.
+    summary.push(format!(
+        "port: kernel rx {kernel_rx}, balancer rx {rx} ({:.2} % not read)",
+        kernel_rx.saturating_sub(rx) as f64 * 100.0 / kernel_rx.max(1) as f64
+    ));
     summary.push(format!(
         "rx {rx} frames (~{} kpps in floods), conns created {}, cookies \
          sent {} valid {}, half-open reclaimed {}, \
