@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -52,6 +53,17 @@ def add_capacity_factor(ap):
     ap.add_argument("--capacity-factor", type=float,
                     help="conn-table capacity per worker as a multiple of the flows (+1024) "
                          "instead of the default config's")
+
+# CPS cells: connections per file (each tuple once; the file is read as it plays), the mbufs
+# of a run that does not hold its file in memory.
+CPS_CONNS = 500_000
+CPS_MBUFS = 65535
+
+
+def cps_frames_per_conn(mode):
+    """SYN, (the backend's SYN-ACK in the NAT modes), ACK, RST: see perf/gen.py."""
+    return 3 if mode == "dsr" else 4
+
 
 def mbufs_for(frames):
     # net_pcap's infinite_rx keeps every frame of the file in an mbuf, plus the rings.
@@ -81,11 +93,22 @@ def memory_args(mbufs):
 
 
 def gen(mode, flows, cache):
+    """The cell's pcap (perf/gen.py; MODE may carry its shape: dsr-tcp, proxy-cps), made once
+    per run."""
     path = os.path.join(cache, f"{mode}-{flows}.pcap")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(ROOT, "perf", "gen.py"), mode, str(flows), path],
-                       check=True)
+    todo = [(mode, path)]
+    if mode in ("proxy", "proxy-tcp"):
+        todo.append((f"{mode}-open", open_pcap(path)))
+    for m, p in todo:
+        if not os.path.exists(p):
+            subprocess.run([sys.executable, os.path.join(ROOT, "perf", "gen.py"), m, str(flows), p],
+                           check=True)
     return path
+
+
+def open_pcap(pcap):
+    """The file that opens the TCP flows of a looped proxy pcap (see perf/gen.py)."""
+    return pcap.removesuffix(".pcap") + "-open.pcap"
 
 
 def api(path, method="GET"):
@@ -94,16 +117,22 @@ def api(path, method="GET"):
         return json.load(r)
 
 
-def write_config(mode, flows, pcap, workdir, tag, api_addr, ha=None):
+def write_config(mode, flows, pcap, workdir, tag, api_addr, ha=None, once=False):
     """The balancer's configuration for one cell (the test configuration, see
     perf/testconf.py; `ha` as there), written to WORKDIR/perf.toml (its path is returned).
-    perf/instructions uses it too."""
-    mbufs = mbufs_for(flows * (1 if mode == "dsr" else 2))
+    `once`: the pcap is read from its file as it plays, once through (the CPS cells), not
+    looped from memory. perf/instructions uses it too."""
+    mbufs = CPS_MBUFS if once else mbufs_for(flows * (1 if mode == "dsr" else 2))
+    loop = "" if once else ",infinite_rx=1"
     eal = [*memory_args(mbufs), "--no-pci", "--file-prefix", f"sy-perf-{tag}",
-           f"--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1"]
+           f"--vdev=net_pcap0,rx_pcap={pcap}{loop}"]
+    opener = open_pcap(pcap)
+    open_port = mode == "proxy" and not once and os.path.exists(opener)
+    if open_port:
+        eal.append(f"--vdev=net_pcap1,rx_pcap={opener}")
     # None: the default config's table.
     capacity = None if CAPACITY_FACTOR is None else int(flows * CAPACITY_FACTOR) + 1024
-    cfg = testconf.cell_config(mode, eal, mbufs, capacity, api_addr, ha)
+    cfg = testconf.cell_config(mode, eal, mbufs, capacity, api_addr, ha, open_port)
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
         f.write(testconf.dumps(cfg))
@@ -204,6 +233,118 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
             p.kill()
 
 
+def _window_rate(samples, total):
+    """Rate per second of a counter that rose to `total` while a file played once, over the
+    middle of the play (from 20 % to 80 % of `total`), from (time, value) samples; None
+    when the samples do not cover that much of it."""
+    lo = next(((t, v) for t, v in samples if v >= 0.2 * total), None)
+    hi = next(((t, v) for t, v in samples if v >= 0.8 * total), None)
+    if not lo or not hi or hi[0] <= lo[0]:
+        return None
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def run_switchyard_cps(mode, pcap, workdir):
+    """One Switchyard run on a CPS cell: the file (CPS_CONNS connections, each tuple once)
+    played once through from its file. Returns the connections per second of the worker's
+    busy time (its busy_*_ns counters: rounds with packets, so the rate it holds while it
+    has work) and of the wall clock over the middle of the play, the frames per second, the
+    per-packet split and the table's state at the end."""
+    frames = CPS_CONNS * cps_frames_per_conn(mode)
+    cfg_path = write_config(mode, CPS_CONNS, pcap, workdir, f"cps{mode}", API, once=True)
+    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
+    try:
+        samples, last, still = [], None, 0
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if p.poll() is not None:
+                raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
+            try:
+                c = api("/status")["counters"]
+            except OSError:
+                time.sleep(0.005)
+                continue
+            samples.append((time.time(), c["flows_created"], c["rx_packets"]))
+            # Done when the file has played (the counters stand still for 0.3 s).
+            still = still + 1 if last and last["rx_packets"] == c["rx_packets"] else 0
+            last = c
+            if c["rx_packets"] >= frames and still >= 30:
+                break
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("switchyard did not play the file through")
+        busy_ns = sum(last[f"busy_{ph}_ns"] for ph in ("rx", "work", "tx"))
+        rx = last["rx_packets"]
+        created = last["flows_created"]
+        wall = _window_rate([(t, n) for t, n, _ in samples], created)
+        drops = {k: v for k, v in last.items() if k.startswith("drop_") and v}
+        return {
+            "conns_per_s": created / busy_ns * 1e9,
+            "conns_per_s_wall": wall,
+            "mpps": rx / busy_ns * 1e3,
+            "ns_per_conn": busy_ns / max(created, 1),
+            "busy_ns": {ph: last[f"busy_{ph}_ns"] / max(rx, 1) for ph in ("rx", "work", "tx")},
+            "conns_created": created,
+            "rx_packets": rx,
+            "forwarded_share": last["forwarded"] / max(rx, 1),
+            "flows_active": last["flows_active"],
+            "flows_half_open": last.get("flows_half_open"),
+            "flow_capacity": last.get("flow_capacity"),
+            "syn_cookies_sent": last.get("syn_cookies_sent"),
+            "drops": drops,
+        }
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_testpmd_once(fwd, pcap, frames):
+    """testpmd's rate in forwarding mode `fwd` on a pcap played once through from its file
+    (the CPS cells' baseline): Mpps over the middle of the play, from its port counters read
+    every 10 ms."""
+    args = ["dpdk-testpmd", "-l", "0,1", *memory_args(CPS_MBUFS), "--no-pci",
+            "--file-prefix", "sy-perf-testpmd", f"--vdev=net_pcap0,rx_pcap={pcap}",
+            "--", "-i", "--port-topology=loop", "--nb-cores=1",
+            f"--total-num-mbufs={CPS_MBUFS}"]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    # A reader thread, so that each stats line comes with the time it was printed.
+    lines = []
+    threading.Thread(target=lambda: [lines.append((time.time(), l)) for l in p.stdout],
+                     daemon=True).start()
+
+    def cmd(c):
+        p.stdin.write(c + "\n")
+        p.stdin.flush()
+
+    cmd(f"set fwd {fwd}")
+    time.sleep(1.0)
+    cmd("start")
+    t_end = time.time() + 60
+    while time.time() < t_end:
+        cmd("show port stats 0")
+        time.sleep(0.01)
+        got = [int(m.group(1)) for _, l in list(lines)
+               for m in [re.search(r"RX-packets:\s+(\d+)", l)] if m]
+        if len(got) > 30 and got[-1] >= frames and got[-1] == got[-30]:
+            break
+    cmd("stop")
+    cmd("quit")
+    p.wait(60)
+    out = [(t, int(m.group(1))) for t, l in lines
+           for m in [re.search(r"RX-packets:\s+(\d+)", l)] if m]
+    if not out:
+        raise RuntimeError("testpmd printed no stats")
+    rate = _window_rate(out, out[-1][1])
+    if rate is None:
+        raise RuntimeError("testpmd: the play was too short to time")
+    return rate / 1e6
+
+
 def run_testpmd(fwd, pcap, frames, seconds, during=None):
     """testpmd's rate on a pcap in forwarding mode `fwd` over `seconds` after a warm-up;
     `during` as for run_switchyard."""
@@ -240,6 +381,47 @@ def run_testpmd(fwd, pcap, frames, seconds, during=None):
     if len(pps) >= 2 and pps[1] > 0:
         return pps[1] / 1e6
     return (rx[1] - rx[0]) / (t1 - t0) / 1e6
+
+
+SHAPES = {"mixed": "half TCP, half UDP", "tcp": "TCP only"}
+
+
+def cps_cells(runs, cache, work):
+    """The connections-per-second cells: each mode's CPS file (perf/gen.py MODE-cps), testpmd
+    macswap on it alternating with Switchyard, `runs` times; rows for the result file."""
+    rows = []
+    for mode in ("dsr", "proxy", "gateway"):
+        pcap = gen(f"{mode}-cps", CPS_CONNS, cache)
+        frames = CPS_CONNS * cps_frames_per_conn(mode)
+        res, swap = [], []
+        for _ in range(runs):
+            swap.append(run_testpmd_once("macswap", pcap, frames))
+            res.append(run_switchyard_cps(mode, pcap, work))
+        med = sorted(res, key=lambda r: r["conns_per_s"])[len(res) // 2]
+        macswap = statistics.median(swap)
+        wall = [r["conns_per_s_wall"] for r in res if r["conns_per_s_wall"]]
+        wall_pps = statistics.median(wall) * cps_frames_per_conn(mode) / 1e6 if wall else None
+        row = {
+            "mode": mode, "conns": CPS_CONNS,
+            "conns_per_s": round(med["conns_per_s"]),
+            "conns_per_s_runs": [round(r["conns_per_s"]) for r in res],
+            "conns_per_s_wall": round(statistics.median(wall)) if wall else None,
+            "mpps": round(med["mpps"], 3),
+            "testpmd_macswap_mpps": round(macswap, 3),
+            "testpmd_macswap_runs": [round(x, 3) for x in swap],
+            "ratio_macswap": round(wall_pps / macswap, 3) if wall_pps else None,
+            "ns_per_conn": round(med["ns_per_conn"], 1),
+            "busy_ns_per_packet": {k: round(v, 1) for k, v in med["busy_ns"].items()},
+            "conns_created": med["conns_created"],
+            "forwarded_share": round(med["forwarded_share"], 4),
+            "flows_active": med["flows_active"], "flows_half_open": med["flows_half_open"],
+            "flow_capacity": med["flow_capacity"], "drops": med["drops"],
+        }
+        rows.append(row)
+        print(f"switchyard {mode:8} CPS: {row['conns_per_s']:,} conns/s busy, "
+              f"{row['conns_per_s_wall']} wall (x{row['ratio_macswap']} testpmd macswap "
+              f"{macswap:.2f} Mpps), {row['ns_per_conn']} ns/conn", flush=True)
+    return rows
 
 
 def reserve_hugepages(need_mb):
@@ -346,15 +528,17 @@ def main():
             base["io"] = statistics.median(run_testpmd("io", io_pcap, flows, seconds)
                                            for _ in range(runs))
             print(f"testpmd io       {flows:>8} flows: {base['io']:.2f} Mpps", flush=True)
-            for mode in ("dsr", "proxy", "gateway"):
-                pcap = gen(mode, flows, cache)
+            shapes = ["mixed", "tcp"] if flows == 65536 else ["mixed"]
+            for shape, mode in ((sh, m) for sh in shapes for m in ("dsr", "proxy", "gateway")):
+                pcap = gen(mode if shape == "mixed" else f"{mode}-{shape}", flows, cache)
                 res, swap = alternate(mode, flows, pcap, runs, seconds, work)
                 med, macswap, paired = cell_stats(res, swap)
-                base[f"macswap_{mode}"] = round(macswap, 3)
-                print(f"testpmd macswap  {flows:>8} flows ({mode} pcap): {macswap:.2f} Mpps",
-                      flush=True)
+                base[f"macswap_{mode}" + ("" if shape == "mixed" else f"_{shape}")] = \
+                    round(macswap, 3)
+                print(f"testpmd macswap  {flows:>8} flows ({mode} {shape} pcap): "
+                      f"{macswap:.2f} Mpps", flush=True)
                 row = {
-                    "mode": mode, "flows": flows,
+                    "mode": mode, "flows": flows, "shape": shape,
                     "mpps": round(med["mpps"], 3),
                     "mpps_runs": [round(r["mpps"], 3) for r in res],
                     "testpmd_macswap_mpps": round(macswap, 3),
@@ -371,11 +555,12 @@ def main():
                 }
                 rows.append(row)
                 bz = row["busy_ns_per_packet"]
-                print(f"switchyard {mode:8} {flows:>8} flows: {row['mpps']:.2f} Mpps "
+                print(f"switchyard {mode:8} {flows:>8} flows {shape}: {row['mpps']:.2f} Mpps "
                       f"(x{row['ratio_macswap']:.3f} macswap, paired "
                       f"x{row['ratio_macswap_paired']:.3f}) p99 {row['p99_us']} us, "
                       f"ns/pkt rx {bz['rx']} work {bz['work']} tx {bz['tx']}", flush=True)
             baselines[flows] = base
+        cps_rows = cps_cells(runs, cache, work)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         # Hugepage files of our EAL instances (a killed run can leave them behind).
@@ -396,7 +581,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = {"date": when, "quick": a.quick, "runs": runs, "seconds": seconds,
            "capacity_factor": CAPACITY_FACTOR,
-           "machine": machine(), "testpmd": baselines, "results": rows,
+           "machine": machine(), "testpmd": baselines, "results": rows, "cps": cps_rows,
            "elapsed_s": round(time.time() - started)}
     if CAPACITY_FACTOR is not None:
         table = f"sized to the flows (x{CAPACITY_FACTOR:g} + 1024)"
@@ -408,10 +593,10 @@ def main():
           f"(median of {runs} run(s) x {seconds:g} s) on {doc['machine']['cpu']}, "
           f"{doc['machine']['cores']} cores, DPDK {doc['machine']['dpdk']}; one worker core; "
           f"{'hugepages' if USE_HUGEPAGES else '--no-huge'}; conn table {table}.", "",
-          "| mode | flows | Mpps | testpmd macswap Mpps | x macswap | paired | ns/pkt | rx / work / tx ns | p50 us | p99 us | bytes/flow |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "| mode | flows | traffic | Mpps | testpmd macswap Mpps | x macswap | paired | ns/pkt | rx / work / tx ns | p50 us | p99 us | bytes/flow |",
+          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        md.append(f"| {r['mode']} | {r['flows']:,} | {r['mpps']:.2f} | "
+        md.append(f"| {r['mode']} | {r['flows']:,} | {SHAPES[r['shape']]} | {r['mpps']:.2f} | "
                   f"{r['testpmd_macswap_mpps']:.2f} | {r['ratio_macswap']:.3f} | "
                   f"{r['ratio_macswap_paired']:.3f} | "
                   f"{r['ns_per_packet']} | {r['busy_ns_per_packet']['rx']:.0f} / "
@@ -424,7 +609,25 @@ def main():
            "counters): in the driver's rx burst (the vdev copying each stored frame into an "
            "mbuf), deciding and rewriting, and the rest of the round (tx bursts). x macswap: "
            "median Mpps over median testpmd Mpps; paired: median of each run's ratio to the "
-           "testpmd run just before it."]
+           "testpmd run just before it. Traffic: " + "; ".join(
+               f"{k}: {v}" for k, v in SHAPES.items()) + "."]
+    md += ["", f"Connections per second: {CPS_CONNS:,} connections, each tuple once (SYN, the "
+           "backend's SYN-ACK in the NAT modes, ACK, RST), the file played once from disk "
+           "(not looped from memory); testpmd macswap on the same file alternating with "
+           "Switchyard's runs.", "",
+           "| mode | conns/s (busy) | conns/s (wall) | Mpps (busy) | testpmd macswap Mpps | x macswap | ns/conn | rx / work / tx ns per packet | conns in the table after |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in cps_rows:
+        bz = r["busy_ns_per_packet"]
+        md.append(f"| {r['mode']} | {r['conns_per_s']:,.0f} | {r['conns_per_s_wall']:,.0f} | "
+                  f"{r['mpps']:.2f} | {r['testpmd_macswap_mpps']:.2f} | "
+                  f"{r['ratio_macswap']:.3f} | {r['ns_per_conn']:.0f} | "
+                  f"{bz['rx']:.0f} / {bz['work']:.0f} / {bz['tx']:.0f} | "
+                  f"{r['flows_active']:,} |")
+    md += ["", "conns/s (busy): conns made over the worker's busy time (rounds that had "
+           "packets: the rate it holds while it has work); (wall): over the middle 60 % of the "
+           "play by the clock; x macswap: the wall-clock packet rate over testpmd's on the "
+           "same file (both read it from disk as it plays: ~100 ns a frame of the vdev's own)."]
     text = "\n".join(md) + "\n"
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     # A quick run never replaces the full run's table that the README quotes.

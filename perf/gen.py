@@ -3,6 +3,10 @@
 flows, for DPDK's net_pcap to replay with infinite_rx=1.
 
   gen.py MODE FLOWS OUT.pcap [REPEAT]     MODE: dsr | proxy | gateway | testpmd
+  gen.py MODE-tcp FLOWS OUT.pcap [REPEAT] the same, every flow TCP
+  gen.py MODE-cps CONNS OUT.pcap          MODE: dsr | proxy | gateway
+  gen.py proxy[-tcp]-open FLOWS OUT.pcap  the handshakes that open the TCP flows of the
+                                          proxy file (see below)
 
 REPEAT (default 1) writes the whole set of flows that many times: the same frames per second
 reach the vdev from a file REPEAT times larger while the conn table stays FLOWS big, which
@@ -17,6 +21,21 @@ port Switchyard assigns, which this script computes with the same hash and port-
 (src/flow/key.rs FlowKey::hash, src/mode/snat.rs SnatPortPool, one worker, addresses
 10.20.0.200+k). The addresses and MACs are the test configuration's (perf/testconf.py).
 Frames are written straight to pcap (no scapy), so a million flows take seconds.
+
+A full-NAT conn is made only by its handshake (a mid-flow segment of one the balancer does
+not know is dropped), so proxy-open writes, for the proxy file's TCP flows in the same order,
+the client's SYN, the backend's SYN-ACK and the client's ACK (and each UDP flow's first
+datagram), to the second port's MAC
+(perf/testconf.py OPEN_IFACE): played once on that port, which the worker polls first each
+round, beside the looped file. SNAT ports are then still taken in flow order: each flow's
+first frame on the open port comes no later in the round than its first one in the loop.
+
+MODE-cps writes connections instead (the connections-per-second cells, played once, not
+looped): CONNS TCP connections to VIP:80, each from its own client address and port (as
+above), each tuple used once, one connection after the other: the client's SYN, the
+backend's SYN-ACK (NAT modes; addressed as Switchyard translates it, proxy to the SNAT port
+it will have assigned), the client's ACK and the client's RST. Each is a new conn for the
+balancer: created, tracked through its handshake to established, closed.
 """
 import os
 import struct
@@ -24,8 +43,8 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from testconf import (BACKEND, BACKEND_MAC, LB_MAC as LB, ROUTER_MAC as ROUTER,  # noqa: E402
-                      SNAT_ADDRS, SNAT_BASE, VIP)
+from testconf import (BACKEND, BACKEND_MAC, LB_MAC as LB, OPEN_MAC,  # noqa: E402
+                      ROUTER_MAC as ROUTER, SNAT_ADDRS, SNAT_BASE, VIP)
 
 M64 = (1 << 64) - 1
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -53,9 +72,12 @@ def csum(data):
     return (~s) & 0xFFFF
 
 
-def frame(smac, dmac, src, dst, proto, sport, dport, ttl=64):
+ACK, SYN, RST = 0x10, 0x02, 0x04
+
+
+def frame(smac, dmac, src, dst, proto, sport, dport, ttl=64, flags=ACK, seq=1, ack=1):
     if proto == 6:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, 0x10, 65535, 0, 0)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
     else:
         l4 = struct.pack("!HHHH", sport, dport, 8, 0)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, ttl, proto, 0,
@@ -71,19 +93,21 @@ def frame(smac, dmac, src, dst, proto, sport, dport, ttl=64):
     return f + b"\0" * (60 - len(f))
 
 
-def flows(n):
+def flows(n, tcp_only=False):
     for i in range(n):
         src = (172 << 24) | (16 << 16) + (i >> 10)
         sport = PORT_MIN + (i & 1023)
-        proto, dport = (6, 80) if i % 2 == 0 else (17, 53)
+        proto, dport = (6, 80) if tcp_only or i % 2 == 0 else (17, 53)
         yield src, sport, proto, dport
 
 
-def snat_assignments(n):
-    """(address, port) per flow, as Switchyard's single worker assigns them in file order."""
+def snat_assignments(tuples):
+    """(address, port) per flow of `tuples` ((src, sport, proto, dport)), as Switchyard's
+    single worker assigns them in file order (no port given back before the last is
+    taken: fewer flows than the pool's ports)."""
     nxt = [PORT_MIN] * SNAT_ADDRS
     out = []
-    for src, sport, proto, dport in flows(n):
+    for src, sport, proto, dport in tuples:
         start = (flow_hash(src, VIP, sport, dport, proto) >> 48) % SNAT_ADDRS
         for k in range(SNAT_ADDRS):
             a = (start + k) % SNAT_ADDRS
@@ -96,10 +120,48 @@ def snat_assignments(n):
     return out
 
 
+def conns(n):
+    """The CPS cells' connections: (client, client port), all TCP to VIP:80."""
+    for i in range(n):
+        yield (172 << 24) | (16 << 16) + (i >> 10), PORT_MIN + (i & 1023)
+
+
+def write_cps(mode, n, put):
+    tuples = [(src, sport, 6, 80) for src, sport in conns(n)]
+    snat = snat_assignments(tuples) if mode == "proxy" else None
+    cseq, bseq = 1000, 5000  # the client's and the backend's initial sequence numbers
+    for i, (src, sport, _, _) in enumerate(tuples):
+        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=SYN, seq=cseq, ack=0))
+        if mode == "gateway":
+            put(frame(BACKEND_MAC, LB, BACKEND, src, 6, 80, sport, flags=SYN | ACK, seq=bseq,
+                      ack=cseq + 1))
+        elif mode == "proxy":
+            addr, port = snat[i]
+            put(frame(BACKEND_MAC, LB, BACKEND, addr, 6, 80, port, flags=SYN | ACK, seq=bseq,
+                      ack=cseq + 1))
+        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=ACK, seq=cseq + 1,
+                  ack=bseq + 1))
+        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=RST | ACK, seq=cseq + 1,
+                  ack=bseq + 1))
+
+
+def write_open(tcp_only, n, put):
+    tuples = list(flows(n, tcp_only))
+    snat = snat_assignments(tuples)
+    for (src, sport, proto, dport), (addr, port) in zip(tuples, snat):
+        if proto != 6:
+            # Its first datagram: the open file keeps the loop's pace (two frames a flow).
+            put(frame(ROUTER, OPEN_MAC, src, VIP, proto, sport, dport, ttl=63))
+            continue
+        put(frame(ROUTER, OPEN_MAC, src, VIP, 6, sport, 80, ttl=63, flags=SYN, seq=0, ack=0))
+        put(frame(BACKEND_MAC, OPEN_MAC, BACKEND, addr, 6, 80, port, flags=SYN | ACK, seq=0,
+                  ack=1))
+        put(frame(ROUTER, OPEN_MAC, src, VIP, 6, sport, 80, ttl=63, flags=ACK, seq=1, ack=1))
+
+
 def main():
     mode, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    snat = snat_assignments(n) if mode == "proxy" else None
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         rec = struct.Struct("<IIII")
@@ -108,7 +170,18 @@ def main():
             f.write(rec.pack(0, 0, len(b), len(b)))
             f.write(b)
 
-        for i, (src, sport, proto, dport) in enumerate(f for _ in range(repeat) for f in flows(n)):
+        if mode.endswith("-cps"):
+            write_cps(mode[:-4], n, put)
+            return
+        if mode.endswith("-open"):
+            write_open(mode.removesuffix("-open").endswith("-tcp"), n, put)
+            return
+        tcp_only = mode.endswith("-tcp")
+        mode = mode.removesuffix("-tcp")
+        snat = snat_assignments(flows(n, tcp_only)) if mode == "proxy" else None
+
+        for i, (src, sport, proto, dport) in enumerate(f for _ in range(repeat)
+                                                       for f in flows(n, tcp_only)):
             i %= n
             if mode == "testpmd":
                 put(frame(ROUTER, LB, src, VIP, proto, sport, dport))

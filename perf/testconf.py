@@ -40,6 +40,14 @@ SNAT_BASE = _ip("10.20.0.200")
 SNAT_ADDRS = 20
 
 
+# Proxy cells: a full-NAT conn is made only by its handshake (a mid-flow segment of an
+# unknown one is dropped), so the TCP flows of a looped proxy file are opened from a second
+# file played once on a second port, interface OPEN_IFACE, which the worker polls first
+# (perf/gen.py MODE-open).
+OPEN_IFACE = {"name": "open", "port": "net_pcap1", "address": "10.20.3.10/24",
+              "mac": "02:00:00:00:00:30", "exception_path": False}
+OPEN_MAC = _mac(OPEN_IFACE["mac"])
+
 # An HA cell (perf/sync): the exception path's kernel interface, where the harness puts the
 # floating addresses as keepalived would, and a peer that is never there (its sync
 # datagrams leave through the port like any other frame).
@@ -54,13 +62,13 @@ def snat_addresses():
             for k in range(SNAT_ADDRS)]
 
 
-def cell_config(mode, eal_args, mbufs, capacity, api, ha=None):
+def cell_config(mode, eal_args, mbufs, capacity, api, ha=None, open_port=False):
     """The balancer's configuration for a perf cell: the test configuration with every
     service in `mode` on the one backend, a spinning worker (no idle sleep), the cell's DPDK
     arguments and mbufs, the API on `api`, and `capacity` conns per worker (None: the
     shipped default). `ha`: None for the plain cell; "off" adds the exception path (kernel
     interface KERNEL_IFACE); "on" adds that and an `[ha]` section (sync to HA_PEER, with an
-    HMAC key)."""
+    HMAC key). `open_port`: OPEN_IFACE first (its vdev among `eal_args`)."""
     c = json.loads(json.dumps(BASE))  # a deep copy
     c["dpdk"] = {"eal_args": eal_args, "mbufs": mbufs, "mbuf_cache": 250,
                  "rx_descriptors": 1024, "tx_descriptors": 1024}
@@ -78,6 +86,8 @@ def cell_config(mode, eal_args, mbufs, capacity, api, ha=None):
     if ha == "on":
         c["ha"] = {"peer": HA_PEER, "sync_address": c["interfaces"][0]["address"].split("/")[0],
                    "key": HA_KEY}
+    if open_port:
+        c["interfaces"].insert(0, dict(OPEN_IFACE))
     for s in c["services"]:
         s["mode"] = mode
         s["backends"] = [{"address": _BACKEND}]
