@@ -3,6 +3,7 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use switchyard::config::Mode;
@@ -11,7 +12,7 @@ use switchyard::dpdk::HugeSlice;
 use switchyard::flow::{Conn, FlowKey, FlowState, FlowTable, Timeouts};
 use switchyard::lb::maglev::{MaglevBackend, MaglevTable};
 use switchyard::testkit::{self, frames};
-use switchyard::types::IfIdx;
+use switchyard::types::{IfIdx, Verdict};
 use switchyard::wire::{self, ETH_HDR, PROTO_TCP, Rewrite};
 
 const T: Timeouts = Timeouts([
@@ -274,5 +275,168 @@ fn memory(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parsing, flows, maglev, nat, pipeline, memory);
+/// Conns opened per batch (fewer than `syn_cookie_half_open`, so that cookies stay off while
+/// a batch's SYNs wait for their SYN-ACKs).
+const BATCH: usize = 512;
+/// Live conns at which a bench expires them all (untimed) before its next batch.
+const LIVE_MAX: usize = 256 * 1024;
+const RST: u8 = 0x04;
+
+/// Conn creation and teardown through the whole datapath, per mode: each conn a tuple not
+/// used since its last conn expired, opened by its handshake in the right order (client SYN,
+/// the backend's SYN-ACK to the address the SYN was sent from, client ACK), closed by the
+/// client's RST and then reclaimed by the sweep once `tcp_closing_s` has passed. Each phase
+/// is timed over a batch of conns, with the frames built before it (the SYN-ACKs from the
+/// SYNs as the balancer rewrote them). Per element: one conn.
+fn conns(c: &mut Criterion) {
+    for mode in Mode::ALL {
+        let mut cfg = testkit::config(mode);
+        cfg.flows.capacity_per_core = 1 << 20;
+        cfg.flows.timeouts.tcp_closing_s = 1;
+        cfg.interfaces[0].snat_addresses = (0..20u8)
+            .map(|k| Ipv4Addr::new(10, 20, 0, 200 + k))
+            .collect();
+        let (mut d, _) = testkit::datapath(&cfg, 1, 0);
+        let nat = mode != Mode::Dsr;
+        let mut next = 0u32;
+        let mut now = 1u32;
+        let mut g = c.benchmark_group(format!("conns {mode}"));
+        g.throughput(criterion::Throughput::Elements(1));
+        g.bench_function("open (SYN, SYN-ACK, ACK), up to 256k live", |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters.div_ceil(BATCH as u64) {
+                    let (open, _) = open_batch(&mut d, &mut next, &mut now, nat);
+                    t += open;
+                }
+                t * iters as u32 / (iters.div_ceil(BATCH as u64) * BATCH as u64) as u32
+            })
+        });
+        g.bench_function("close (RST), up to 256k live", |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                let batches = iters.div_ceil(BATCH as u64);
+                for _ in 0..batches {
+                    let (_, clients) = open_batch(&mut d, &mut next, &mut now, nat);
+                    t += close_batch(&mut d, &clients, now);
+                }
+                t * iters as u32 / (batches * BATCH as u64) as u32
+            })
+        });
+        g.finish();
+        // The sweep's share of a conn: one pass over the table (1M slots) reclaiming
+        // LIVE_MAX closed conns, as the worker makes it slice by slice between bursts.
+        expire_all(&mut d, &mut now);
+        let mut g = c.benchmark_group(format!("conns {mode}"));
+        g.sample_size(10);
+        g.throughput(criterion::Throughput::Elements(LIVE_MAX as u64));
+        g.bench_function("reclaim: a sweep over 1M slots, 256k closed conns", |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    while d.flows.active() + BATCH <= LIVE_MAX {
+                        let (_, clients) = open_batch(&mut d, &mut next, &mut now, nat);
+                        close_batch(&mut d, &clients, now);
+                    }
+                    now += 1_001;
+                    let live = d.flows.active();
+                    let t0 = Instant::now();
+                    d.sweep(now, d.flows.slots());
+                    t += t0.elapsed();
+                    assert_eq!(
+                        d.flows.active(),
+                        0,
+                        "{mode}: {live} closed, not all reclaimed"
+                    );
+                }
+                t
+            })
+        });
+        g.finish();
+        // What the open bench left established.
+        expire_all(&mut d, &mut now);
+    }
+}
+
+/// Opens BATCH new conns (timing only the datapath's work); returns that time and the
+/// conns' clients. Expires every conn first (untimed) once LIVE_MAX are live.
+fn open_batch(
+    d: &mut Datapath,
+    next: &mut u32,
+    now: &mut u32,
+    nat: bool,
+) -> (Duration, Vec<(Ipv4Addr, u16)>) {
+    if d.flows.active() + BATCH > LIVE_MAX {
+        expire_all(d, now);
+    }
+    let clients: Vec<(Ipv4Addr, u16)> = (0..BATCH)
+        .map(|_| {
+            let i = *next;
+            *next = next.wrapping_add(1) % (1 << 22);
+            (
+                Ipv4Addr::from(0xac10_0000 | (i >> 10)),
+                1024 + (i & 1023) as u16,
+            )
+        })
+        .collect();
+    let pkt =
+        |&(a, p): &(Ipv4Addr, u16), flags| frames::pkt(a, testkit::VIP, p, 80, PROTO_TCP, flags);
+    let mut syns: Vec<Vec<u8>> = clients.iter().map(|c| pkt(c, frames::SYN)).collect();
+    let mut acks: Vec<Vec<u8>> = clients.iter().map(|c| pkt(c, frames::ACK)).collect();
+    let mut t = Duration::ZERO;
+    let t0 = Instant::now();
+    for f in &mut syns {
+        let v = d.process(f, IfIdx(0), *now, false);
+        assert!(matches!(v, Verdict::Forward(_)), "SYN {v:?}");
+    }
+    t += t0.elapsed();
+    if nat {
+        // The backend answers the address and port the balancer sent the SYN from.
+        let mut synacks: Vec<Vec<u8>> = syns
+            .iter()
+            .map(|f| {
+                let (src, sport, dst, dport) = frames::tuple(f);
+                frames::pkt(dst, src, dport, sport, PROTO_TCP, frames::SYN | frames::ACK)
+            })
+            .collect();
+        let t0 = Instant::now();
+        for f in &mut synacks {
+            let v = d.process(f, IfIdx(0), *now, false);
+            assert!(matches!(v, Verdict::Forward(_)), "SYN-ACK {v:?}");
+        }
+        t += t0.elapsed();
+    }
+    let t0 = Instant::now();
+    for f in &mut acks {
+        let v = d.process(f, IfIdx(0), *now, false);
+        assert!(matches!(v, Verdict::Forward(_)), "ACK {v:?}");
+    }
+    t += t0.elapsed();
+    (t, clients)
+}
+
+/// The clients' RSTs of open conns (timed).
+fn close_batch(d: &mut Datapath, clients: &[(Ipv4Addr, u16)], now: u32) -> Duration {
+    let mut rsts: Vec<Vec<u8>> = clients
+        .iter()
+        .map(|&(a, p)| frames::pkt(a, testkit::VIP, p, 80, PROTO_TCP, RST))
+        .collect();
+    let t0 = Instant::now();
+    for f in &mut rsts {
+        let v = d.process(f, IfIdx(0), now, false);
+        assert!(matches!(v, Verdict::Forward(_)), "RST {v:?}");
+    }
+    t0.elapsed()
+}
+
+/// Expires every conn (past the longest timeout) and sweeps the whole table.
+fn expire_all(d: &mut Datapath, now: &mut u32) {
+    *now += 901_000;
+    d.sweep(*now, d.flows.slots());
+    assert_eq!(d.flows.active(), 0);
+}
+
+criterion_group!(
+    benches, parsing, flows, maglev, nat, pipeline, memory, conns
+);
 criterion_main!(benches);
