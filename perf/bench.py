@@ -302,6 +302,104 @@ def run_switchyard_cps(mode, pcap, workdir):
             p.kill()
 
 
+def run_two_workers(how, flows, cache, seconds, workdir):
+    """Two workers on the gateway file spread over two rx queues (perf/gen.py gateway-rss2 /
+    gateway-own2): worker 0 on CPU 1, worker 1 on CPU 0 beside the management thread
+    (allow_shared). Measured as run_switchyard; adds the frames handed between the workers
+    per second and the busy time per packet summed over both."""
+    base = os.path.join(cache, f"gateway-{how}2-{flows}.pcap")
+    queues = [base.removesuffix(".pcap") + f".q{q}.pcap" for q in (0, 1)]
+    if not os.path.exists(queues[0]):
+        subprocess.run([sys.executable, os.path.join(ROOT, "perf", "gen.py"), f"gateway-{how}2",
+                        str(flows), base], check=True)
+    mbufs = mbufs_for(2 * flows)
+    eal = [*memory_args(mbufs), "--no-pci", "--file-prefix", f"sy-perf-w2{how}",
+           "--vdev=net_pcap0," + ",".join(f"rx_pcap={q}" for q in queues) + ",infinite_rx=1"]
+    cfg = testconf.cell_config("gateway", eal, mbufs, None, API)
+    # Both always have frames (the file loops), so the idle sleep that shared cores need
+    # never comes.
+    cfg["cores"].update({"management": 0, "workers": [1, 0], "allow_shared": True,
+                         "idle_sleep_us": 50})
+    cfg_path = os.path.join(workdir, "perf.toml")
+    with open(cfg_path, "w") as f:
+        f.write(testconf.dumps(cfg))
+    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
+    try:
+        deadline = time.time() + 120
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
+            try:
+                c = api("/status")["counters"]
+                if c["rx_packets"] > 4 * flows and c["flows_active"] >= flows * 0.99:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("switchyard did not reach steady state")
+            time.sleep(0.2)
+        a = api("/status")["counters"]
+        t0 = time.time()
+        time.sleep(seconds)
+        b = api("/status")["counters"]
+        t1 = time.time()
+        d = {k: b[k] - a[k] for k in ("rx_packets", "forwarded", "steered_out", "steered_in",
+                                     "busy_rx_ns", "busy_work_ns", "busy_tx_ns")}
+        rx = max(d["rx_packets"], 1)
+        full = b.get("drop_steer_full", 0) - a.get("drop_steer_full", 0)
+        return {
+            "mpps": d["rx_packets"] / (t1 - t0) / 1e6,
+            "forwarded_mpps": d["forwarded"] / (t1 - t0) / 1e6,
+            "steered_per_s": d["steered_out"] / (t1 - t0),
+            "steer_full_per_s": full / (t1 - t0),
+            "steered_share": d["steered_out"] / rx,
+            "forwarded_share": d["forwarded"] / rx,
+            "busy_ns": {ph: d[f"busy_{ph}_ns"] / rx for ph in ("rx", "work", "tx")},
+            "drops": {k: b[k] - a[k] for k in b if k.startswith("drop_") and b[k] - a[k]},
+        }
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def two_worker_cells(runs, seconds, cache, work, flows=65536):
+    """Gateway at `flows` flows on two workers, frames spread as RSS would (half of them
+    handed to the other worker) against each frame on its owner's queue (none), alternating;
+    the cost of a handed-over frame from the difference in busy time per packet."""
+    res = {"rss": [], "own": []}
+    for _ in range(runs):
+        for how in ("own", "rss"):
+            res[how].append(run_two_workers(how, flows, cache, seconds, work))
+    out = {"flows": flows}
+    for how, rs in res.items():
+        med = sorted(rs, key=lambda r: r["mpps"])[len(rs) // 2]
+        busy = sum(med["busy_ns"].values())
+        out[how] = {"mpps": round(med["mpps"], 3), "mpps_runs": [round(r["mpps"], 3) for r in rs],
+                    "forwarded_mpps": round(med["forwarded_mpps"], 3),
+                    "steered_per_s": round(med["steered_per_s"]),
+                    "steer_full_per_s": round(med["steer_full_per_s"]),
+                    "steered_share": round(med["steered_share"], 3),
+                    "forwarded_share": round(med["forwarded_share"], 4),
+                    "busy_ns_per_packet": round(busy, 1), "drops": med["drops"]}
+    # What a handed-over frame costs, from the difference in busy time per packet: only
+    # when the rings kept up (a frame dropped at a full ring costs its sender, not a
+    # hand-over).
+    rss = out["rss"]
+    extra = rss["busy_ns_per_packet"] - out["own"]["busy_ns_per_packet"]
+    kept_up = rss["steer_full_per_s"] <= 0.01 * max(rss["steered_per_s"], 1)
+    out["ns_per_steered"] = round(extra / max(rss["steered_share"], 1e-9), 1) if kept_up else None
+    print(f"two workers, gateway {flows} flows: RSS spread {rss['mpps']} Mpps in, "
+          f"{rss['forwarded_mpps']} out ({rss['steered_per_s'] / 1e6:.2f} M handed over/s, "
+          f"{rss['steer_full_per_s'] / 1e6:.2f} M/s dropped at a full ring), owner's queue "
+          f"{out['own']['mpps']} Mpps; ns per handed-over frame: {out['ns_per_steered']}",
+          flush=True)
+    return out
+
+
 def run_testpmd_once(fwd, pcap, frames):
     """testpmd's rate in forwarding mode `fwd` on a pcap played once through from its file
     (the CPS cells' baseline): Mpps over the middle of the play, from its port counters read
@@ -561,6 +659,7 @@ def main():
                       f"ns/pkt rx {bz['rx']} work {bz['work']} tx {bz['tx']}", flush=True)
             baselines[flows] = base
         cps_rows = cps_cells(runs, cache, work)
+        two = two_worker_cells(runs, seconds, cache, work)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         # Hugepage files of our EAL instances (a killed run can leave them behind).
@@ -582,6 +681,7 @@ def main():
     doc = {"date": when, "quick": a.quick, "runs": runs, "seconds": seconds,
            "capacity_factor": CAPACITY_FACTOR,
            "machine": machine(), "testpmd": baselines, "results": rows, "cps": cps_rows,
+           "two_workers": two,
            "elapsed_s": round(time.time() - started)}
     if CAPACITY_FACTOR is not None:
         table = f"sized to the flows (x{CAPACITY_FACTOR:g} + 1024)"
@@ -628,6 +728,21 @@ def main():
            "packets: the rate it holds while it has work); (wall): over the middle 60 % of the "
            "play by the clock; x macswap: the wall-clock packet rate over testpmd's on the "
            "same file (both read it from disk as it plays: ~100 ns a frame of the vdev's own)."]
+    md += ["", f"Two workers (gateway, {two['flows']:,} flows, the file over two rx queues; "
+           "worker 0 on CPU 1, worker 1 on CPU 0 beside the management thread):", "",
+           "| frames on | Mpps in | Mpps forwarded | handed over /s | dropped at a full ring /s | busy ns per packet (both workers) |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for how, label in (("own", "their conn owner's queue"), ("rss", "a queue by their own hash (RSS)")):
+        r = two[how]
+        md.append(f"| {label} | {r['mpps']:.2f} | {r['forwarded_mpps']:.2f} | "
+                  f"{r['steered_per_s']:,} | {r['steer_full_per_s']:,} | "
+                  f"{r['busy_ns_per_packet']} |")
+    md += ["", "A frame handed to the other worker costs "
+           + (f"~{two['ns_per_steered']} ns of busy time (from the difference in busy time "
+              "per packet)." if two["ns_per_steered"] is not None else
+              "more than the rings could carry here: worker 1 shares its CPU with the "
+              "management thread and this script, so worker 0 fills its ring (the frames "
+              "dropped at a full ring, counted as drop_steer_full).")]
     text = "\n".join(md) + "\n"
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     # A quick run never replaces the full run's table that the README quotes.

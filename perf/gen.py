@@ -5,6 +5,8 @@ flows, for DPDK's net_pcap to replay with infinite_rx=1.
   gen.py MODE FLOWS OUT.pcap [REPEAT]     MODE: dsr | proxy | gateway | testpmd
   gen.py MODE-tcp FLOWS OUT.pcap [REPEAT] the same, every flow TCP
   gen.py MODE-cps CONNS OUT.pcap          MODE: dsr | proxy | gateway
+  gen.py gateway-rss2|gateway-own2 FLOWS OUT.pcap
+                                          the gateway file over two rx queues (see below)
   gen.py proxy[-tcp]-open FLOWS OUT.pcap  the handshakes that open the TCP flows of the
                                           proxy file (see below)
 
@@ -29,6 +31,13 @@ datagram), to the second port's MAC
 (perf/testconf.py OPEN_IFACE): played once on that port, which the worker polls first each
 round, beside the looped file. SNAT ports are then still taken in flow order: each flow's
 first frame on the open port comes no later in the round than its first one in the loop.
+
+gateway-rss2 and gateway-own2 write the gateway file as two workers' rx queues would receive
+it, into OUT's name with .q0 and .q1 (one pcap per queue of net_pcap): -rss2 puts each frame
+on the queue a hash of its own tuple picks, as RSS does, so about half the frames (replies
+whose conn the other worker owns, and clients the other worker owns) reach the wrong worker
+and are handed over on the SPSC rings; -own2 puts each frame on its conn's owner's queue
+(src/mode/snat.rs owner_of: the client's address and port), so none is.
 
 MODE-cps writes connections instead (the connections-per-second cells, played once, not
 looped): CONNS TCP connections to VIP:80, each from its own client address and port (as
@@ -120,6 +129,36 @@ def snat_assignments(tuples):
     return out
 
 
+def fmix64(k):
+    """src/types/hash.rs fmix64."""
+    k ^= k >> 33
+    k = (k * 0xFF51AFD7ED558CCD) & M64
+    k ^= k >> 33
+    k = (k * 0xC4CEB9FE1A85EC53) & M64
+    return k ^ (k >> 33)
+
+
+def write_queues(how, n, path, queues=2):
+    """The gateway file over `queues` rx queues (see the module's doc)."""
+    outs = []
+    for q in range(queues):
+        f = open(path.removesuffix(".pcap") + f".q{q}.pcap", "wb")
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        outs.append(f)
+    rec = struct.Struct("<IIII")
+    for src, sport, proto, dport in flows(n):
+        owner = fmix64((src << 16) | sport) % queues
+        for b, tup in ((frame(ROUTER, LB, src, VIP, proto, sport, dport, ttl=63),
+                        (src, VIP, sport, dport, proto)),
+                       (frame(BACKEND_MAC, LB, BACKEND, src, proto, dport, sport),
+                        (BACKEND, src, dport, sport, proto))):
+            q = owner if how == "own" else (flow_hash(*tup) >> 7) % queues
+            outs[q].write(rec.pack(0, 0, len(b), len(b)))
+            outs[q].write(b)
+    for f in outs:
+        f.close()
+
+
 def conns(n):
     """The CPS cells' connections: (client, client port), all TCP to VIP:80."""
     for i in range(n):
@@ -162,6 +201,8 @@ def write_open(tcp_only, n, put):
 def main():
     mode, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    if mode in ("gateway-rss2", "gateway-own2"):
+        return write_queues(mode[8:11], n, path)
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         rec = struct.Struct("<IIII")
