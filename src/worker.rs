@@ -159,6 +159,12 @@ impl Worker {
                             self.enqueue(&mut bufs.tx, usize::from(out.0), m);
                             continue;
                         }
+                        // Not ours: straight to the worker that owns its conn.
+                        let len = m.data_mut().map_or(0, |f| f.len());
+                        if let Some(w) = self.dp.fast_handover(&pre[i], len) {
+                            self.steer(&mut bufs, w, m);
+                            continue;
+                        }
                     }
                     let hint = is_fast.then(|| pre[i].hash);
                     self.handle(&mut bufs, m, in_if, now, false, hint);
@@ -196,9 +202,19 @@ impl Worker {
                 let n = self.steer_in[r].dequeue(&mut rx);
                 got += n;
                 for i in 0..n {
-                    if let Some(m) = rx.take(i) {
+                    if let Some(mut m) = rx.take(i) {
                         let in_if = self.ports.iter().position(|p| *p == m.port()).unwrap_or(0);
-                        self.handle(&mut bufs, m, IfIdx(in_if as u16), now, true, None);
+                        let in_if = IfIdx(in_if as u16);
+                        // The fast lane first, as for frames of our own queues.
+                        let out = self.dp.fast_gate(in_if).and_then(|gate| {
+                            let f = m.data_mut()?;
+                            let pre = Datapath::pre_parse(f, &gate)?;
+                            self.dp.fast_path_steered(f, &pre, now)
+                        });
+                        match out {
+                            Some(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),
+                            None => self.handle(&mut bufs, m, in_if, now, true, None),
+                        }
                     }
                 }
                 rx.reset();
@@ -293,6 +309,21 @@ impl Worker {
         }
     }
 
+    /// Hands `m` to worker `w`, which owns its conn (batched per round, see `flush_steer`).
+    #[inline]
+    fn steer(&mut self, bufs: &mut Bufs, w: u16, m: Mbuf) {
+        let w = usize::from(w);
+        if w >= bufs.steer.len() || self.steer_out[w].is_none() {
+            self.dp.ctr.drop(DropReason::SteerFull);
+            self.drop_mbuf(bufs, m);
+            return;
+        }
+        if bufs.steer[w].is_full() {
+            self.flush_steer(bufs, w);
+        }
+        let _ = bufs.steer[w].push(m);
+    }
+
     #[inline]
     fn handle(
         &mut self,
@@ -314,18 +345,7 @@ impl Worker {
         match verdict {
             Verdict::Forward(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),
             Verdict::Reply => self.enqueue(&mut bufs.tx, usize::from(in_if.0), m),
-            Verdict::Steer(w) => {
-                let w = usize::from(w);
-                if w >= bufs.steer.len() || self.steer_out[w].is_none() {
-                    self.dp.ctr.drop(DropReason::SteerFull);
-                    self.drop_mbuf(bufs, m);
-                    return;
-                }
-                if bufs.steer[w].is_full() {
-                    self.flush_steer(bufs, w);
-                }
-                let _ = bufs.steer[w].push(m);
-            }
+            Verdict::Steer(w) => self.steer(bufs, w, m),
             Verdict::ToKernel => {
                 let i = usize::from(in_if.0);
                 let Some((tap, vlan)) = self.taps.get(i).copied().flatten() else {

@@ -283,6 +283,24 @@ impl Datapath {
     /// the interface the frame came in on, under the current snapshot.
     #[inline]
     pub fn fast_path(&mut self, frame: &mut [u8], pre: &Pre, now: u32) -> Option<IfIdx> {
+        self.fast_lane::<false>(frame, pre, now)
+    }
+
+    /// [`Datapath::fast_path`] for a frame another worker handed over (see `handover`): it
+    /// was counted as received there, so here it counts as `steered_in`, as the full path
+    /// counts it.
+    #[inline]
+    pub fn fast_path_steered(&mut self, frame: &mut [u8], pre: &Pre, now: u32) -> Option<IfIdx> {
+        self.fast_lane::<true>(frame, pre, now)
+    }
+
+    #[inline(always)]
+    fn fast_lane<const STEERED: bool>(
+        &mut self,
+        frame: &mut [u8],
+        pre: &Pre,
+        now: u32,
+    ) -> Option<IfIdx> {
         let (id, dir) = self.flows.find_hinted(&pre.key, pre.hash, pre.hint)?;
         let c = self.flows.conn(id);
         if c.expired(now, &self.fast.timeouts) || c.flags & flags::SEQ_ADJ != 0 {
@@ -293,15 +311,17 @@ impl Datapath {
         // The mode is decided once per packet, by its service: each mode runs its own copy
         // of the rest, without the other's tests.
         match (*self.fast.services.get(usize::from(c.service))?)? {
-            Mode::Dsr => self.fast_forward::<false>(frame, pre, now, id, dir),
-            Mode::Proxy | Mode::Gateway => self.fast_forward::<true>(frame, pre, now, id, dir),
+            Mode::Dsr => self.fast_forward::<false, STEERED>(frame, pre, now, id, dir),
+            Mode::Proxy | Mode::Gateway => {
+                self.fast_forward::<true, STEERED>(frame, pre, now, id, dir)
+            }
         }
     }
 
     /// The rest of [`Datapath::fast_path`] for conn `id`, met in direction `dir`, of a service
-    /// in a NAT mode (`NAT`) or in DSR.
+    /// in a NAT mode (`NAT`) or in DSR; handed over by another worker (`STEERED`) or not.
     #[inline(always)]
-    fn fast_forward<const NAT: bool>(
+    fn fast_forward<const NAT: bool, const STEERED: bool>(
         &mut self,
         frame: &mut [u8],
         pre: &Pre,
@@ -333,8 +353,12 @@ impl Datapath {
         // first, straight from the hop cache (the hop is a reference into it: no copy).
         *macs = hop.macs;
         let iface = hop.iface;
-        self.ctr.inc(Ctr::RxPackets);
-        self.ctr.add(Ctr::RxBytes, frame_len as u64);
+        if STEERED {
+            self.ctr.inc(Ctr::SteeredIn);
+        } else {
+            self.ctr.inc(Ctr::RxPackets);
+            self.ctr.add(Ctr::RxBytes, frame_len as u64);
+        }
         self.ctr.inc(Ctr::Forwarded);
         self.svc_ctr.count(service, backend, usize::from(pre.total));
         self.flows.conn_mut(id).touch(now);

@@ -9,7 +9,6 @@ use crate::config::Mode;
 use crate::flow::{Conn, ConnId, Dir, FlowKey, FlowState, flags};
 use crate::lb::LocalKind;
 use crate::mode;
-use crate::mode::snat::{owner_of, port_owner};
 use crate::stats::Ctr;
 use crate::types::{DropReason, IfIdx, PacketBuf, Verdict};
 use crate::wire::{self, L2, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -92,18 +91,10 @@ impl Datapath {
             },
             _ => None,
         };
-        let workers = self.me.count;
-        // Which worker owns the conn this packet belongs to (NAT conns only; see `mode::snat`).
-        let owner = match (local, service) {
-            (Some(LocalKind::Vip), Some(si))
-                if self.snap.services[usize::from(si)].mode == Mode::Dsr =>
-            {
-                None
-            }
-            (Some(LocalKind::Vip), _) => Some(owner_of(key.src, key.src_port, workers)),
-            (Some(_), _) => port_owner(l4.dst_port, workers, self.snap.nat_ports),
-            (None, _) if self.snap.routing => Some(owner_of(key.dst, key.dst_port, workers)),
-            (None, _) => return Verdict::Drop(DropReason::NotForUs),
+        // Which worker owns the conn this packet belongs to (NAT conns only; see `handover`).
+        let owner = match self.owner(&key, local, service) {
+            Ok(o) => o,
+            Err(r) => return Verdict::Drop(r),
         };
         if let Some(o) = owner
             && o != self.me.index

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `mod` | [`Datapath`], the worker's state; `process`: count, classify by ethertype |
 //! | `fast` | the fast lane: established conns, decided in a few dozen instructions |
+//! | `handover` | which worker owns a conn; frames handed between workers in the fast lane |
 //! | `arp` | ARP for our addresses answered, neighbours learned |
 //! | `ipv4` | IPv4 sorted by protocol; TCP/UDP to its owner core, its conn, or a new conn |
 //! | `egress` | a conn's packet on its way out: next hop, TTL, the mode's rewrite, VLAN |
@@ -33,6 +34,7 @@ mod dns;
 mod egress;
 mod fast;
 mod frag;
+mod handover;
 mod icmp;
 mod ipv4;
 mod limits;

@@ -6,6 +6,7 @@ use crate::config::OnDown;
 use crate::datapath::Datapath;
 use crate::flow::NO_HINT;
 use crate::lb::{BackendKey, BackendRuntime};
+use crate::stats::Ctr;
 use crate::types::{IfIdx, Verdict};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
@@ -156,5 +157,123 @@ fn fast_lane_decides_exactly_like_the_full_path() {
             lane > n / 4 && lane < n - n / 10,
             "{mode}: fast lane took {lane}"
         );
+    }
+}
+
+/// One frame the worker's way with two workers (`handover`): worker `w`'s fast lane, else
+/// the hand-over in the fast lane, else the full path; a handed-over frame through the
+/// owner's fast lane, else its full path. Returns the verdict where the frame ended;
+/// `lane` counts the frames the fast lane handed over.
+fn two_workers_fast(
+    ws: &mut [Datapath; 2],
+    w: usize,
+    f: &mut Vec<u8>,
+    now: u32,
+    lane: &mut u32,
+) -> Verdict {
+    let gate = ws[w].fast_gate(IfIdx(0)).unwrap();
+    let mut owner = None;
+    if let Some(pre) = Datapath::pre_parse(f, &gate) {
+        if let Some(out) = ws[w].fast_path(f, &pre, now) {
+            return Verdict::Forward(out);
+        }
+        owner = ws[w].fast_handover(&pre, f.len());
+        *lane += u32::from(owner.is_some());
+    }
+    let o = match owner {
+        Some(o) => usize::from(o),
+        None => match ws[w].process(f, IfIdx(0), now, false) {
+            Verdict::Steer(o) => usize::from(o),
+            v => return v,
+        },
+    };
+    if let Some(pre) = Datapath::pre_parse(f, &gate)
+        && let Some(out) = ws[o].fast_path_steered(f, &pre, now)
+    {
+        return Verdict::Forward(out);
+    }
+    ws[o].process(f, IfIdx(0), now, true)
+}
+
+/// The same with the full path alone.
+fn two_workers_full(ws: &mut [Datapath; 2], w: usize, f: &mut Vec<u8>, now: u32) -> Verdict {
+    match ws[w].process(f, IfIdx(0), now, false) {
+        Verdict::Steer(o) => ws[usize::from(o)].process(f, IfIdx(0), now, true),
+        v => v,
+    }
+}
+
+/// Two workers, frames landing on either as RSS would put them: the hand-over in the fast
+/// lane (`fast_handover`, `fast_path_steered`) sends every frame to the same worker and makes
+/// the same frames, verdicts and counters as the full path's hand-over; an access-listed
+/// service and DSR stay with the full path's rules.
+#[test]
+fn fast_lane_hands_frames_over_like_the_full_path() {
+    for mode in Mode::ALL {
+        let mut c = config(mode);
+        // The DNS service (UDP/53) with an access list: its frames are handed over by the
+        // full path, after the list.
+        c.services[1].allow = vec!["10.20.9.0/24".parse().unwrap()];
+        let snap = snapshot(&c);
+        let mut full = [0, 1].map(|me| datapath_on(&snap, 4096, 2, me).0);
+        let mut fast = [0, 1].map(|me| datapath_on(&snap, 4096, 2, me).0);
+        let mut lane = 0;
+        for i in 0..600u32 {
+            let now = i;
+            let client = Ipv4Addr::new(10, 20, 9, 2 + (i % 40) as u8);
+            let (proto, dport) = if i % 5 == 0 {
+                (PROTO_UDP, 53)
+            } else {
+                (PROTO_TCP, 80)
+            };
+            let sport = 30000 + (i / 3) as u16;
+            // The flow's first frame, its client's next one and the backend's answer,
+            // each on the worker a hash of its own tuple picks (here: by turns).
+            let flags = [SYN, ACK, ACK][(i % 3) as usize];
+            let mut f = pkt(client, VIP, sport, dport, proto, flags);
+            let w = ((i / 2) % 2) as usize;
+            let mut g = f.clone();
+            let vf = two_workers_full(&mut full, w, &mut f, now);
+            let vg = two_workers_fast(&mut fast, w, &mut g, now, &mut lane);
+            assert_eq!(vf, vg, "{mode} frame {i}");
+            assert_eq!(f, g, "{mode} frame {i}");
+            if mode != Mode::Dsr && vf != Verdict::Drop(crate::types::DropReason::NoFlow) {
+                // The backend's answer to what went out (NAT modes).
+                let (src, sport2, dst, dport2) = tuple(&f);
+                let flags = if flags == SYN { SYN | ACK } else { ACK };
+                let mut r = pkt(dst, src, dport2, sport2, proto, flags);
+                let mut s = r.clone();
+                let w = ((i / 3) % 2) as usize;
+                let vf = two_workers_full(&mut full, w, &mut r, now);
+                let vg = two_workers_fast(&mut fast, w, &mut s, now, &mut lane);
+                assert_eq!(vf, vg, "{mode} answer {i}");
+                assert_eq!(r, s, "{mode} answer {i}");
+            }
+        }
+        for k in 0..2 {
+            for ctr in [
+                Ctr::RxPackets,
+                Ctr::RxBytes,
+                Ctr::Forwarded,
+                Ctr::SteeredIn,
+                Ctr::FlowsCreated,
+            ] {
+                assert_eq!(
+                    full[k].ctr.get(ctr),
+                    fast[k].ctr.get(ctr),
+                    "{mode}: worker {k}, {ctr:?}"
+                );
+            }
+        }
+        let handed = full[0].ctr.get(Ctr::SteeredIn) + full[1].ctr.get(Ctr::SteeredIn);
+        if mode == Mode::Dsr {
+            assert_eq!((lane, handed), (0, 0), "dsr conns are not handed over");
+        } else {
+            // About half the frames; those of the access-listed service by the full path.
+            assert!(
+                handed > 400 && u64::from(lane) < handed && lane > 300,
+                "{mode}: {lane} of {handed}"
+            );
+        }
     }
 }
