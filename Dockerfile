@@ -11,16 +11,20 @@
 #             scripts/container.sh builds with `--target prebuilt`, from a context it makes out
 #             of the host's own `cargo build --release` (same Debian, same DPDK ABI).
 #   build     FROM ${RUST_IMAGE}: `cargo build --release --locked` from the repository.
-#   (last)    runtime + the build stage's binary: what a plain `docker build .` makes.
+#   (last)    runtime + the build stage's binary: what a plain `docker build .` makes
+#             (BuildKit, docker's default builder, skips `prebuilt`, which it does not need).
 #
 # A plain build needs rust:1-bookworm and debian:bookworm-slim from a registry; where none is
 # reachable, scripts/container.sh makes a Debian base with debootstrap and passes it as BASE.
 #
 # Run it with the least privilege it needs (README, "Running in a container"), never
-# --privileged: a net_tap port needs NET_ADMIN and /dev/net/tun, net_af_packet adds NET_RAW.
-#   docker run --rm --network host --cap-drop all --cap-add NET_ADMIN --device /dev/net/tun \
-#       -v $PWD/conf:/etc/switchyard:ro -e SWITCHYARD_CONFIG=/etc/switchyard/lab-container.toml \
-#       switchyard
+# --privileged: net_tap ports and the exception path need NET_ADMIN and /dev/net/tun,
+# net_af_packet adds NET_RAW, hugepages a mount of /dev/hugepages. With your config in
+# /etc/switchyard/switchyard.toml:
+#   docker run -d --name switchyard --network host --cap-drop all --cap-add NET_ADMIN \
+#       --device /dev/net/tun -v /etc/switchyard:/etc/switchyard:ro switchyard
+#   docker kill -s HUP switchyard       # reload the config
+#   docker stop switchyard              # SIGTERM: a clean stop, exit 0
 
 ARG BASE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
