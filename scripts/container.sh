@@ -86,10 +86,16 @@ base() {
 	main=$(mirror "$SUITE" http://deb.debian.org/debian)
 	security=$(mirror "$SUITE-security" http://deb.debian.org/debian-security)
 	root=$(mktemp -d /var/tmp/switchyard-base.XXXXXX)
+	# --one-file-system: never into anything debootstrap left mounted there.
 	# shellcheck disable=SC2064 # expand now: the path is local
-	trap "rm -rf '$root'" EXIT
+	trap "rm -rf --one-file-system '$root'" EXIT
+	# apt's proxy and release-date check as this machine has them (a snapshot mirror's
+	# Release files are old), for debootstrap and for apt in the image.
+	local PROXY="" VALID=""
+	eval "$(apt-config shell PROXY Acquire::http::Proxy VALID Acquire::Check-Valid-Until)"
 	log "base: no registry; debootstrap --variant=minbase $SUITE from $main"
-	debootstrap --variant=minbase "$SUITE" "$root" "$main" >"$root.log" 2>&1 ||
+	http_proxy="${PROXY:-${http_proxy:-}}" \
+		debootstrap --variant=minbase "$SUITE" "$root" "$main" >"$root.log" 2>&1 ||
 		{ tail -20 "$root.log" >&2; rm -f "$root.log"; die "debootstrap failed"; }
 	rm -f "$root.log"
 	cat >"$root/etc/apt/sources.list" <<-EOF
@@ -110,13 +116,19 @@ base() {
 		APT::Install-Recommends "false";
 		DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };
 	EOF
+	if [[ -n "$PROXY" ]]; then
+		echo "Acquire::http::Proxy \"$PROXY\";" >>"$root/etc/apt/apt.conf.d/50host"
+	fi
+	if [[ -n "$VALID" ]]; then
+		echo "Acquire::Check-Valid-Until \"$VALID\";" >>"$root/etc/apt/apt.conf.d/50host"
+	fi
 	find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
 	rm -rf "$root"/usr/share/{man,info}/* "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* \
 		"$root"/var/log/*.log "$root"/var/log/apt/*
 	find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 	tar -C "$root" --numeric-owner -c . |
 		"${ENGINE[@]}" import --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
-	rm -rf "$root"
+	rm -rf --one-file-system "$root"
 	trap - EXIT
 	log "base $BASE_IMAGE made ($("${ENGINE[@]}" image inspect --format '{{.Size}}' "$BASE_IMAGE") bytes)"
 }
