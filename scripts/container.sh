@@ -155,8 +155,10 @@ build() {
 		--build-arg "BASE=$BASE_IMAGE" -f "$REPO/Dockerfile" -t "$IMAGE" "$ctx"
 	rm -rf "$ctx"
 	trap - EXIT
-	# The image this one replaces (now untagged) goes, unless a container still uses it.
-	if [[ -n "$old" && "$old" != "$("${ENGINE[@]}" image inspect --format '{{.Id}}' "$IMAGE")" ]]; then
+	# The image this one replaces goes if nothing names it any more (another tag, a
+	# container still using it: it stays).
+	if [[ -n "$old" && "$old" != "$("${ENGINE[@]}" image inspect --format '{{.Id}}' "$IMAGE")" &&
+		"$("${ENGINE[@]}" image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" == 0 ]]; then
 		"${ENGINE[@]}" rmi "$old" >/dev/null 2>&1 || true
 	fi
 	log "image $IMAGE ($("${ENGINE[@]}" image inspect --format '{{.Size}}' "$IMAGE") bytes)"
