@@ -26,6 +26,10 @@ PKGS=(
 	bird2
 	# flood labs (hardening): spoofed SYN/ACK/UDP floods from the client namespace
 	hping3
+	# containers (scripts/container.sh, tests/container.rs): podman on runc; the Debian base
+	# image made with debootstrap where no registry answers. As root on overlayfs, podman
+	# needs neither uidmap nor fuse-overlayfs; --network host/ns: needs no CNI firewalling.
+	podman runc debootstrap
 )
 
 missing=()

@@ -49,13 +49,17 @@ pub fn init_logging(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    // JSON lines are for a collector (a container's log driver reads stdout), text for a
+    // person at a terminal. `run` prints nothing else on stdout.
     if cfg.log.json {
-        b.json().init();
+        b.json().with_writer(std::io::stdout).init();
     } else {
-        b.init();
+        // Colours only for a terminal, not for a file or a container's log.
+        use std::io::IsTerminal;
+        b.with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }
 

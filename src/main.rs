@@ -24,12 +24,12 @@ struct Cli {
 enum Cmd {
     /// Validate a configuration file and exit (non-zero with the offending key on error).
     Check {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
     /// Run the balancer until SIGINT/SIGTERM.
     Run {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
         /// Write the final counters (total and per worker) as JSON to this file at exit.
         #[arg(long)]
@@ -44,7 +44,7 @@ enum Cmd {
         #[arg(long, global = true)]
         api: Option<String>,
         /// Take the API address from this configuration's [api] listen.
-        #[arg(long, short, global = true)]
+        #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
         /// Print JSON instead of tables.
         #[arg(long, global = true)]

@@ -144,3 +144,31 @@ fn environment_overrides_reach_the_config() {
         "{err}"
     );
 }
+
+#[test]
+fn switchyard_config_names_the_file_and_is_not_a_key() {
+    // The container image's way: no --config, the path in the environment (which the
+    // SWITCHYARD_* overrides must not read as a key named `config`).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, GOOD).unwrap();
+    let o = std::process::Command::new(bin())
+        .arg("check")
+        .env("SWITCHYARD_CONFIG", &p)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(": OK ("),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // --config wins over the environment.
+    let o = std::process::Command::new(bin())
+        .args(["check", "--config", "/nonexistent/switchyard.toml"])
+        .env("SWITCHYARD_CONFIG", &p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/switchyard.toml"));
+}

@@ -247,7 +247,8 @@ impl Default for ArpConfig {
 pub struct LogConfig {
     /// tracing filter (overridden by `RUST_LOG`).
     pub level: String,
-    /// JSON lines instead of text.
+    /// JSON lines on stdout (what a container's log collector reads) instead of text on
+    /// stderr.
     pub json: bool,
     /// Log the aggregated counters this often (0 = never; they are always logged at exit).
     pub stats_interval_s: u32,
@@ -725,7 +726,8 @@ fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// Reads `path`, applies `SWITCHYARD_*` overrides (`__` separates nested keys) and validates.
-    /// `SWITCHYARD_API_TOKEN` is the API token ([`ApiConfig::token`]), not a key.
+    /// `SWITCHYARD_API_TOKEN` is the API token ([`ApiConfig::token`]) and `SWITCHYARD_CONFIG`
+    /// the file's path (the command line's `--config`), not keys.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.exists() {
             return Err(err("config", format!("file {} not found", path.display())));
@@ -733,7 +735,7 @@ impl Config {
         let fig = Figment::new().merge(Toml::file(path)).merge(
             Env::prefixed("SWITCHYARD_")
                 .split("__")
-                .ignore(&["API_TOKEN"]),
+                .ignore(&["API_TOKEN", "CONFIG"]),
         );
         let cfg: Config = fig.extract().map_err(figment_error)?;
         cfg.validate()?;

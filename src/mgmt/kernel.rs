@@ -40,9 +40,11 @@ pub enum KernelError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("{cmd}: {stderr}")]
     Failed { cmd: String, stderr: String },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source} (in a container, set it there: --sysctl {key}={value})")]
     Sysctl {
         path: String,
+        key: String,
+        value: String,
         source: std::io::Error,
     },
 }
@@ -89,9 +91,19 @@ pub fn plan(cfg: &Config) -> Vec<Option<KernelIface>> {
         .collect()
 }
 
+/// Sets a sysctl unless it already has the value: a container's /proc/sys is read-only, and
+/// its runtime sets what the container needs beforehand (`--sysctl`).
 fn sysctl(key: &str, value: &str) -> Result<(), KernelError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|source| KernelError::Sysctl { path, source })
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(|source| KernelError::Sysctl {
+        path,
+        key: key.into(),
+        value: value.into(),
+        source,
+    })
 }
 
 /// Kernel interfaces that `net_af_packet` vdevs open (`iface=` of each `--vdev`).

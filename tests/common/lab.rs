@@ -216,6 +216,136 @@ impl Drop for Children {
     }
 }
 
+/// `ip ARGS`, in namespace `ns` when given; true when it succeeded.
+fn ip_in(ns: Option<&str>, args: &[&str]) -> bool {
+    let mut c = Command::new("ip");
+    if let Some(n) = ns {
+        c.args(["-n", n]);
+    }
+    c.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace of a test's own (loopback up), deleted on drop with whatever is still
+/// in it (a veth moved into it takes its peer with it).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = ip_in(None, &["netns", "del", name]); // left by a killed run
+        assert!(ip_in(None, &["netns", "add", name]), "ip netns add {name}");
+        let n = Netns(name.into());
+        assert!(ip_in(Some(name), &["link", "set", "lo", "up"]));
+        n
+    }
+
+    /// `/run/netns/NAME`, what a container runtime joins (podman: `--network ns:PATH`).
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip_in(None, &["netns", "del", &self.0]);
+    }
+}
+
+/// A bridge between the lab's port and the balancer's `net_tap` kernel interface, in the root
+/// namespace or in a namespace of the test's (where a containerised balancer makes its tap),
+/// deleted on drop.
+pub struct Bridge {
+    name: String,
+    ns: Option<String>,
+}
+
+impl Bridge {
+    /// In the root namespace, where the lab leaves its port.
+    pub fn new(name: &str, lab_port: &str) -> Bridge {
+        Self::make(None, name, lab_port)
+    }
+
+    /// In namespace `ns`, the lab's port moved there first.
+    pub fn in_ns(ns: &Netns, name: &str, lab_port: &str) -> Bridge {
+        assert!(
+            ip_in(None, &["link", "set", lab_port, "netns", &ns.0]),
+            "moving {lab_port} into {}",
+            ns.0
+        );
+        Self::make(Some(&ns.0), name, lab_port)
+    }
+
+    fn make(ns: Option<&str>, name: &str, lab_port: &str) -> Bridge {
+        assert!(ip_in(ns, &["link", "add", name, "type", "bridge"]));
+        let b = Bridge {
+            name: name.into(),
+            ns: ns.map(str::to_string),
+        };
+        // Its own MAC, so it never takes the tap's (see `attach`).
+        assert!(ip_in(
+            ns,
+            &["link", "set", name, "address", "02:00:00:fe:00:01"]
+        ));
+        assert!(ip_in(ns, &["link", "set", lab_port, "master", name]));
+        assert!(ip_in(ns, &["link", "set", lab_port, "up"]));
+        assert!(ip_in(ns, &["link", "set", name, "up"]));
+        b
+    }
+
+    fn mac_of(&self, dev: &str) -> Option<String> {
+        let mut c = Command::new("ip");
+        if let Some(n) = &self.ns {
+            c.args(["-n", n]);
+        }
+        let o = c.args(["-br", "link", "show", "dev", dev]).output().ok()?;
+        // "NAME STATE MAC <FLAGS>"
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        (o.status.success())
+            .then(|| text.split_whitespace().nth(2).map(str::to_string))
+            .flatten()
+    }
+
+    /// Waits for the balancer's tap and puts it on the bridge. net_tap gives the kernel side
+    /// the port's own MAC; a bridge takes its ports' MACs as its own (frames to them stop at
+    /// the bridge), so the kernel side gets another one, and frames to the balancer's MAC are
+    /// bridged on to it. DPDK sets the kernel side's MAC again when it starts the port: the
+    /// MAC is set until it stays.
+    pub fn attach(&self, tap: &str) {
+        const KERNEL_SIDE: &str = "02:00:00:fe:00:02";
+        let ns = self.ns.as_deref();
+        let t = Instant::now();
+        let mut stable = 0;
+        while stable < 5 {
+            assert!(t.elapsed() < Duration::from_secs(20), "{tap} never settled");
+            std::thread::sleep(Duration::from_millis(100));
+            match self.mac_of(tap) {
+                Some(m) if m == KERNEL_SIDE => stable += 1,
+                Some(_) => {
+                    stable = 0;
+                    let _ = ip_in(ns, &["link", "set", tap, "address", KERNEL_SIDE]);
+                    let _ = ip_in(ns, &["link", "set", tap, "master", &self.name]);
+                    let _ = ip_in(ns, &["link", "set", tap, "up"]);
+                }
+                None => stable = 0,
+            }
+        }
+        let ethtool = ["ethtool", "-K", tap, "tx", "off"];
+        let _ = match ns {
+            Some(n) => Some(exec_in(n, &ethtool)),
+            None => Command::new(ethtool[0]).args(&ethtool[1..]).output().ok(),
+        };
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = ip_in(self.ns.as_deref(), &["link", "del", &self.name]);
+    }
+}
+
 /// A running balancer, interrupted (and reaped) on drop.
 pub struct Balancer {
     child: Option<Child>,
