@@ -78,6 +78,11 @@ def cell_config(mode, eal_args, mbufs, capacity, api, ha=None, open_port=False):
         c["flows"]["capacity_per_core"] = capacity
     c["api"] = {"listen": api}
     c["log"] = {"level": "warn"}
+    # A cell's table is deliberately up to 95 % full of live flows (1M flows in the default
+    # table), which the default pressure mark (50 %) treats as a flood: UDP conns idle out
+    # after 1 s and the sweep speeds up. A looped file comes back to a flow only once a pass,
+    # so its UDP conns would be remade (with other SNAT ports than the file's replies name).
+    c["protection"] = {**c.get("protection", {}), "pressure_percent": 100}
     if mode == "proxy":
         c["interfaces"][0]["snat_addresses"] = snat_addresses()
     if ha in ("off", "on"):
