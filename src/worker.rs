@@ -202,19 +202,8 @@ impl Worker {
                 let n = self.steer_in[r].dequeue(&mut rx);
                 got += n;
                 for i in 0..n {
-                    if let Some(mut m) = rx.take(i) {
-                        let in_if = self.ports.iter().position(|p| *p == m.port()).unwrap_or(0);
-                        let in_if = IfIdx(in_if as u16);
-                        // The fast lane first, as for frames of our own queues.
-                        let out = self.dp.fast_gate(in_if).and_then(|gate| {
-                            let f = m.data_mut()?;
-                            let pre = Datapath::pre_parse(f, &gate)?;
-                            self.dp.fast_path_steered(f, &pre, now)
-                        });
-                        match out {
-                            Some(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),
-                            None => self.handle(&mut bufs, m, in_if, now, true, None),
-                        }
+                    if let Some(m) = rx.take(i) {
+                        self.handle_steered(&mut bufs, m, now);
                     }
                 }
                 rx.reset();
@@ -309,8 +298,26 @@ impl Worker {
         }
     }
 
+    /// A frame another worker handed over: the fast lane first, as for frames of our own
+    /// queues, else the full path. Out of line, so that the burst loop's code (the fast lane
+    /// inlined there) stays as it is on one worker.
+    #[inline(never)]
+    fn handle_steered(&mut self, bufs: &mut Bufs, mut m: Mbuf, now: u32) {
+        let in_if = self.ports.iter().position(|p| *p == m.port()).unwrap_or(0);
+        let in_if = IfIdx(in_if as u16);
+        let out = self.dp.fast_gate(in_if).and_then(|gate| {
+            let f = m.data_mut()?;
+            let pre = Datapath::pre_parse(f, &gate)?;
+            self.dp.fast_path_steered(f, &pre, now)
+        });
+        match out {
+            Some(out) => self.enqueue(&mut bufs.tx, usize::from(out.0), m),
+            None => self.handle(bufs, m, in_if, now, true, None),
+        }
+    }
+
     /// Hands `m` to worker `w`, which owns its conn (batched per round, see `flush_steer`).
-    #[inline]
+    #[inline(never)]
     fn steer(&mut self, bufs: &mut Bufs, w: u16, m: Mbuf) {
         let w = usize::from(w);
         if w >= bufs.steer.len() || self.steer_out[w].is_none() {

@@ -54,8 +54,9 @@ impl Datapath {
     /// For a fast-lane frame (`pre`) this worker has no conn for: the other worker that owns
     /// its conn, with the frame counted as received (`frame_len` bytes) exactly as the full
     /// path counts a frame it hands over; `None` (nothing counted) when the frame is this
-    /// worker's or the full path must decide.
-    #[inline]
+    /// worker's or the full path must decide. Out of line: only the fast lane's misses call
+    /// it, and the burst loop it is called from stays small.
+    #[inline(never)]
     pub fn fast_handover(&mut self, pre: &Pre, frame_len: usize) -> Option<u16> {
         if self.me.count <= 1 {
             return None;
