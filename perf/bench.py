@@ -154,6 +154,22 @@ def take_floating(mode):
                     "dev", iface, "nud", "permanent"], check=True)
 
 
+def wait_until(p, workdir, deadline, ready):
+    """Polls the running balancer `p` until `ready(counters)` (its steady state) or the
+    deadline; raises if it exits first."""
+    while True:
+        if p.poll() is not None:
+            raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
+        try:
+            if ready(api("/status")["counters"]):
+                return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError("switchyard did not reach steady state")
+        time.sleep(0.2)
+
+
 def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
     """One Switchyard run on a cell, measured over `seconds` after the warm-up; `during`
     (if given) is called instead of sleeping through the measured window (perf/profile
@@ -167,21 +183,14 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
         # Wait for the API, then for one full pass over the file (all flows created).
         deadline = time.time() + 120
         owned = ha != "on"
-        while True:
-            if p.poll() is not None:
-                raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
-            try:
-                c = api("/status")["counters"]
-                if not owned:
-                    take_floating(mode)
-                    owned = True
-                if c["rx_packets"] > 2 * frames and c["flows_active"] >= flows * 0.99:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("switchyard did not reach steady state")
-            time.sleep(0.2)
+        def ready(c):
+            nonlocal owned
+            if not owned:
+                take_floating(mode)
+                owned = True
+            return c["rx_packets"] > 2 * frames and c["flows_active"] >= flows * 0.99
+
+        wait_until(p, workdir, deadline, ready)
         # The latency histograms restart here, so p50/p99 describe the measured window, not
         # the warm-up's conn creation (a worker hands its histogram over every 100 ms: what
         # it recorded in the 100 ms before the reset may still count, so the reset waits
@@ -326,19 +335,8 @@ def run_two_workers(how, flows, cache, seconds, workdir):
     p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
                          stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
     try:
-        deadline = time.time() + 120
-        while True:
-            if p.poll() is not None:
-                raise RuntimeError(f"switchyard exited: see {workdir}/switchyard.log")
-            try:
-                c = api("/status")["counters"]
-                if c["rx_packets"] > 4 * flows and c["flows_active"] >= flows * 0.99:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("switchyard did not reach steady state")
-            time.sleep(0.2)
+        wait_until(p, workdir, time.time() + 120, lambda c: c["rx_packets"] > 4 * flows
+                   and c["flows_active"] >= flows * 0.99)
         a = api("/status")["counters"]
         t0 = time.time()
         time.sleep(seconds)
