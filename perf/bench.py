@@ -19,6 +19,7 @@ This module is perf/run's body; perf/cells, perf/profile and perf/instructions i
 runners and configuration (`import bench`), so every script measures the same way.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -154,7 +155,23 @@ def take_floating(mode):
                     "dev", iface, "nud", "permanent"], check=True)
 
 
-def wait_until(p, workdir, deadline, ready):
+@contextlib.contextmanager
+def running(cfg_path, workdir):
+    """`switchyard run` on `cfg_path` (its log in WORKDIR/switchyard.log) for the block,
+    stopped with SIGINT when the block ends (killed if it has not exited 10 s later)."""
+    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
+    try:
+        yield p
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def wait_until(p, workdir, deadline, ready, failure="did not reach steady state"):
     """Polls the running balancer `p` until `ready(counters)` (its steady state) or the
     deadline; raises if it exits first."""
     while True:
@@ -166,7 +183,7 @@ def wait_until(p, workdir, deadline, ready):
         except OSError:
             pass
         if time.time() > deadline:
-            raise RuntimeError("switchyard did not reach steady state")
+            raise RuntimeError(f"switchyard {failure}")
         time.sleep(0.2)
 
 
@@ -177,9 +194,7 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
     addresses (`take_floating`) and streams its conns to the absent peer."""
     frames = flows * (1 if mode == "dsr" else 2)
     cfg_path = write_config(mode, flows, pcap, workdir, f"{mode}{flows}", API, ha)
-    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
-                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
-    try:
+    with running(cfg_path, workdir) as p:
         # Wait for the API, then for one full pass over the file (all flows created).
         deadline = time.time() + 120
         owned = ha != "on"
@@ -234,12 +249,6 @@ def run_switchyard(mode, flows, pcap, seconds, workdir, during=None, ha=None):
                 "send_errors": sb["ha"].get("send_errors"),
             },
         }
-    finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def _window_rate(samples, total):
@@ -261,9 +270,7 @@ def run_switchyard_cps(mode, pcap, workdir):
     per-packet split and the table's state at the end."""
     frames = CPS_CONNS * cps_frames_per_conn(mode)
     cfg_path = write_config(mode, CPS_CONNS, pcap, workdir, f"cps{mode}", API, once=True)
-    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
-                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
-    try:
+    with running(cfg_path, workdir) as p:
         samples, last, still = [], None, 0
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -303,12 +310,6 @@ def run_switchyard_cps(mode, pcap, workdir):
             "syn_cookies_sent": last.get("syn_cookies_sent"),
             "drops": drops,
         }
-    finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def run_two_workers(how, flows, cache, seconds, workdir):
@@ -332,9 +333,7 @@ def run_two_workers(how, flows, cache, seconds, workdir):
     cfg_path = os.path.join(workdir, "perf.toml")
     with open(cfg_path, "w") as f:
         f.write(testconf.dumps(cfg))
-    p = subprocess.Popen([BIN, "run", "--config", cfg_path], stdout=subprocess.DEVNULL,
-                         stderr=open(os.path.join(workdir, "switchyard.log"), "w"))
-    try:
+    with running(cfg_path, workdir) as p:
         wait_until(p, workdir, time.time() + 120, lambda c: c["rx_packets"] > 4 * flows
                    and c["flows_active"] >= flows * 0.99)
         a = api("/status")["counters"]
@@ -356,12 +355,6 @@ def run_two_workers(how, flows, cache, seconds, workdir):
             "busy_ns": {ph: d[f"busy_{ph}_ns"] / rx for ph in ("rx", "work", "tx")},
             "drops": {k: b[k] - a[k] for k in b if k.startswith("drop_") and b[k] - a[k]},
         }
-    finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def two_worker_cells(runs, seconds, cache, work, flows=65536):
