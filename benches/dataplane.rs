@@ -379,17 +379,9 @@ fn open_batch(
             )
         })
         .collect();
-    let pkt =
-        |&(a, p): &(Ipv4Addr, u16), flags| frames::pkt(a, testkit::VIP, p, 80, PROTO_TCP, flags);
-    let mut syns: Vec<Vec<u8>> = clients.iter().map(|c| pkt(c, frames::SYN)).collect();
-    let mut acks: Vec<Vec<u8>> = clients.iter().map(|c| pkt(c, frames::ACK)).collect();
-    let mut t = Duration::ZERO;
-    let t0 = Instant::now();
-    for f in &mut syns {
-        let v = d.process(f, IfIdx(0), *now, false);
-        assert!(matches!(v, Verdict::Forward(_)), "SYN {v:?}");
-    }
-    t += t0.elapsed();
+    let mut syns = client_frames(&clients, frames::SYN);
+    let mut acks = client_frames(&clients, frames::ACK);
+    let mut t = forward_all(d, &mut syns, *now, "SYN");
     if nat {
         // The backend answers the address and port the balancer sent the SYN from.
         let mut synacks: Vec<Vec<u8>> = syns
@@ -399,32 +391,31 @@ fn open_batch(
                 frames::pkt(dst, src, dport, sport, PROTO_TCP, frames::SYN | frames::ACK)
             })
             .collect();
-        let t0 = Instant::now();
-        for f in &mut synacks {
-            let v = d.process(f, IfIdx(0), *now, false);
-            assert!(matches!(v, Verdict::Forward(_)), "SYN-ACK {v:?}");
-        }
-        t += t0.elapsed();
+        t += forward_all(d, &mut synacks, *now, "SYN-ACK");
     }
-    let t0 = Instant::now();
-    for f in &mut acks {
-        let v = d.process(f, IfIdx(0), *now, false);
-        assert!(matches!(v, Verdict::Forward(_)), "ACK {v:?}");
-    }
-    t += t0.elapsed();
+    t += forward_all(d, &mut acks, *now, "ACK");
     (t, clients)
 }
 
 /// The clients' RSTs of open conns (timed).
 fn close_batch(d: &mut Datapath, clients: &[(Ipv4Addr, u16)], now: u32) -> Duration {
-    let mut rsts: Vec<Vec<u8>> = clients
+    forward_all(d, &mut client_frames(clients, RST), now, "RST")
+}
+
+/// A TCP segment with `flags` from each client to the VIP's port 80.
+fn client_frames(clients: &[(Ipv4Addr, u16)], flags: u8) -> Vec<Vec<u8>> {
+    clients
         .iter()
-        .map(|&(a, p)| frames::pkt(a, testkit::VIP, p, 80, PROTO_TCP, RST))
-        .collect();
+        .map(|&(a, p)| frames::pkt(a, testkit::VIP, p, 80, PROTO_TCP, flags))
+        .collect()
+}
+
+/// Runs `frames` through the datapath, each of which must be forwarded; the time it took.
+fn forward_all(d: &mut Datapath, frames: &mut [Vec<u8>], now: u32, what: &str) -> Duration {
     let t0 = Instant::now();
-    for f in &mut rsts {
+    for f in frames {
         let v = d.process(f, IfIdx(0), now, false);
-        assert!(matches!(v, Verdict::Forward(_)), "RST {v:?}");
+        assert!(matches!(v, Verdict::Forward(_)), "{what} {v:?}");
     }
     t0.elapsed()
 }
