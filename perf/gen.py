@@ -46,6 +46,7 @@ backend's SYN-ACK (NAT modes; addressed as Switchyard translates it, proxy to th
 it will have assigned), the client's ACK and the client's RST. Each is a new conn for the
 balancer: created, tracked through its handshake to established, closed.
 """
+import contextlib
 import os
 import struct
 import sys
@@ -138,71 +139,9 @@ def fmix64(k):
     return k ^ (k >> 33)
 
 
-def write_queues(how, n, path, queues=2):
-    """The gateway file over `queues` rx queues (see the module's doc)."""
-    outs = []
-    for q in range(queues):
-        f = open(path.removesuffix(".pcap") + f".q{q}.pcap", "wb")
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        outs.append(f)
-    rec = struct.Struct("<IIII")
-    for src, sport, proto, dport in flows(n):
-        owner = fmix64((src << 16) | sport) % queues
-        for b, tup in ((frame(ROUTER, LB, src, VIP, proto, sport, dport, ttl=63),
-                        (src, VIP, sport, dport, proto)),
-                       (frame(BACKEND_MAC, LB, BACKEND, src, proto, dport, sport),
-                        (BACKEND, src, dport, sport, proto))):
-            q = owner if how == "own" else (flow_hash(*tup) >> 7) % queues
-            outs[q].write(rec.pack(0, 0, len(b), len(b)))
-            outs[q].write(b)
-    for f in outs:
-        f.close()
-
-
-def conns(n):
-    """The CPS cells' connections: (client, client port), all TCP to VIP:80."""
-    for i in range(n):
-        yield (172 << 24) | (16 << 16) + (i >> 10), PORT_MIN + (i & 1023)
-
-
-def write_cps(mode, n, put):
-    tuples = [(src, sport, 6, 80) for src, sport in conns(n)]
-    snat = snat_assignments(tuples) if mode == "proxy" else None
-    cseq, bseq = 1000, 5000  # the client's and the backend's initial sequence numbers
-    for i, (src, sport, _, _) in enumerate(tuples):
-        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=SYN, seq=cseq, ack=0))
-        if mode == "gateway":
-            put(frame(BACKEND_MAC, LB, BACKEND, src, 6, 80, sport, flags=SYN | ACK, seq=bseq,
-                      ack=cseq + 1))
-        elif mode == "proxy":
-            addr, port = snat[i]
-            put(frame(BACKEND_MAC, LB, BACKEND, addr, 6, 80, port, flags=SYN | ACK, seq=bseq,
-                      ack=cseq + 1))
-        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=ACK, seq=cseq + 1,
-                  ack=bseq + 1))
-        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=RST | ACK, seq=cseq + 1,
-                  ack=bseq + 1))
-
-
-def write_open(tcp_only, n, put):
-    tuples = list(flows(n, tcp_only))
-    snat = snat_assignments(tuples)
-    for (src, sport, proto, dport), (addr, port) in zip(tuples, snat):
-        if proto != 6:
-            # Its first datagram: the open file keeps the loop's pace (two frames a flow).
-            put(frame(ROUTER, OPEN_MAC, src, VIP, proto, sport, dport, ttl=63))
-            continue
-        put(frame(ROUTER, OPEN_MAC, src, VIP, 6, sport, 80, ttl=63, flags=SYN, seq=0, ack=0))
-        put(frame(BACKEND_MAC, OPEN_MAC, BACKEND, addr, 6, 80, port, flags=SYN | ACK, seq=0,
-                  ack=1))
-        put(frame(ROUTER, OPEN_MAC, src, VIP, 6, sport, 80, ttl=63, flags=ACK, seq=1, ack=1))
-
-
-def main():
-    mode, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    if mode in ("gateway-rss2", "gateway-own2"):
-        return write_queues(mode[8:11], n, path)
+@contextlib.contextmanager
+def pcap(path):
+    """A pcap file being written: yields `put(frame)`."""
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         rec = struct.Struct("<IIII")
@@ -211,6 +150,64 @@ def main():
             f.write(rec.pack(0, 0, len(b), len(b)))
             f.write(b)
 
+        yield put
+
+
+def write_queues(how, n, path, queues=2):
+    """The gateway file over `queues` rx queues (see the module's doc)."""
+    with contextlib.ExitStack() as files:
+        puts = [files.enter_context(pcap(path.removesuffix(".pcap") + f".q{q}.pcap"))
+                for q in range(queues)]
+        for src, sport, proto, dport in flows(n):
+            owner = fmix64((src << 16) | sport) % queues
+            for b, tup in ((frame(ROUTER, LB, src, VIP, proto, sport, dport, ttl=63),
+                            (src, VIP, sport, dport, proto)),
+                           (frame(BACKEND_MAC, LB, BACKEND, src, proto, dport, sport),
+                            (BACKEND, src, dport, sport, proto))):
+                puts[owner if how == "own" else (flow_hash(*tup) >> 7) % queues](b)
+
+
+def handshake(put, lb_mac, src, sport, back, cseq, bseq):
+    """A TCP connection's opening from client `src`:`sport` to VIP:80, to `lb_mac`: the
+    client's SYN, the backend's SYN-ACK to `back` (the address and port the balancer sends
+    from; None in DSR, where it bypasses us) and the client's ACK; `cseq`/`bseq` the
+    client's and the backend's initial sequence numbers."""
+    put(frame(ROUTER, lb_mac, src, VIP, 6, sport, 80, ttl=63, flags=SYN, seq=cseq, ack=0))
+    if back:
+        put(frame(BACKEND_MAC, lb_mac, BACKEND, back[0], 6, 80, back[1], flags=SYN | ACK,
+                  seq=bseq, ack=cseq + 1))
+    put(frame(ROUTER, lb_mac, src, VIP, 6, sport, 80, ttl=63, flags=ACK, seq=cseq + 1,
+              ack=bseq + 1))
+
+
+def write_cps(mode, n, put):
+    tuples = list(flows(n, tcp_only=True))
+    snat = snat_assignments(tuples) if mode == "proxy" else None
+    cseq, bseq = 1000, 5000
+    for i, (src, sport, _, _) in enumerate(tuples):
+        back = {"proxy": snat and snat[i], "gateway": (src, sport)}.get(mode)
+        handshake(put, LB, src, sport, back, cseq, bseq)
+        put(frame(ROUTER, LB, src, VIP, 6, sport, 80, ttl=63, flags=RST | ACK, seq=cseq + 1,
+                  ack=bseq + 1))
+
+
+def write_open(tcp_only, n, put):
+    tuples = list(flows(n, tcp_only))
+    snat = snat_assignments(tuples)
+    for (src, sport, proto, dport), back in zip(tuples, snat):
+        if proto != 6:
+            # Its first datagram: the open file keeps the loop's pace (two frames a flow).
+            put(frame(ROUTER, OPEN_MAC, src, VIP, proto, sport, dport, ttl=63))
+            continue
+        handshake(put, OPEN_MAC, src, sport, back, 0, 0)
+
+
+def main():
+    mode, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    repeat = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    if mode in ("gateway-rss2", "gateway-own2"):
+        return write_queues(mode[8:11], n, path)
+    with pcap(path) as put:
         if mode.endswith("-cps"):
             write_cps(mode[:-4], n, put)
             return
