@@ -361,14 +361,16 @@ impl Datapath {
         }
         self.ctr.inc(Ctr::Forwarded);
         self.svc_ctr.count(service, backend, usize::from(pre.total));
-        self.flows.conn_mut(id).touch(now);
-        let changed = pre.key.proto == PROTO_TCP && self.flows.track_tcp(id, ip[20 + 13], dir);
+        // The flags before the rewrite (which leaves them as they are, but the compiler
+        // would keep the frame's address live across it).
+        let tcp_flags = (pre.key.proto == PROTO_TCP).then_some(ip[20 + 13]);
         if let Some((src, dst)) = nat {
             // The pre-parse checked everything the translation needs (no options, TCP with
             // 40 bytes or UDP with 28 at least, within the frame) and the TTL was checked
             // above: the same one-pass translation `nat_translate` picks for this packet.
             wire::nat_apply_fixed(ip, pre.key.proto == PROTO_UDP, src, dst);
         }
+        let changed = self.flows.touch_track(id, now, tcp_flags, dir);
         if changed && self.sync.is_some() {
             self.sync_conn(id, now);
         }

@@ -140,6 +140,12 @@ pub struct Conn {
 
 const _: () = assert!(std::mem::size_of::<Conn>() == 32);
 
+/// TCP flag bits of a segment's flags byte (what the state machine reads).
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
 impl Conn {
     /// A new conn for the forward tuple `fwd`.
     pub fn new(fwd: &FlowKey, state: FlowState, service: u16, backend: u32) -> Conn {
@@ -252,6 +258,14 @@ impl Conn {
         half_open(self.state)
     }
 
+    /// Whether a segment with `flags` leaves the conn as it is without a look at the state
+    /// machine: the common segment, an ACK (no RST, no FIN) of an established conn, costs a
+    /// flag test and one compare (the state compared as stored, not decoded first).
+    #[inline(always)]
+    pub fn tcp_steady(&self, flags: u8) -> bool {
+        self.is(FlowState::TcpEstablished) && flags & (RST | FIN) == 0
+    }
+
     /// The TCP part of the conn's state machine, from a segment's flags byte and the
     /// direction it travels (the fast lane and the full path both call it; so does the
     /// table's [`super::FlowTable::track_tcp`], which keeps the half-open count). Returns
@@ -262,13 +276,7 @@ impl Conn {
     /// after its SYN; an adopted one by a second client segment (DSR) or the backend's answer.
     #[inline]
     pub fn track_tcp(&mut self, flags: u8, dir: Dir) -> bool {
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
-        const ACK: u8 = 0x10;
-        // The common segment (an ACK of an established conn) costs two flag tests and one
-        // compare: the state is compared as it is stored, not decoded first.
-        if self.is(FlowState::TcpEstablished) && flags & (RST | FIN) == 0 {
+        if self.tcp_steady(flags) {
             return false;
         }
         let nat = self.has_reverse();

@@ -229,6 +229,26 @@ impl FlowTable {
     /// [`Conn::track_tcp`] on conn `id`, keeping the half-open count.
     #[inline]
     pub fn track_tcp(&mut self, id: ConnId, flags: u8, dir: Dir) -> bool {
+        !self.conns[id.0 as usize].tcp_steady(flags) && self.track_tcp_change(id, flags, dir)
+    }
+
+    /// The fast lane's bookkeeping for a packet of conn `id`: seen at `now` and, for a TCP
+    /// segment (`tcp_flags`), [`FlowTable::track_tcp`]; returns whether the state changed.
+    /// One index of the conn for both; the state machine itself runs out of line, as the
+    /// common segment (an ACK of an established conn) changes nothing.
+    #[inline(always)]
+    pub fn touch_track(&mut self, id: ConnId, now: u32, tcp_flags: Option<u8>, dir: Dir) -> bool {
+        let c = &mut self.conns[id.0 as usize];
+        c.touch(now);
+        match tcp_flags {
+            Some(f) if !c.tcp_steady(f) => self.track_tcp_change(id, f, dir),
+            _ => false,
+        }
+    }
+
+    /// [`FlowTable::track_tcp`] for a segment that may change the conn's state.
+    #[inline(never)]
+    fn track_tcp_change(&mut self, id: ConnId, flags: u8, dir: Dir) -> bool {
         let c = &mut self.conns[id.0 as usize];
         let was = c.is_half_open();
         let changed = c.track_tcp(flags, dir);
