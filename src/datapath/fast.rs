@@ -361,8 +361,9 @@ impl Datapath {
         }
         self.ctr.inc(Ctr::Forwarded);
         self.svc_ctr.count(service, backend, usize::from(pre.total));
-        // The flags before the rewrite (which leaves them as they are, but the compiler
-        // would keep the frame's address live across it).
+        // The flags read before the rewrite (which leaves them as they are) and the conn's
+        // bookkeeping after it: in this order the NAT body compiles to fewer instructions
+        // (perf/instructions proxy 1000: 473.0 against 487.2 with the bookkeeping first).
         let tcp_flags = (pre.key.proto == PROTO_TCP).then_some(ip[20 + 13]);
         if let Some((src, dst)) = nat {
             // The pre-parse checked everything the translation needs (no options, TCP with
