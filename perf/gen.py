@@ -2,7 +2,7 @@
 """Generates benchmark traffic: pcap files of 60-byte frames (64 on the wire) with N distinct
 flows, for DPDK's net_pcap to replay with infinite_rx=1.
 
-  gen.py MODE FLOWS OUT.pcap [REPEAT]     MODE: dsr | proxy | gateway | testpmd
+  gen.py MODE FLOWS OUT.pcap [REPEAT]     MODE: dsr | proxy | gateway
   gen.py MODE-tcp FLOWS OUT.pcap [REPEAT] the same, every flow TCP
   gen.py MODE-cps CONNS OUT.pcap          MODE: dsr | proxy | gateway
   gen.py gateway-rss2|gateway-own2 FLOWS OUT.pcap
@@ -221,9 +221,6 @@ def main():
         for i, (src, sport, proto, dport) in enumerate(f for _ in range(repeat)
                                                        for f in flows(n, tcp_only)):
             i %= n
-            if mode == "testpmd":
-                put(frame(ROUTER, LB, src, VIP, proto, sport, dport))
-                continue
             put(frame(ROUTER, LB, src, VIP, proto, sport, dport, ttl=63))
             if mode == "gateway":
                 put(frame(BACKEND_MAC, LB, BACKEND, src, proto, dport, sport))
