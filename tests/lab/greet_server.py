@@ -47,6 +47,8 @@ def main():
     class Server(socketserver.ThreadingTCPServer):
         allow_reuse_address = True
         daemon_threads = True
+        # A server's backlog, not socketserver's 5 (see http_backend.py).
+        request_queue_size = 511
 
     srv = Server((a.bind, a.port), Handler)
     with open(a.pidfile, "w") as f:

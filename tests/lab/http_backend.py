@@ -95,6 +95,10 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # Allow an immediate restart after `lab.sh down; lab.sh up`.
     allow_reuse_address = True
+    # A server's listen backlog (nginx's is 511), not socketserver's 5: with 5, a burst of
+    # connects overflows the SYN queue, the kernel answers with SYN cookies, and the odd
+    # handshake ends in a reset from the backend that no balancer caused.
+    request_queue_size = 511
 
     def __init__(self, addr, name, log):
         super().__init__(addr, Handler)
