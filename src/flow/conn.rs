@@ -3,6 +3,7 @@
 //! matched ([`Dir`]).
 
 use super::key::FlowKey;
+use crate::wire::{TH_ACK, TH_FIN, TH_RST, TH_SYN};
 
 /// Connection state, which picks the idle timeout.
 ///
@@ -140,12 +141,6 @@ pub struct Conn {
 
 const _: () = assert!(std::mem::size_of::<Conn>() == 32);
 
-/// TCP flag bits of a segment's flags byte (what the state machine reads).
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
 impl Conn {
     /// A new conn for the forward tuple `fwd`.
     pub fn new(fwd: &FlowKey, state: FlowState, service: u16, backend: u32) -> Conn {
@@ -263,7 +258,7 @@ impl Conn {
     /// flag test and one compare (the state compared as stored, not decoded first).
     #[inline(always)]
     pub fn tcp_steady(&self, flags: u8) -> bool {
-        self.is(FlowState::TcpEstablished) && flags & (RST | FIN) == 0
+        self.is(FlowState::TcpEstablished) && flags & (TH_RST | TH_FIN) == 0
     }
 
     /// The TCP part of the conn's state machine, from a segment's flags byte and the
@@ -280,27 +275,31 @@ impl Conn {
             return false;
         }
         let nat = self.has_reverse();
-        let next = if flags & (RST | FIN) != 0 {
+        let next = if flags & (TH_RST | TH_FIN) != 0 {
             FlowState::TcpClosing
         } else {
             match (self.state(), dir) {
                 // Port reuse after close: a new connection on the same backend.
-                (FlowState::TcpClosing, Dir::Forward) if flags & (SYN | ACK) == SYN => {
+                (FlowState::TcpClosing, Dir::Forward) if flags & (TH_SYN | TH_ACK) == TH_SYN => {
                     FlowState::TcpSyn
                 }
-                (FlowState::TcpSyn, Dir::Reverse) if flags & (SYN | ACK) == SYN | ACK => {
+                (FlowState::TcpSyn, Dir::Reverse)
+                    if flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK =>
+                {
                     FlowState::TcpSynAck
                 }
-                (FlowState::TcpSyn, Dir::Forward) if !nat && flags & (SYN | ACK) == ACK => {
+                (FlowState::TcpSyn, Dir::Forward)
+                    if !nat && flags & (TH_SYN | TH_ACK) == TH_ACK =>
+                {
                     FlowState::TcpEstablished
                 }
-                (FlowState::TcpSynAck, Dir::Forward) if flags & (SYN | ACK) == ACK => {
+                (FlowState::TcpSynAck, Dir::Forward) if flags & (TH_SYN | TH_ACK) == TH_ACK => {
                     FlowState::TcpEstablished
                 }
-                (FlowState::TcpAdopted, Dir::Forward) if !nat && flags & SYN == 0 => {
+                (FlowState::TcpAdopted, Dir::Forward) if !nat && flags & TH_SYN == 0 => {
                     FlowState::TcpEstablished
                 }
-                (FlowState::TcpAdopted, Dir::Reverse) if flags & SYN == 0 => {
+                (FlowState::TcpAdopted, Dir::Reverse) if flags & TH_SYN == 0 => {
                     FlowState::TcpEstablished
                 }
                 (s, _) => s,
