@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["types"]),
     ("stats", &["types"]),
     ("gslb", &["types", "config"]),
-    ("flow", &["types", "dpdk", "config"]),
+    ("flow", &["types", "dpdk", "wire", "config"]),
     ("lb", &["types", "config", "flow", "gslb"]),
     ("mode", &["types", "config", "wire", "flow", "lb"]),
     ("channel", &["types", "stats", "flow", "lb"]),
